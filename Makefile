@@ -1,0 +1,37 @@
+# Makefile for estream (PGXS)
+
+MODULE_big = estream
+OBJS = \
+	src/estream.o \
+	src/murmur2.o \
+	src/shmem.o \
+	src/topic.o \
+	src/produce.o \
+	src/fetch.o
+
+EXTENSION = estream
+DATA = estream--1.0.sql
+PGFILEDESC = "estream - event streams for PostgreSQL"
+
+REGRESS = partitioner
+REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=./test/estream.conf \
+	--load-extension=estream
+
+ISOLATION =
+ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=./test/estream.conf \
+	--load-extension=estream
+
+TAP_TESTS = 1
+PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
+
+EXTRA_CLEAN = tmp_check_regress tmp_check_iso output_iso results regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# pg_isolation_regress looks for specs in ./specs by default (--inputdir=.)
+
+.PHONY: bench
+bench:
+	./scripts/bench.sh

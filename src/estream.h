@@ -1,0 +1,118 @@
+/*-------------------------------------------------------------------------
+ *
+ * estream.h
+ *		Shared declarations of the estream extension: shared partition
+ *		state (stable watermarks), topic metadata cache, partitioner.
+ *
+ * Copyright (c) 2026, estream developers
+ *
+ * IDENTIFICATION
+ *		src/estream.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ESTREAM_H
+#define ESTREAM_H
+
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "lib/ilist.h"
+#include "storage/condition_variable.h"
+#include "storage/spin.h"
+#include "utils/timestamp.h"
+
+/* GUC variables (estream.c) */
+extern int	estream_max_partitions;
+extern int	estream_max_partitions_per_xact;
+extern int	estream_max_batch_records;
+extern int	estream_max_batch_bytes;
+extern int	estream_default_max_message_bytes;
+
+/*
+ * Key of a partition's shared state.  The log relation's OID (not the topic
+ * id) identifies the topic so that a topic dropped and created again, or
+ * an extension dropped and created again, never meets a stale entry: OIDs
+ * are not reused within the lifetime of a postmaster in practice.
+ */
+typedef struct EstreamPartKey
+{
+	Oid			dbid;
+	Oid			logrelid;
+	int32		partition;
+} EstreamPartKey;
+
+/*
+ * Shared state of one topic partition.  All fields but key and cv are
+ * protected by mutex.  See shmem.c for the protocol.
+ */
+typedef struct EstreamPartition
+{
+	EstreamPartKey key;			/* hash key, must be first */
+	slock_t		mutex;
+	bool		initialized;	/* next/committed_end valid */
+	int64		next;			/* next offset to hand out */
+	int64		committed_end;	/* 1 + highest offset of a committed xact */
+	dlist_head	inflight;		/* EstreamMarker of open producing xacts */
+	ConditionVariable cv;		/* broadcast when the watermark may move */
+} EstreamPartition;
+
+/* In-flight marker of one producing transaction on one partition (shmem) */
+typedef struct EstreamMarker
+{
+	dlist_node	node;
+	int64		first;			/* first offset this xact reserved */
+} EstreamMarker;
+
+/* Watermarks of a partition as seen at one instant */
+typedef struct EstreamWatermarks
+{
+	int64		stable;			/* every offset below it has ended */
+	int64		next;			/* next offset to be reserved */
+} EstreamWatermarks;
+
+/* Cached metadata of one topic (topic.c) */
+typedef struct EstreamTopic
+{
+	char		name[256];		/* hash key */
+	int32		topic_id;
+	Oid			logrelid;
+	int32		partitions;
+	int32		segment;		/* current segment number */
+	int64		max_message_bytes;
+	bool		log_append_time;	/* message.timestamp.type */
+	int32		rr_next;		/* next partition for null keys, -1 unset */
+	void	   *insert_plan;	/* SPIPlanPtr, kept */
+	void	   *insert_batch_plan;	/* SPIPlanPtr, kept */
+	void	   *fetch_plan;		/* SPIPlanPtr, kept */
+	void	   *max_offset_plan;	/* SPIPlanPtr, kept */
+	void	   *log_start_plan; /* SPIPlanPtr, kept */
+} EstreamTopic;
+
+/* shmem.c */
+extern void estream_shmem_init(void);
+extern bool estream_shmem_ready(void);
+extern void estream_require_shmem(void);
+extern EstreamPartition *estream_get_partition(EstreamTopic *topic, int32 partition);
+extern int64 estream_reserve(EstreamPartition *part, int64 count);
+extern void estream_read_watermarks(EstreamPartition *part, EstreamWatermarks *wm);
+extern void estream_partition_watermarks(EstreamTopic *topic, int32 partition,
+										 EstreamWatermarks *wm);
+extern bool estream_wait_for_stable(EstreamPartition *part, int64 past,
+									TimestampTz deadline);
+
+/* topic.c */
+extern void estream_topic_cache_init(void);
+extern EstreamTopic *estream_lookup_topic(const char *name, bool missing_ok);
+extern Oid	estream_schema_oid(void);
+extern void estream_check_partition(EstreamTopic *topic, int32 partition);
+
+/* murmur2.c */
+extern int32 estream_murmur2(const char *data, int len);
+extern int32 estream_partition_for_key(const char *data, int len, int32 partitions);
+extern char *estream_text_to_utf8(text *t, int *len);
+
+/* produce.c */
+extern int32 estream_sticky_partition(EstreamTopic *topic);
+
+#endif							/* ESTREAM_H */

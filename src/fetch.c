@@ -1,0 +1,473 @@
+/*-------------------------------------------------------------------------
+ *
+ * fetch.c
+ *		estream.fetch(), fetch_binary(), watermarks() and
+ *		offsets_for_times().
+ *
+ * Every reader follows the protocol of shmem.c: read the stable watermark W
+ * first, then take a fresh snapshot (GetLatestSnapshot) and scan [from, W).
+ * The statement's own snapshot is older than W and could miss a record
+ * whose transaction committed in between, so it is never used, whatever
+ * the isolation level.
+ *
+ * Offsets out of range follow Kafka: a start offset above W is an error
+ * (OFFSET_OUT_OF_RANGE); one below the partition's log start is reset to
+ * the log start ("earliest", the default), to W ("latest"), or is an error
+ * ("error"), as the caller chooses.
+ *
+ * Copyright (c) 2026, estream developers
+ *
+ * IDENTIFICATION
+ *		src/fetch.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "estream.h"
+
+typedef enum OffsetReset
+{
+	RESET_EARLIEST,
+	RESET_LATEST,
+	RESET_ERROR
+} OffsetReset;
+
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+static void
+check_can_read(void)
+{
+	estream_require_shmem();
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot fetch from an estream topic during recovery"),
+				 errdetail("Reading on a hot standby needs the persisted stable offsets, which this version does not write yet.")));
+}
+
+/*
+ * Log start offset of a partition, from estream.partition.  SPI connected.
+ */
+static int64
+log_start_offset(EstreamTopic *topic, int32 partition)
+{
+	Datum		args[2];
+	int			rc;
+	bool		isnull;
+	int64		result = 0;
+
+	if (topic->log_start_plan == NULL)
+	{
+		Oid			argtypes[2] = {INT4OID, INT4OID};
+
+		topic->log_start_plan =
+			prepare_kept("SELECT log_start_offset FROM estream.partition"
+						 " WHERE topic_id OPERATOR(pg_catalog.=) $1"
+						 " AND partition OPERATOR(pg_catalog.=) $2",
+						 2, argtypes);
+	}
+	args[0] = Int32GetDatum(topic->topic_id);
+	args[1] = Int32GetDatum(partition);
+	rc = SPI_execute_snapshot(topic->log_start_plan, args, NULL,
+							  GetLatestSnapshot(), InvalidSnapshot, true, false, 1);
+	if (rc == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			result = DatumGetInt64(d);
+	}
+	return result;
+}
+
+static OffsetReset
+parse_reset(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *s;
+
+	if (PG_ARGISNULL(argno))
+		return RESET_EARLIEST;
+	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (strcmp(s, "earliest") == 0)
+		return RESET_EARLIEST;
+	if (strcmp(s, "latest") == 0)
+		return RESET_LATEST;
+	if (strcmp(s, "error") == 0 || strcmp(s, "none") == 0)
+		return RESET_ERROR;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid value for auto_offset_reset: \"%s\"", s),
+			 errdetail("Valid values are \"earliest\", \"latest\" and \"error\".")));
+	return RESET_ERROR;			/* keep compiler quiet */
+}
+
+static void
+require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name)));
+}
+
+/*
+ * Emit one fetched row into the result set.  In text mode the key must be
+ * valid UTF-8 and the value JSON; binary mode returns the bytes.
+ */
+static void
+emit_row(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
+		 HeapTuple tup, TupleDesc desc, bool binary)
+{
+	Datum		row[6];
+	bool		nulls[6];
+	bool		isnull;
+	Datum		key;
+	bool		keynull;
+	Datum		value;
+	Datum		value_bin;
+	bool		value_null;
+	bool		value_bin_null;
+	int64		offset;
+
+	offset = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	row[0] = Int32GetDatum(partition);
+	nulls[0] = false;
+	row[1] = Int64GetDatum(offset);
+	nulls[1] = false;
+	row[2] = SPI_getbinval(tup, desc, 2, &nulls[2]);
+	key = SPI_getbinval(tup, desc, 3, &keynull);
+	value = SPI_getbinval(tup, desc, 4, &value_null);
+	value_bin = SPI_getbinval(tup, desc, 5, &value_bin_null);
+	row[5] = SPI_getbinval(tup, desc, 6, &nulls[5]);
+
+	nulls[3] = keynull;
+	if (binary)
+	{
+		row[3] = key;
+		if (!value_bin_null)
+		{
+			row[4] = value_bin;
+			nulls[4] = false;
+		}
+		else if (!value_null)
+		{
+			Jsonb	   *jb = DatumGetJsonbP(value);
+			char	   *str = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+
+			row[4] = PointerGetDatum(cstring_to_text(str));	/* same layout as bytea */
+			nulls[4] = false;
+		}
+		else
+			nulls[4] = true;
+	}
+	else
+	{
+		if (!keynull)
+		{
+			bytea	   *kb = DatumGetByteaPP(key);
+			char	   *data = VARDATA_ANY(kb);
+			int			len = VARSIZE_ANY_EXHDR(kb);
+
+			if (!pg_verify_mbstr(PG_UTF8, data, len, true))
+				ereport(ERROR,
+						(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+						 errmsg("key of the record at offset %lld of partition %d of topic \"%s\" is not valid UTF-8",
+								(long long) offset, partition, topic->name),
+						 errhint("Use estream.fetch_binary() to read binary keys and values.")));
+			data = pg_any_to_server(data, len, PG_UTF8);
+			if (data == VARDATA_ANY(kb))
+				row[3] = PointerGetDatum(cstring_to_text_with_len(data, len));
+			else
+				row[3] = PointerGetDatum(cstring_to_text(data));
+		}
+		if (!value_bin_null)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("record at offset %lld of partition %d of topic \"%s\" has a binary value",
+							(long long) offset, partition, topic->name),
+					 errdetail("It was produced with estream.produce_binary() or estream.produce_batch_binary()."),
+					 errhint("Use estream.fetch_binary() to read binary keys and values.")));
+		row[4] = value;
+		nulls[4] = value_null;
+	}
+
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, nulls);
+}
+
+/*
+ * Read up to max records of [from, stable) with a fresh snapshot and emit
+ * them.  SPI connected.  Returns the number of rows.
+ */
+static uint64
+read_range(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
+		   int64 from, int64 stable, int32 max, bool binary)
+{
+	Datum		args[4];
+	int			rc;
+
+	if (topic->fetch_plan == NULL)
+	{
+		char		sql[512];
+		Oid			argtypes[4] = {INT4OID, INT8OID, INT8OID, INT4OID};
+
+		snprintf(sql, sizeof(sql),
+				 "SELECT \"offset\", ts, key, value, value_bin, headers"
+				 " FROM estream.log_%d WHERE partition OPERATOR(pg_catalog.=) $1"
+				 " AND \"offset\" OPERATOR(pg_catalog.>=) $2"
+				 " AND \"offset\" OPERATOR(pg_catalog.<) $3"
+				 " ORDER BY \"offset\" LIMIT $4", topic->topic_id);
+		topic->fetch_plan = prepare_kept(sql, 4, argtypes);
+	}
+
+	args[0] = Int32GetDatum(partition);
+	args[1] = Int64GetDatum(from);
+	args[2] = Int64GetDatum(stable);
+	args[3] = Int32GetDatum(max);
+
+	/* the snapshot must be taken after the watermark was read */
+	rc = SPI_execute_snapshot(topic->fetch_plan, args, NULL,
+							  GetLatestSnapshot(), InvalidSnapshot, true, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read the log of topic \"%s\"", topic->name);
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+		emit_row(rsinfo, topic, partition, SPI_tuptable->vals[i],
+				 SPI_tuptable->tupdesc, binary);
+	return SPI_processed;
+}
+
+/*
+ * fetch(topic, partition, from_offset, max_records, wait_ms, auto_offset_reset)
+ */
+static Datum
+fetch_common(FunctionCallInfo fcinfo, bool binary)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *name;
+	int32		partition;
+	int64		from;
+	int32		max_records;
+	int32		wait_ms;
+	OffsetReset reset;
+	EstreamTopic *topic;
+	EstreamPartition *part;
+	EstreamWatermarks wm;
+	int64		log_start;
+	TimestampTz deadline;
+
+	require_arg(fcinfo, 0, "topic");
+	require_arg(fcinfo, 1, "partition");
+	require_arg(fcinfo, 2, "from_offset");
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	partition = PG_GETARG_INT32(1);
+	from = PG_GETARG_INT64(2);
+	max_records = PG_ARGISNULL(3) ? 500 : PG_GETARG_INT32(3);
+	wait_ms = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT32(4);
+	reset = parse_reset(fcinfo, 5);
+
+	if (max_records < 1 || max_records > estream_max_batch_records)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_records must be between 1 and %d", estream_max_batch_records),
+				 errdetail("The value given was %d.", max_records)));
+	if (wait_ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("wait_ms must not be negative"),
+				 errdetail("The value given was %d.", wait_ms)));
+	if (from < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("from_offset must not be negative"),
+				 errdetail("The value given was %lld.", (long long) from)));
+
+	check_can_read();
+	topic = estream_lookup_topic(name, false);
+	estream_check_partition(topic, partition);
+	part = estream_get_partition(topic, partition);
+
+	InitMaterializedSRF(fcinfo, 0);
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	estream_read_watermarks(part, &wm);
+	log_start = log_start_offset(topic, partition);
+
+	if (from > wm.stable)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("offset %lld is out of range for partition %d of topic \"%s\"",
+						(long long) from, partition, topic->name),
+				 errdetail("The partition's log start offset is %lld and its stable offset is %lld.",
+						   (long long) log_start, (long long) wm.stable),
+				 errhint("Fetch from an offset between the log start offset and the stable offset; estream.watermarks() shows both.")));
+
+	if (from < log_start)
+	{
+		if (reset == RESET_ERROR)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("offset %lld is out of range for partition %d of topic \"%s\"",
+							(long long) from, partition, topic->name),
+					 errdetail("The partition's log start offset is %lld: older records were deleted by retention.",
+							   (long long) log_start),
+					 errhint("Pass auto_offset_reset => 'earliest' or 'latest' to reset the position.")));
+		from = (reset == RESET_EARLIEST) ? log_start : wm.stable;
+	}
+
+	for (;;)
+	{
+		if (from < wm.stable &&
+			read_range(rsinfo, topic, partition, from, wm.stable, max_records, binary) > 0)
+			break;
+		if (wait_ms == 0)
+			break;
+		/* [from, W) is empty or holes only: wait for W to move */
+		if (!estream_wait_for_stable(part, wm.stable, deadline))
+			break;
+		estream_read_watermarks(part, &wm);
+	}
+
+	SPI_finish();
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(estream_fetch);
+Datum
+estream_fetch(PG_FUNCTION_ARGS)
+{
+	return fetch_common(fcinfo, false);
+}
+
+PG_FUNCTION_INFO_V1(estream_fetch_binary);
+Datum
+estream_fetch_binary(PG_FUNCTION_ARGS)
+{
+	return fetch_common(fcinfo, true);
+}
+
+/*
+ * watermarks(topic) returns (partition, log_start_offset, stable_offset,
+ * next_offset) for every partition.
+ */
+PG_FUNCTION_INFO_V1(estream_watermarks);
+Datum
+estream_watermarks(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	EstreamTopic *topic;
+
+	require_arg(fcinfo, 0, "topic");
+	check_can_read();
+	topic = estream_lookup_topic(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (int32 p = 0; p < topic->partitions; p++)
+	{
+		EstreamWatermarks wm;
+		Datum		row[4];
+		bool		nulls[4] = {false, false, false, false};
+		int64		log_start;
+
+		estream_partition_watermarks(topic, p, &wm);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		log_start = log_start_offset(topic, p);
+		SPI_finish();
+
+		row[0] = Int32GetDatum(p);
+		row[1] = Int64GetDatum(log_start);
+		row[2] = Int64GetDatum(wm.stable);
+		row[3] = Int64GetDatum(wm.next);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * offsets_for_times(topic, ts) returns, for every partition, the first
+ * stable offset whose timestamp is at or after ts (null if there is none),
+ * as Kafka's ListOffsets does.
+ */
+PG_FUNCTION_INFO_V1(estream_offsets_for_times);
+Datum
+estream_offsets_for_times(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	EstreamTopic *topic;
+	TimestampTz ts;
+	SPIPlanPtr	plan;
+	char		sql[512];
+	Oid			argtypes[3] = {INT4OID, TIMESTAMPTZOID, INT8OID};
+
+	require_arg(fcinfo, 0, "topic");
+	require_arg(fcinfo, 1, "ts");
+	check_can_read();
+	topic = estream_lookup_topic(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+	ts = PG_GETARG_TIMESTAMPTZ(1);
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	snprintf(sql, sizeof(sql),
+			 "SELECT \"offset\", ts FROM estream.log_%d"
+			 " WHERE partition OPERATOR(pg_catalog.=) $1"
+			 " AND ts OPERATOR(pg_catalog.>=) $2"
+			 " AND \"offset\" OPERATOR(pg_catalog.<) $3"
+			 " ORDER BY \"offset\" LIMIT 1", topic->topic_id);
+	plan = SPI_prepare(sql, 3, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+
+	for (int32 p = 0; p < topic->partitions; p++)
+	{
+		EstreamWatermarks wm;
+		Datum		args[3];
+		Datum		row[3];
+		bool		nulls[3] = {false, true, true};
+		int			rc;
+
+		estream_partition_watermarks(topic, p, &wm);
+		args[0] = Int32GetDatum(p);
+		args[1] = TimestampTzGetDatum(ts);
+		args[2] = Int64GetDatum(wm.stable);
+		rc = SPI_execute_snapshot(plan, args, NULL, GetLatestSnapshot(),
+								  InvalidSnapshot, true, false, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "could not read the log of topic \"%s\"", topic->name);
+		row[0] = Int32GetDatum(p);
+		if (SPI_processed == 1)
+		{
+			row[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &nulls[1]);
+			row[2] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &nulls[2]);
+		}
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, nulls);
+	}
+
+	SPI_finish();
+	return (Datum) 0;
+}

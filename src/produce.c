@@ -1,0 +1,590 @@
+/*-------------------------------------------------------------------------
+ *
+ * produce.c
+ *		estream.produce() and its binary and batch forms.
+ *
+ * A produce call validates every record first (sizes, headers, partition),
+ * then reserves offsets in shared memory (shmem.c), then INSERTs the rows
+ * into the topic's log through a kept SPI plan.  Nothing is reserved for a
+ * call that fails validation; a call that fails after reserving leaves only
+ * a hole, which readers skip.  The rows become visible to consumers when,
+ * and only if, the caller's transaction commits.
+ *
+ * Copyright (c) 2026, estream developers
+ *
+ * IDENTIFICATION
+ *		src/produce.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "tcop/utility.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+
+#include "estream.h"
+
+/* One record being produced */
+typedef struct ProduceRecord
+{
+	bytea	   *key;			/* NULL for a null key */
+	Datum		value;			/* jsonb or bytea */
+	bool		value_null;
+	Jsonb	   *headers;		/* NULL for no headers */
+	int32		partition;
+	int64		offset;
+} ProduceRecord;
+
+#define INSERT_COLUMNS \
+	"(segment, partition, \"offset\", ts, key, value, value_bin, headers)"
+
+/*
+ * Headers are a JSON object whose values are strings or null, like Kafka's
+ * record headers (string keys, byte-string values).
+ */
+static void
+check_headers(Jsonb *headers)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (!JB_ROOT_IS_OBJECT(headers) || JB_ROOT_IS_SCALAR(headers))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("record headers must be a JSON object"),
+				 errdetail("Headers map names to string values, as in {\"trace-id\": \"abc\"}.")));
+
+	it = JsonbIteratorInit(&headers->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_VALUE && v.type != jbvString && v.type != jbvNull)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("record header values must be strings or null"),
+					 errdetail("Headers map names to string values, as in {\"trace-id\": \"abc\"}.")));
+	}
+}
+
+static bytea *
+text_key_to_bytes(text *key)
+{
+	int			len;
+	char	   *utf8 = estream_text_to_utf8(key, &len);
+	bytea	   *result = palloc(VARHDRSZ + len);
+
+	SET_VARSIZE(result, VARHDRSZ + len);
+	memcpy(VARDATA(result), utf8, len);
+	return result;
+}
+
+static Size
+record_size(ProduceRecord *r)
+{
+	Size		size = 0;
+
+	if (r->key != NULL)
+		size += VARSIZE_ANY_EXHDR(r->key);
+	if (!r->value_null)
+		size += VARSIZE_ANY_EXHDR(DatumGetPointer(r->value));
+	if (r->headers != NULL)
+		size += VARSIZE_ANY_EXHDR(r->headers);
+	return size;
+}
+
+static void
+check_record_size(EstreamTopic *topic, ProduceRecord *r, int index)
+{
+	Size		size = record_size(r);
+
+	if (size > topic->max_message_bytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("record is too large for topic \"%s\"", topic->name),
+				 index >= 0 ?
+				 errdetail("Record %d of the batch has %zu bytes of key, value and headers; the limit is %lld bytes.",
+						   index + 1, size, (long long) topic->max_message_bytes) :
+				 errdetail("The record has %zu bytes of key, value and headers; the limit is %lld bytes.",
+						   size, (long long) topic->max_message_bytes),
+				 errhint("Raise the topic's max.message.bytes with estream.alter_topic().")));
+}
+
+/*
+ * Partition for a null key: round-robin over the topic's partitions,
+ * starting at a backend-dependent place so that producers spread.
+ */
+int32
+estream_sticky_partition(EstreamTopic *topic)
+{
+	int32		p;
+
+	if (topic->rr_next < 0 || topic->rr_next >= topic->partitions)
+		topic->rr_next = MyProcPid % topic->partitions;
+	p = topic->rr_next;
+	topic->rr_next = (p + 1) % topic->partitions;
+	return p;
+}
+
+static void
+check_can_produce(void)
+{
+	estream_require_shmem();
+	PreventCommandIfReadOnly("estream.produce()");
+	PreventCommandDuringRecovery("estream.produce()");
+	if (IsInParallelMode())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("cannot produce during a parallel operation")));
+}
+
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/*
+ * Prepare (once per backend and topic) the INSERT plans, so that a call
+ * that fails to plan fails before it reserves offsets.
+ */
+static void
+prepare_insert_plans(EstreamTopic *topic, bool batch)
+{
+	if (!batch && topic->insert_plan == NULL)
+	{
+		char		sql[256];
+		Oid			argtypes[8] = {INT4OID, INT4OID, INT8OID, TIMESTAMPTZOID,
+		BYTEAOID, JSONBOID, BYTEAOID, JSONBOID};
+
+		snprintf(sql, sizeof(sql),
+				 "INSERT INTO estream.log_%d " INSERT_COLUMNS
+				 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", topic->topic_id);
+		topic->insert_plan = prepare_kept(sql, 8, argtypes);
+	}
+	if (batch && topic->insert_batch_plan == NULL)
+	{
+		char		sql[512];
+		Oid			argtypes[8] = {INT4OID, INT4ARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID,
+		BYTEAARRAYOID, JSONBARRAYOID, BYTEAARRAYOID, JSONBARRAYOID};
+
+		snprintf(sql, sizeof(sql),
+				 "INSERT INTO estream.log_%d " INSERT_COLUMNS
+				 " SELECT $1, u.p, u.o, $4, u.k, u.v, u.b, u.h"
+				 " FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3),"
+				 " pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7),"
+				 " pg_catalog.unnest($8)) AS u(p, o, k, v, b, h)",
+				 topic->topic_id);
+		topic->insert_batch_plan = prepare_kept(sql, 8, argtypes);
+	}
+}
+
+/*
+ * Insert one record whose offset is already reserved.  SPI is connected and
+ * the plan prepared.
+ */
+static void
+insert_one(EstreamTopic *topic, ProduceRecord *r, bool binary, TimestampTz ts)
+{
+	Datum		values[8];
+	char		nulls[8];
+	int			rc;
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int32GetDatum(topic->segment);
+	values[1] = Int32GetDatum(r->partition);
+	values[2] = Int64GetDatum(r->offset);
+	values[3] = TimestampTzGetDatum(ts);
+	values[4] = PointerGetDatum(r->key);
+	if (r->key == NULL)
+		nulls[4] = 'n';
+	values[5] = values[6] = r->value;
+	nulls[5] = nulls[6] = 'n';
+	if (!r->value_null)
+		nulls[binary ? 6 : 5] = ' ';
+	values[7] = PointerGetDatum(r->headers);
+	if (r->headers == NULL)
+		nulls[7] = 'n';
+
+	rc = SPI_execute_plan(topic->insert_plan, values, nulls, false, 0);
+	if (rc != SPI_OK_INSERT || SPI_processed != 1)
+		elog(ERROR, "could not insert into the log of topic \"%s\"", topic->name);
+}
+
+static ArrayType *
+make_array(Datum *elems, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return construct_md_array(elems, nulls, 1, dims, lbs, elemtype,
+							  typlen, typbyval, typalign);
+}
+
+/*
+ * Insert n records whose offsets are reserved, in one statement.  SPI is
+ * connected.
+ */
+static void
+insert_many(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
+			TimestampTz ts)
+{
+	Datum	   *parts = palloc(sizeof(Datum) * n);
+	Datum	   *offs = palloc(sizeof(Datum) * n);
+	Datum	   *keys = palloc(sizeof(Datum) * n);
+	Datum	   *vals = palloc(sizeof(Datum) * n);
+	Datum	   *hdrs = palloc(sizeof(Datum) * n);
+	bool	   *keynulls = palloc(sizeof(bool) * n);
+	bool	   *valnulls = palloc(sizeof(bool) * n);
+	bool	   *allnulls = palloc(sizeof(bool) * n);
+	bool	   *hdrnulls = palloc(sizeof(bool) * n);
+	Datum		values[8];
+	char		nulls[8];
+	int			rc;
+
+	for (int i = 0; i < n; i++)
+	{
+		parts[i] = Int32GetDatum(recs[i].partition);
+		offs[i] = Int64GetDatum(recs[i].offset);
+		keys[i] = PointerGetDatum(recs[i].key);
+		keynulls[i] = (recs[i].key == NULL);
+		vals[i] = recs[i].value;
+		valnulls[i] = recs[i].value_null;
+		allnulls[i] = true;
+		hdrs[i] = PointerGetDatum(recs[i].headers);
+		hdrnulls[i] = (recs[i].headers == NULL);
+	}
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int32GetDatum(topic->segment);
+	values[1] = PointerGetDatum(make_array(parts, NULL, n, INT4OID));
+	values[2] = PointerGetDatum(make_array(offs, NULL, n, INT8OID));
+	values[3] = TimestampTzGetDatum(ts);
+	values[4] = PointerGetDatum(make_array(keys, keynulls, n, BYTEAOID));
+	if (binary)
+	{
+		values[5] = PointerGetDatum(make_array(vals, allnulls, n, JSONBOID));
+		values[6] = PointerGetDatum(make_array(vals, valnulls, n, BYTEAOID));
+	}
+	else
+	{
+		values[5] = PointerGetDatum(make_array(vals, valnulls, n, JSONBOID));
+		values[6] = PointerGetDatum(make_array(vals, allnulls, n, BYTEAOID));
+	}
+	values[7] = PointerGetDatum(make_array(hdrs, hdrnulls, n, JSONBOID));
+
+	rc = SPI_execute_plan(topic->insert_batch_plan, values, nulls, false, 0);
+	if (rc != SPI_OK_INSERT || SPI_processed != (uint64) n)
+		elog(ERROR, "could not insert into the log of topic \"%s\"", topic->name);
+}
+
+/*
+ * Produce n validated records: choose partitions, reserve offsets (one
+ * contiguous block per partition, in partition order), insert.
+ */
+static void
+produce_records(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
+				bool has_partition, int32 partition, TimestampTz ts)
+{
+	int32		sticky = -1;
+	int64	   *counts;
+	int64	   *nextoff;
+
+	if (has_partition)
+		estream_check_partition(topic, partition);
+
+	if (topic->log_append_time || ts == DT_NOBEGIN)
+		ts = GetCurrentTimestamp();
+
+	counts = palloc0(sizeof(int64) * topic->partitions);
+	nextoff = palloc0(sizeof(int64) * topic->partitions);
+
+	for (int i = 0; i < n; i++)
+	{
+		ProduceRecord *r = &recs[i];
+
+		if (has_partition)
+			r->partition = partition;
+		else if (r->key != NULL)
+			r->partition = estream_partition_for_key(VARDATA_ANY(r->key),
+													 VARSIZE_ANY_EXHDR(r->key),
+													 topic->partitions);
+		else
+		{
+			/* all null-key records of one call stick to one partition */
+			if (sticky < 0)
+				sticky = estream_sticky_partition(topic);
+			r->partition = sticky;
+		}
+		counts[r->partition]++;
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	prepare_insert_plans(topic, n > 1);
+
+	/* look up (and initialize) every partition before reserving anything */
+	for (int p = 0; p < topic->partitions; p++)
+	{
+		if (counts[p] > 0)
+			(void) estream_get_partition(topic, p);
+	}
+
+	for (int p = 0; p < topic->partitions; p++)
+	{
+		if (counts[p] > 0)
+			nextoff[p] = estream_reserve(estream_get_partition(topic, p), counts[p]);
+	}
+
+	for (int i = 0; i < n; i++)
+		recs[i].offset = nextoff[recs[i].partition]++;
+
+	if (n == 1)
+		insert_one(topic, &recs[0], binary, ts);
+	else
+		insert_many(topic, recs, n, binary, ts);
+	SPI_finish();
+}
+
+static TimestampTz
+check_timestamp(TimestampTz ts)
+{
+	if (TIMESTAMP_NOT_FINITE(ts))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("record timestamp must be finite"),
+				 errdetail("Record timestamps cannot be infinity or -infinity.")));
+	return ts;
+}
+
+static char *
+topic_arg(FunctionCallInfo fcinfo)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("topic must not be null")));
+	return text_to_cstring(PG_GETARG_TEXT_PP(0));
+}
+
+/*
+ * Shared body of produce(topic, value jsonb, key text, partition, headers, ts)
+ * and produce_binary(topic, value bytea, key bytea, partition, headers, ts).
+ */
+static Datum
+produce_single(FunctionCallInfo fcinfo, bool binary)
+{
+	char	   *name = topic_arg(fcinfo);
+	EstreamTopic *topic;
+	ProduceRecord rec;
+	TupleDesc	tupdesc;
+	Datum		result[2];
+	bool		rnulls[2] = {false, false};
+	TimestampTz ts = DT_NOBEGIN;
+
+	check_can_produce();
+	topic = estream_lookup_topic(name, false);
+
+	rec.value_null = PG_ARGISNULL(1);
+	rec.value = rec.value_null ? (Datum) 0 :
+		PointerGetDatum(PG_DETOAST_DATUM(PG_GETARG_DATUM(1)));
+	if (PG_ARGISNULL(2))
+		rec.key = NULL;
+	else if (binary)
+		rec.key = PG_GETARG_BYTEA_PP(2);
+	else
+		rec.key = text_key_to_bytes(PG_GETARG_TEXT_PP(2));
+	rec.headers = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
+	if (rec.headers != NULL)
+		check_headers(rec.headers);
+	if (!PG_ARGISNULL(5))
+		ts = check_timestamp(PG_GETARG_TIMESTAMPTZ(5));
+	check_record_size(topic, &rec, -1);
+
+	produce_records(topic, &rec, 1, binary,
+					!PG_ARGISNULL(3), PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3), ts);
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	tupdesc = BlessTupleDesc(tupdesc);
+	result[0] = Int32GetDatum(rec.partition);
+	result[1] = Int64GetDatum(rec.offset);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, result, rnulls)));
+}
+
+PG_FUNCTION_INFO_V1(estream_produce);
+Datum
+estream_produce(PG_FUNCTION_ARGS)
+{
+	return produce_single(fcinfo, false);
+}
+
+PG_FUNCTION_INFO_V1(estream_produce_binary);
+Datum
+estream_produce_binary(PG_FUNCTION_ARGS)
+{
+	return produce_single(fcinfo, true);
+}
+
+static void
+deconstruct_arg(FunctionCallInfo fcinfo, int argno, Oid elemtype, const char *what,
+				Datum **elems, bool **nulls, int *n)
+{
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(argno);
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%s must be a one-dimensional array", what)));
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	deconstruct_array(arr, elemtype, typlen, typbyval, typalign, elems, nulls, n);
+}
+
+/*
+ * Shared body of produce_batch(topic, values jsonb[], keys text[],
+ * partition, headers jsonb[], ts) and produce_batch_binary(topic,
+ * values bytea[], keys bytea[], partition, headers jsonb[], ts).  Returns
+ * (partition, offset) of every record, in input order.
+ */
+static Datum
+produce_batch(FunctionCallInfo fcinfo, bool binary)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *name = topic_arg(fcinfo);
+	EstreamTopic *topic;
+	Datum	   *vals;
+	bool	   *valnulls;
+	Datum	   *keys = NULL;
+	bool	   *keynulls = NULL;
+	Datum	   *hdrs = NULL;
+	bool	   *hdrnulls = NULL;
+	int			n;
+	int			nkeys;
+	int			nhdrs;
+	ProduceRecord *recs;
+	Size		total = 0;
+	TimestampTz ts = DT_NOBEGIN;
+
+	check_can_produce();
+	topic = estream_lookup_topic(name, false);
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("values must not be null"),
+				 errhint("Pass an array of values; a null element is a tombstone.")));
+	deconstruct_arg(fcinfo, 1, binary ? BYTEAOID : JSONBOID, "values", &vals, &valnulls, &n);
+
+	if (n > estream_max_batch_records)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("batch of %d records is too large", n),
+				 errdetail("One call can produce at most %d records.", estream_max_batch_records),
+				 errhint("Split the batch, or raise estream.max_batch_records.")));
+
+	if (!PG_ARGISNULL(2))
+	{
+		deconstruct_arg(fcinfo, 2, binary ? BYTEAOID : TEXTOID, "keys", &keys, &keynulls, &nkeys);
+		if (nkeys != n)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("keys and values must have the same length"),
+					 errdetail("There are %d values and %d keys.", n, nkeys)));
+	}
+	if (!PG_ARGISNULL(4))
+	{
+		deconstruct_arg(fcinfo, 4, JSONBOID, "headers", &hdrs, &hdrnulls, &nhdrs);
+		if (nhdrs != n)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("headers and values must have the same length"),
+					 errdetail("There are %d values and %d headers.", n, nhdrs)));
+	}
+	if (!PG_ARGISNULL(5))
+		ts = check_timestamp(PG_GETARG_TIMESTAMPTZ(5));
+
+	recs = palloc(sizeof(ProduceRecord) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		ProduceRecord *r = &recs[i];
+
+		r->value_null = valnulls[i];
+		r->value = valnulls[i] ? (Datum) 0 :
+			PointerGetDatum(PG_DETOAST_DATUM(vals[i]));
+		if (keys == NULL || keynulls[i])
+			r->key = NULL;
+		else if (binary)
+			r->key = DatumGetByteaPP(keys[i]);
+		else
+			r->key = text_key_to_bytes(DatumGetTextPP(keys[i]));
+		if (hdrs == NULL || hdrnulls[i])
+			r->headers = NULL;
+		else
+		{
+			r->headers = DatumGetJsonbP(hdrs[i]);
+			check_headers(r->headers);
+		}
+		check_record_size(topic, r, i);
+		total += record_size(r);
+	}
+
+	if (total > (Size) estream_max_batch_bytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("batch of %zu bytes is too large", total),
+				 errdetail("One call can produce at most %d bytes of keys, values and headers.",
+						   estream_max_batch_bytes),
+				 errhint("Split the batch, or raise estream.max_batch_bytes.")));
+
+	if (n > 0)
+		produce_records(topic, recs, n, binary,
+						!PG_ARGISNULL(3), PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3), ts);
+	else if (!PG_ARGISNULL(3))
+		estream_check_partition(topic, PG_GETARG_INT32(3));
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (int i = 0; i < n; i++)
+	{
+		Datum		row[2];
+		bool		rnulls[2] = {false, false};
+
+		row[0] = Int32GetDatum(recs[i].partition);
+		row[1] = Int64GetDatum(recs[i].offset);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, rnulls);
+	}
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(estream_produce_batch);
+Datum
+estream_produce_batch(PG_FUNCTION_ARGS)
+{
+	return produce_batch(fcinfo, false);
+}
+
+PG_FUNCTION_INFO_V1(estream_produce_batch_binary);
+Datum
+estream_produce_batch_binary(PG_FUNCTION_ARGS)
+{
+	return produce_batch(fcinfo, true);
+}

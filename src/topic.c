@@ -1,0 +1,214 @@
+/*-------------------------------------------------------------------------
+ *
+ * topic.c
+ *		Backend-local cache of topic metadata and of the prepared plans that
+ *		produce to and fetch from a topic's log.
+ *
+ * Topics are created, altered and dropped by SQL functions of the install
+ * script, which change rows of estream.topic.  A trigger on that table
+ * sends a relcache invalidation for it; every backend's callback then marks
+ * the whole cache stale, and the next lookup rebuilds it.  Invalidations
+ * are processed at transaction start and at lock acquisition, so a
+ * transaction sees every topic change committed before it started.  The
+ * callback only sets a flag: pointers handed out by a lookup stay valid
+ * until the next lookup.
+ *
+ * Copyright (c) 2026, estream developers
+ *
+ * IDENTIFICATION
+ *		src/topic.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "estream.h"
+
+#define MAX_TOPIC_NAME	249
+
+static HTAB *topic_cache = NULL;
+static bool topic_cache_stale = false;
+static Oid	topic_catalog_relid = InvalidOid;
+
+static void
+topic_cache_inval(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == topic_catalog_relid)
+		topic_cache_stale = true;
+}
+
+void
+estream_topic_cache_init(void)
+{
+	CacheRegisterRelcacheCallback(topic_cache_inval, (Datum) 0);
+}
+
+static void
+free_plan(void *plan)
+{
+	if (plan != NULL)
+		SPI_freeplan((SPIPlanPtr) plan);
+}
+
+static void
+reset_topic_cache(void)
+{
+	HASHCTL		info;
+
+	if (topic_cache != NULL)
+	{
+		HASH_SEQ_STATUS status;
+		EstreamTopic *t;
+
+		hash_seq_init(&status, topic_cache);
+		while ((t = hash_seq_search(&status)) != NULL)
+		{
+			free_plan(t->insert_plan);
+			free_plan(t->insert_batch_plan);
+			free_plan(t->fetch_plan);
+			free_plan(t->max_offset_plan);
+			free_plan(t->log_start_plan);
+		}
+		hash_destroy(topic_cache);
+	}
+
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(((EstreamTopic *) NULL)->name);
+	info.entrysize = sizeof(EstreamTopic);
+	topic_cache = hash_create("estream topic cache", 32, &info,
+							  HASH_ELEM | HASH_STRINGS);
+	topic_cache_stale = false;
+	topic_catalog_relid = InvalidOid;
+}
+
+Oid
+estream_schema_oid(void)
+{
+	return get_namespace_oid("estream", false);
+}
+
+/*
+ * Look up a topic by name.  Returns NULL if it does not exist and missing_ok,
+ * else raises an error.  The result is valid until the next lookup.
+ */
+EstreamTopic *
+estream_lookup_topic(const char *name, bool missing_ok)
+{
+	EstreamTopic *t;
+	bool		found;
+	Datum		args[1];
+	Oid			argtypes[1] = {TEXTOID};
+	int			rc;
+	size_t		len = strlen(name);
+
+	if (topic_cache == NULL || topic_cache_stale)
+		reset_topic_cache();
+
+	if (len == 0 || len > MAX_TOPIC_NAME)
+		goto not_found;
+
+	t = hash_search(topic_cache, name, HASH_FIND, NULL);
+	if (t != NULL)
+		return t;
+
+	if (!OidIsValid(topic_catalog_relid))
+		topic_catalog_relid = get_relname_relid("topic", estream_schema_oid());
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	args[0] = CStringGetTextDatum(name);
+	rc = SPI_execute_with_args("SELECT topic_id, log_relid::pg_catalog.oid, partitions,"
+							   " current_segment,"
+							   " (config OPERATOR(pg_catalog.->>) 'max.message.bytes')::pg_catalog.int8,"
+							   " config OPERATOR(pg_catalog.->>) 'message.timestamp.type'"
+							   " FROM estream.topic WHERE name OPERATOR(pg_catalog.=) $1",
+							   1, argtypes, args, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not look up topic \"%s\"", name);
+
+	if (SPI_processed == 0)
+	{
+		SPI_finish();
+		goto not_found;
+	}
+	else
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		d;
+		char	   *tstype;
+
+		t = hash_search(topic_cache, name, HASH_ENTER, &found);
+		t->topic_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		t->logrelid = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+		t->partitions = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		t->segment = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+		d = SPI_getbinval(tup, desc, 5, &isnull);
+		t->max_message_bytes = isnull ? estream_default_max_message_bytes : DatumGetInt64(d);
+		tstype = SPI_getvalue(tup, desc, 6);
+		t->log_append_time = (tstype != NULL && strcmp(tstype, "LogAppendTime") == 0);
+		t->rr_next = -1;
+		t->insert_plan = NULL;
+		t->insert_batch_plan = NULL;
+		t->fetch_plan = NULL;
+		t->max_offset_plan = NULL;
+		t->log_start_plan = NULL;
+	}
+	SPI_finish();
+	return t;
+
+not_found:
+	if (missing_ok)
+		return NULL;
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("topic \"%s\" does not exist", name),
+			 errhint("Create it with estream.create_topic(); estream.topics lists the topics.")));
+	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * Raise an error unless partition is a partition of topic.
+ */
+void
+estream_check_partition(EstreamTopic *topic, int32 partition)
+{
+	if (partition < 0 || partition >= topic->partitions)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("partition %d does not exist in topic \"%s\"",
+						partition, topic->name),
+				 errdetail("Topic \"%s\" has %d partition%s, numbered from 0.",
+						   topic->name, topic->partitions,
+						   topic->partitions == 1 ? "" : "s"),
+				 errhint("Use estream.add_partitions() to add partitions.")));
+}
+
+/*
+ * Trigger on estream.topic: make every backend drop its cached topic
+ * metadata when the transaction that changed a topic commits.
+ */
+PG_FUNCTION_INFO_V1(estream_topic_invalidate);
+Datum
+estream_topic_invalidate(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "estream_topic_invalidate: not called by trigger manager");
+
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	return PointerGetDatum(NULL);
+}
