@@ -375,7 +375,8 @@ BEGIN
 			USING ERRCODE = 'undefined_object';
 	END IF;
 	IF partitions <= v_old THEN
-		RAISE EXCEPTION 'topic "%" already has % partitions', topic, v_old
+		RAISE EXCEPTION 'topic "%" already has % partition%', topic, v_old,
+				CASE WHEN v_old = 1 THEN '' ELSE 's' END
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = format('The new partition count (%s) must be greater than the current one; partitions can be added but never removed.', partitions),
 				  HINT = 'partitions is the new total count, as in Kafka''s CreatePartitions.';

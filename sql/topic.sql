@@ -1,0 +1,83 @@
+-- Topic administration: create, alter, add partitions, drop, and every
+-- error path of bad names, bad partition counts and bad configuration.
+\set VERBOSITY terse
+SET synchronous_commit = on;
+
+SELECT estream.create_topic('orders');
+SELECT estream.create_topic('events.v1-raw_x', 4, '{"retention.ms": "3600000", "cleanup.policy": "compact,delete"}');
+SELECT topic, partitions, config, segments FROM estream.topics ORDER BY topic;
+SELECT effective_config FROM estream.topics WHERE topic = 'orders';
+
+-- one row per partition, all empty
+SELECT topic, partition, log_start_offset, stable_offset, next_offset, records
+FROM estream.partitions ORDER BY topic, partition;
+
+-- duplicates
+SELECT estream.create_topic('orders');
+SELECT estream.create_topic('orders', if_not_exists => true);
+
+-- names: Kafka's rule
+SELECT estream.create_topic('');
+SELECT estream.create_topic('.');
+SELECT estream.create_topic('..');
+SELECT estream.create_topic('has space');
+SELECT estream.create_topic('semi;colon');
+SELECT estream.create_topic('ümlaut');
+SELECT estream.create_topic(repeat('x', 250));
+SELECT estream.create_topic(repeat('x', 249));
+SELECT estream.create_topic(NULL);
+
+-- partition counts
+SELECT estream.create_topic('p0', 0);
+SELECT estream.create_topic('pneg', -1);
+SELECT estream.create_topic('pbig', 10001);
+SELECT estream.create_topic('pnull', NULL);
+
+-- configuration: unknown keys, bad values, bad shapes
+SELECT estream.create_topic('c1', 1, '{"retention.msec": 1}');
+SELECT estream.create_topic('c2', 1, '{"retention.ms": "soon"}');
+SELECT estream.create_topic('c3', 1, '{"retention.ms": -2}');
+SELECT estream.create_topic('c4', 1, '{"retention.ms": 1.5}');
+SELECT estream.create_topic('c5', 1, '{"cleanup.policy": "forever"}');
+SELECT estream.create_topic('c6', 1, '{"message.timestamp.type": "createtime"}');
+SELECT estream.create_topic('c7', 1, '{"min.cleanable.dirty.ratio": 2}');
+SELECT estream.create_topic('c8', 1, '{"segment.ms": 0}');
+SELECT estream.create_topic('c9', 1, '{"max.message.bytes": 2000000000}');
+SELECT estream.create_topic('c10', 1, '[1, 2]');
+SELECT estream.create_topic('c11', 1, '{"retention.ms": {"a": 1}}');
+SELECT estream.create_topic('c12', 1, NULL);
+-- nothing of the failed calls is left behind
+SELECT count(*) AS topics FROM estream.topic;
+SELECT count(*) AS log_tables FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'estream' AND c.relname LIKE 'log\_%' AND c.relkind = 'p';
+
+-- alter: merge, normalize numbers and policy order, null resets a key
+SELECT estream.alter_topic('orders', '{"retention.ms": 60000, "cleanup.policy": "delete,compact"}');
+SELECT estream.alter_topic('orders', '{"retention.ms": null}');
+SELECT estream.alter_topic('orders', '{"nope": 1}');
+SELECT estream.alter_topic('missing', '{}');
+SELECT config FROM estream.topics WHERE topic = 'orders';
+
+-- add partitions: total count, grow only
+SELECT estream.add_partitions('orders', 3);
+SELECT partitions FROM estream.topics WHERE topic = 'orders';
+SELECT estream.add_partitions('orders', 3);
+SELECT estream.add_partitions('orders', 2);
+SELECT estream.add_partitions('missing', 5);
+SELECT partition, stable_offset FROM estream.watermarks('orders') ORDER BY partition;
+
+-- drop
+SELECT estream.drop_topic('events.v1-raw_x');
+SELECT estream.drop_topic('events.v1-raw_x');
+SELECT estream.drop_topic('events.v1-raw_x', if_exists => true);
+SELECT estream.drop_topic(repeat('x', 249));
+SELECT topic FROM estream.topics ORDER BY topic;
+
+-- a dropped and re-created topic starts again at offset 0
+SELECT * FROM estream.produce('orders', '{"n": 1}', partition => 0);
+SELECT estream.drop_topic('orders');
+SELECT estream.create_topic('orders');
+SELECT * FROM estream.produce('orders', '{"n": 2}');
+
+-- the configuration catalog is visible
+SELECT name, default_value FROM estream.config_option ORDER BY name;
