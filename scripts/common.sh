@@ -30,12 +30,31 @@ estream_build_install() {
 	$SUDO make -s PG_CONFIG="$PG_CONFIG" install
 }
 
-# Run a command as an unprivileged user that owns the tree (PostgreSQL refuses root).
+# Choose where to run as an unprivileged user (PostgreSQL refuses root).
+# As root, the tree is handed to the "postgres" user; if that user cannot
+# reach the tree (a clone under /root, say), a copy under /tmp is used.
+# Sets ESTREAM_RUNDIR.
+estream_prepare_rundir() {
+	ESTREAM_RUNDIR="$ESTREAM_ROOT"
+	if [ "$(id -u)" -ne 0 ]; then
+		return
+	fi
+	chown -R postgres: "$ESTREAM_ROOT"
+	if ! runuser -u postgres -- test -w "$ESTREAM_ROOT/Makefile" 2>/dev/null ||
+	   ! runuser -u postgres -- test -x "$ESTREAM_ROOT" 2>/dev/null; then
+		ESTREAM_RUNDIR="$(mktemp -d /tmp/estream-run.XXXXXX)"
+		cp -a "$ESTREAM_ROOT"/. "$ESTREAM_RUNDIR"/
+		chmod 755 "$ESTREAM_RUNDIR"
+		chown -R postgres: "$ESTREAM_RUNDIR"
+		echo "== $ESTREAM_ROOT is not reachable by user postgres; running in $ESTREAM_RUNDIR"
+	fi
+}
+
+# Run a command in ESTREAM_RUNDIR as its unprivileged owner.
 estream_as_owner() {
 	if [ "$(id -u)" -eq 0 ]; then
-		chown -R postgres: "$ESTREAM_ROOT"
-		runuser -u postgres -- env PATH="$PATH" "$@"
+		(cd "$ESTREAM_RUNDIR" && runuser -u postgres -- env PATH="$PATH" "$@")
 	else
-		"$@"
+		(cd "$ESTREAM_RUNDIR" && "$@")
 	fi
 }

@@ -10,9 +10,11 @@ cd "$ESTREAM_ROOT"
 estream_install_deps
 estream_build_install
 
+estream_prepare_rundir
 status=0
 estream_as_owner make -s PG_CONFIG="$PG_CONFIG" installcheck || status=$?
 if [ "$status" -ne 0 ]; then
+	cd "$ESTREAM_RUNDIR"
 	for f in regression.diffs output_iso/regression.diffs; do
 		[ -f "$f" ] && { echo "== $f"; cat "$f"; }
 	done

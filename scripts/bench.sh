@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# make bench: build and install estream, then run scripts/bench.py on a
+# private instance as an unprivileged user.  BENCH_MODE=quick (default, a few
+# minutes) or full.  Extra arguments go to bench.py (see --help).
+set -euo pipefail
+ESTREAM_ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ESTREAM_ROOT"
+. scripts/common.sh
+
+estream_install_deps python3
+estream_build_install
+mkdir -p bench/results
+estream_prepare_rundir
+estream_as_owner /usr/bin/python3 scripts/bench.py "$@"
