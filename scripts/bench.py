@@ -109,6 +109,14 @@ CREATE TABLE ref_log (partition int NOT NULL, "offset" bigint NOT NULL DEFAULT n
 CREATE INDEX ON ref_log (partition, "offset");
 SELECT estream.drop_topic('bench', if_exists => true);
 SELECT estream.create_topic('bench', {partitions});
+CREATE EXTENSION IF NOT EXISTS pgq;
+SELECT pgq.drop_queue('benchq', true) FROM pgq.queue WHERE queue_name = 'benchq';
+SELECT pgq.create_queue('benchq');
+DROP TABLE IF EXISTS lc_counter, lc_log;
+CREATE TABLE lc_counter (partition int PRIMARY KEY, next bigint NOT NULL);
+INSERT INTO lc_counter SELECT g, 0 FROM generate_series(0, 7) g;
+CREATE TABLE lc_log (partition int NOT NULL, "offset" bigint NOT NULL, key text, value jsonb,
+                     ts timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (partition, "offset"));
 """
 
 
@@ -125,6 +133,16 @@ def workloads(quick):
         w.append(("produce 1/tx unkeyed", clients, 1, "insert 1/tx",
                   "\\set id random(1, 1000000000)\n"
                   f"SELECT estream.produce('bench', {VALUE_SQL});\n"))
+        w.append(("pgq insert_event 1/tx", clients, 1, "insert 1/tx",
+                  "\\set id random(1, 1000000000)\n"
+                  f"SELECT pgq.insert_event('benchq', 'order.created', ({VALUE_SQL})::text);\n"))
+        for lp in (1, 8):
+            w.append((f"locked counter 1/tx {lp}p", clients, 1, "insert 1/tx",
+                      "\\set id random(1, 1000000000)\n"
+                      "BEGIN;\n"
+                      f"UPDATE lc_counter SET next = next + 1 WHERE partition = :id % {lp} RETURNING next - 1 AS off \\gset\n"
+                      f"INSERT INTO lc_log (partition, \"offset\", key, value) VALUES (:id % {lp}, :off, 'k' || :id, {VALUE_SQL});\n"
+                      "END;\n"))
         for n in ([100] if quick else [100, 1000]):
             w.append((f"insert {n}/tx", clients, n, None,
                       "\\set id random(1, 1000000000)\n"
@@ -135,6 +153,10 @@ def workloads(quick):
                       f"SELECT count(*) FROM estream.produce_batch('bench', "
                       f"ARRAY(SELECT {VALUE_ROW_SQL} FROM generate_series(1, {n}) g), "
                       f"ARRAY(SELECT 'k' || (:id + g) FROM generate_series(1, {n}) g));\n"))
+            w.append((f"pgq insert_event {n}/tx", clients, n, f"insert {n}/tx",
+                      "\\set id random(1, 1000000000)\n"
+                      f"SELECT count(pgq.insert_event('benchq', 'order.created', ({VALUE_ROW_SQL})::text)) "
+                      f"FROM generate_series(1, {n}) g;\n"))
     return w
 
 
@@ -174,13 +196,302 @@ def run(args):
                         results.append(row)
                         print_row(row)
                 inst.psql("CHECKPOINT")
+            if sync and not args.skip_client:
+                client_workloads(inst, quick, runs, seconds, workdir, lambda row: (results.append(row), print_row(row)))
         finally:
             inst.stop()
     shutil.rmtree(workdir, ignore_errors=True)
     return results
 
 
-HEADER = f"{'workload':28} {'sync':>4} {'parts':>5} {'clients':>7} {'events/s':>10} {'min':>10} {'max':>10} {'ratio':>7}  reference"
+# ---------------------------------------------------------------------------
+# Client-side workloads (psycopg2): backlog reading, end-to-end latency, WAL
+# bytes per event, produce rate against a large topic.
+
+def connect(inst, autocommit=True):
+    import psycopg2
+    c = psycopg2.connect(host=inst.root, port=inst.port, user="postgres", dbname="postgres")
+    c.autocommit = autocommit
+    return c
+
+
+def fill_backlog(inst, n):
+    """The same n records into an estream topic, an indexed table and a PgQ queue."""
+    inst.psql("""
+        SELECT estream.drop_topic('backlog', if_exists => true);
+        SELECT estream.create_topic('backlog', 1);
+        DROP TABLE IF EXISTS ref_backlog;
+        CREATE TABLE ref_backlog (partition int NOT NULL, "offset" bigint NOT NULL, key text, value jsonb,
+                                  ts timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (partition, "offset"));
+        SELECT pgq.drop_queue('backlogq', true) FROM pgq.queue WHERE queue_name = 'backlogq';
+        SELECT pgq.create_queue('backlogq');
+        SELECT pgq.register_consumer('backlogq', 'c' || g) FROM generate_series(1, 5) g;
+    """)
+    c = connect(inst, autocommit=False)
+    cur = c.cursor()
+    chunk = 10000
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        val = VALUE_ROW_SQL.replace(":id", str(start))
+        cur.execute(f"SELECT count(*) FROM estream.produce_batch('backlog', ARRAY(SELECT {val} FROM generate_series(1, {m}) g))")
+        cur.execute(f"INSERT INTO ref_backlog SELECT 0, {start} + g - 1, NULL, {val} FROM generate_series(1, {m}) g")
+        cur.execute(f"SELECT count(pgq.insert_event('backlogq', 'order.created', ({val})::text)) FROM generate_series(1, {m}) g")
+        c.commit()
+        cur.execute("SELECT pgq.ticker('backlogq')")
+        c.commit()
+    c.close()
+    inst.psql("VACUUM ANALYZE")
+
+
+def read_backlog_estream(inst, n):
+    c = connect(inst)
+    cur = c.cursor()
+    pos, got = 0, 0
+    t0 = time.perf_counter()
+    while got < n:
+        cur.execute("SELECT \"offset\", value FROM estream.fetch('backlog', 0, %s, 1000)", (pos,))
+        rows = cur.fetchall()
+        got += len(rows)
+        pos = rows[-1][0] + 1
+    dt = time.perf_counter() - t0
+    c.close()
+    return got / dt
+
+
+def read_backlog_select(inst, n):
+    c = connect(inst)
+    cur = c.cursor()
+    pos, got = 0, 0
+    t0 = time.perf_counter()
+    while got < n:
+        cur.execute('SELECT "offset", value FROM ref_backlog WHERE partition = 0 AND "offset" >= %s '
+                    'ORDER BY "offset" LIMIT 1000', (pos,))
+        rows = cur.fetchall()
+        got += len(rows)
+        pos = rows[-1][0] + 1
+    dt = time.perf_counter() - t0
+    c.close()
+    return got / dt
+
+
+def read_backlog_pgq(inst, n, consumer):
+    c = connect(inst, autocommit=False)
+    cur = c.cursor()
+    got = 0
+    t0 = time.perf_counter()
+    while got < n:
+        cur.execute("SELECT pgq.next_batch('backlogq', %s)", (consumer,))
+        batch = cur.fetchone()[0]
+        if batch is None:
+            c.commit()
+            break
+        cur.execute("SELECT ev_id, ev_data FROM pgq.get_batch_events(%s)", (batch,))
+        got += len(cur.fetchall())
+        cur.execute("SELECT pgq.finish_batch(%s)", (batch,))
+        c.commit()
+    dt = time.perf_counter() - t0
+    c.close()
+    return got / dt
+
+
+def percentile(sorted_vals, q):
+    if not sorted_vals:
+        return float("nan")
+    k = min(len(sorted_vals) - 1, max(0, int(round(q * (len(sorted_vals) - 1)))))
+    return sorted_vals[k]
+
+
+def latency_run(inst, kind, n, rate, ticker_period=1.0):
+    """Producer at a steady rate; a consumer receives each record.  Latency is
+    from the moment the producer sends COMMIT to the consumer's receipt."""
+    import threading
+    sent = [None] * n
+    lat = []
+    done = threading.Event()
+    errors = []
+
+    def producer():
+        try:
+            c = connect(inst, autocommit=False)
+            cur = c.cursor()
+            t0 = time.perf_counter()
+            for i in range(n):
+                delay = t0 + i / rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                if kind == "estream":
+                    cur.execute("SELECT estream.produce('lat', %s::jsonb)", (json.dumps({"i": i}),))
+                else:
+                    cur.execute("SELECT pgq.insert_event('latq', 'e', %s)", (str(i),))
+                sent[i] = time.perf_counter()
+                c.commit()
+            c.close()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    def ticker():
+        c = connect(inst)
+        cur = c.cursor()
+        while not done.is_set():
+            cur.execute("SELECT pgq.ticker()")
+            time.sleep(ticker_period)
+        c.close()
+
+    def consumer():
+        try:
+            c = connect(inst, autocommit=kind == "estream")
+            cur = c.cursor()
+            pos, got = 0, 0
+            deadline = time.perf_counter() + n / rate + 30
+            while got < n and time.perf_counter() < deadline:
+                if kind == "estream":
+                    cur.execute("SELECT \"offset\", (value->>'i')::int FROM estream.fetch('lat', 0, %s, 1000, 1000)",
+                                (pos,))
+                    rows = cur.fetchall()
+                    now = time.perf_counter()
+                    for off, i in rows:
+                        lat.append(now - sent[i])
+                        pos = off + 1
+                    got += len(rows)
+                else:
+                    cur.execute("SELECT pgq.next_batch('latq', 'c')")
+                    batch = cur.fetchone()[0]
+                    if batch is None:
+                        c.commit()
+                        time.sleep(0.005)
+                        continue
+                    cur.execute("SELECT ev_data::int FROM pgq.get_batch_events(%s)", (batch,))
+                    rows = cur.fetchall()
+                    now = time.perf_counter()
+                    for (i,) in rows:
+                        lat.append(now - sent[i])
+                    got += len(rows)
+                    cur.execute("SELECT pgq.finish_batch(%s)", (batch,))
+                    c.commit()
+            c.close()
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    if kind == "estream":
+        inst.psql("SELECT estream.drop_topic('lat', if_exists => true); SELECT estream.create_topic('lat', 1);")
+    else:
+        inst.psql("SELECT pgq.drop_queue('latq', true) FROM pgq.queue WHERE queue_name = 'latq';"
+                  "SELECT pgq.create_queue('latq'); SELECT pgq.register_consumer('latq', 'c');")
+    threads = [threading.Thread(target=consumer), threading.Thread(target=producer)]
+    if kind == "pgq":
+        threads.append(threading.Thread(target=ticker))
+    for t in threads:
+        t.start()
+    threads[0].join()
+    threads[1].join()
+    done.set()
+    for t in threads[2:]:
+        t.join()
+    if errors:
+        raise RuntimeError(f"latency run failed: {errors[0]}")
+    lat.sort()
+    return dict(n=len(lat), p50=percentile(lat, 0.5) * 1000, p99=percentile(lat, 0.99) * 1000,
+                max=(lat[-1] * 1000 if lat else float("nan")))
+
+
+def wal_per_event(inst, script, events_per_tx, transactions, workdir):
+    inst.psql("CHECKPOINT")
+    before = inst.psql("SELECT pg_current_wal_insert_lsn()")
+    path = os.path.join(workdir, "wal.sql")
+    with open(path, "w") as f:
+        f.write(script)
+    subprocess.run(["pgbench", "-n", "-M", "prepared", "-c", "1", "-t", str(transactions), "-f", path],
+                   env=inst.env(), check=True, capture_output=True)
+    nbytes = int(inst.psql(f"SELECT pg_current_wal_insert_lsn() - '{before}'::pg_lsn"))
+    return nbytes / (transactions * events_per_tx)
+
+
+def fill_topic(inst, topic, n, partitions):
+    inst.psql(f"SELECT estream.drop_topic('{topic}', if_exists => true); "
+              f"SELECT estream.create_topic('{topic}', {partitions});")
+    c = connect(inst, autocommit=True)
+    cur = c.cursor()
+    chunk = 20000
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        val = VALUE_ROW_SQL.replace(":id", str(start))
+        cur.execute(f"SELECT count(*) FROM estream.produce_batch('{topic}', ARRAY(SELECT {val} FROM generate_series(1, {m}) g), "
+                    f"ARRAY(SELECT 'k' || ({start} + g) FROM generate_series(1, {m}) g))")
+    c.close()
+    inst.psql("VACUUM ANALYZE")
+
+
+def client_workloads(inst, quick, runs, seconds, workdir, emit):
+    n_backlog = 100000 if quick else 1000000
+    fill_backlog(inst, n_backlog)
+    samples = {"select": [], "estream": [], "pgq": []}
+    for r in range(runs):
+        samples["select"].append(read_backlog_select(inst, n_backlog))
+        samples["estream"].append(read_backlog_estream(inst, n_backlog))
+        samples["pgq"].append(read_backlog_pgq(inst, n_backlog, f"c{r + 1}"))
+    ref = statistics.median(samples["select"])
+    for name, key in (("read backlog: indexed SELECT", "select"), ("read backlog: estream.fetch", "estream"),
+                      ("read backlog: pgq batches", "pgq")):
+        s = samples[key]
+        med = statistics.median(s)
+        emit(dict(workload=f"{name} ({n_backlog})", clients=1, partitions=1, synchronous_commit="on",
+                  events_per_s_median=round(med, 1), min=round(min(s), 1), max=round(max(s), 1), runs=len(s),
+                  reference="" if key == "select" else "read backlog: indexed SELECT",
+                  ratio=None if key == "select" else round(med / ref, 3)))
+
+    n_lat = 2000 if quick else 10000
+    rate = 500 if quick else 1000
+    for kind, period in (("estream", None), ("pgq", 1.0), ("pgq", 0.05)):
+        res = latency_run(inst, kind, n_lat, rate, period or 1.0)
+        name = "latency: estream long-poll" if kind == "estream" else f"latency: pgq, ticker every {period:g} s"
+        emit(dict(workload=name, clients=1, partitions=1, synchronous_commit="on",
+                  events_per_s_median=rate, min=None, max=None, runs=1, reference="", ratio=None,
+                  latency_ms=dict(p50=round(res["p50"], 3), p99=round(res["p99"], 3), max=round(res["max"], 3),
+                                  events=res["n"])))
+
+    tx = 2000 if quick else 10000
+    wal = {}
+    for name, per_tx, script in (
+            ("insert 1/tx", 1, "\\set id random(1, 1000000000)\n"
+             f"INSERT INTO ref_log (partition, key, value) VALUES (:id % 8, 'k' || :id, {VALUE_SQL});\n"),
+            ("produce 1/tx keyed", 1, "\\set id random(1, 1000000000)\n"
+             f"SELECT estream.produce('bench', {VALUE_SQL}, 'k' || :id);\n"),
+            ("pgq insert_event 1/tx", 1, "\\set id random(1, 1000000000)\n"
+             f"SELECT pgq.insert_event('benchq', 'order.created', ({VALUE_SQL})::text);\n"),
+            ("insert 100/tx", 100, "\\set id random(1, 1000000000)\n"
+             f"INSERT INTO ref_log (partition, key, value) SELECT (:id + g) % 8, 'k' || (:id + g), "
+             f"{VALUE_ROW_SQL} FROM generate_series(1, 100) g;\n"),
+            ("produce_batch 100/tx keyed", 100, "\\set id random(1, 1000000000)\n"
+             f"SELECT count(*) FROM estream.produce_batch('bench', ARRAY(SELECT {VALUE_ROW_SQL} FROM generate_series(1, 100) g), "
+             f"ARRAY(SELECT 'k' || (:id + g) FROM generate_series(1, 100) g));\n")):
+        wal[name] = wal_per_event(inst, script, per_tx, max(20, tx // per_tx), workdir)
+    for name, b in wal.items():
+        ref = "insert 1/tx" if "1/tx" in name else "insert 100/tx"
+        emit(dict(workload=f"WAL bytes/event: {name}", clients=1, partitions=8, synchronous_commit="on",
+                  events_per_s_median=None, min=None, max=None, runs=1, reference="" if name == ref else f"WAL bytes/event: {ref}",
+                  ratio=None if name == ref else round(b / wal[ref], 3), wal_bytes_per_event=round(b, 1)))
+
+    n_big = 500000 if quick else 10000000
+    fill_topic(inst, "big", n_big, 8)
+    inst.psql("SELECT estream.drop_topic('empty', if_exists => true); SELECT estream.create_topic('empty', 8);")
+    samples = {"empty": [], "big": []}
+    for _ in range(runs):
+        for topic in ("empty", "big"):
+            script = ("\\set id random(1, 1000000000)\n"
+                      f"SELECT estream.produce('{topic}', {VALUE_SQL}, 'k' || :id);\n")
+            samples[topic].append(inst.pgbench(script, 8, seconds, workdir))
+    ref = statistics.median(samples["empty"])
+    for topic, label in (("empty", "produce 1/tx keyed, empty topic"),
+                         ("big", f"produce 1/tx keyed, topic of {n_big} records")):
+        s = samples[topic]
+        med = statistics.median(s)
+        emit(dict(workload=label, clients=8, partitions=8, synchronous_commit="on",
+                  events_per_s_median=round(med, 1), min=round(min(s), 1), max=round(max(s), 1), runs=len(s),
+                  reference="" if topic == "empty" else "produce 1/tx keyed, empty topic",
+                  ratio=None if topic == "empty" else round(med / ref, 3)))
+
+
+HEADER = f"{'workload':40} {'sync':>4} {'parts':>5} {'clients':>7} {'events/s':>10} {'min':>10} {'max':>10} {'ratio':>7}  reference"
 
 
 def print_row(row):
@@ -188,9 +499,18 @@ def print_row(row):
         print(HEADER)
         print("-" * len(HEADER))
         print_row.done = True
-    ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else ""
-    print(f"{row['workload']:28} {row['synchronous_commit']:>4} {row['partitions']:>5} {row['clients']:>7} "
-          f"{row['events_per_s_median']:>10.0f} {row['min']:>10.0f} {row['max']:>10.0f} {ratio:>7}  {row['reference']}",
+    ratio = f"{row['ratio']:.2f}x" if row.get("ratio") is not None else ""
+
+    def num(v):
+        return f"{v:>10.0f}" if isinstance(v, (int, float)) else f"{'':>10}"
+    extra = ""
+    if "latency_ms" in row:
+        lm = row["latency_ms"]
+        extra = f"  latency ms p50 {lm['p50']:.2f} p99 {lm['p99']:.2f} max {lm['max']:.2f} ({lm['events']} events)"
+    if "wal_bytes_per_event" in row:
+        extra = f"  {row['wal_bytes_per_event']:.0f} WAL bytes/event"
+    print(f"{row['workload'][:40]:40} {row['synchronous_commit']:>4} {row['partitions']:>5} {row['clients']:>7} "
+          f"{num(row['events_per_s_median'])} {num(row['min'])} {num(row['max'])} {ratio:>7}  {row['reference']}{extra}",
           flush=True)
 
 
@@ -200,6 +520,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=0, help="seconds per pgbench run")
     ap.add_argument("--runs", type=int, default=3, help="runs per workload (at least 3)")
     ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--skip-client", action="store_true", help="only the pgbench workloads")
     args = ap.parse_args()
     started = time.time()
     results = run(args)
@@ -212,7 +533,7 @@ def main():
     with open(os.path.join(args.out, f"bench-{stamp}.json"), "w") as f:
         json.dump(dict(meta=meta, results=results), f, indent=1)
     with open(os.path.join(args.out, f"bench-{stamp}.csv"), "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=list(results[0].keys()))
+        wr = csv.DictWriter(f, fieldnames=sorted({k for r in results for k in r}, key=lambda k: list(results[0]).index(k) if k in results[0] else 99))
         wr.writeheader()
         wr.writerows(results)
     print(f"\n{len(results)} rows in {meta['seconds']} s; written to {args.out}/bench-{stamp}.json and .csv")

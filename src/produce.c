@@ -171,8 +171,9 @@ prepare_insert_plans(EstreamTopic *topic, bool batch)
 		BYTEAOID, JSONBOID, BYTEAOID, JSONBOID};
 
 		snprintf(sql, sizeof(sql),
-				 "INSERT INTO estream.log_%d " INSERT_COLUMNS
-				 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", topic->topic_id);
+				 "INSERT INTO estream.log_%d_%d " INSERT_COLUMNS
+				 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", topic->topic_id,
+				 topic->segment);
 		topic->insert_plan = prepare_kept(sql, 8, argtypes);
 	}
 	if (batch && topic->insert_batch_plan == NULL)
@@ -182,12 +183,12 @@ prepare_insert_plans(EstreamTopic *topic, bool batch)
 		BYTEAARRAYOID, JSONBARRAYOID, BYTEAARRAYOID, JSONBARRAYOID};
 
 		snprintf(sql, sizeof(sql),
-				 "INSERT INTO estream.log_%d " INSERT_COLUMNS
+				 "INSERT INTO estream.log_%d_%d " INSERT_COLUMNS
 				 " SELECT $1, u.p, u.o, $4, u.k, u.v, u.b, u.h"
 				 " FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3),"
 				 " pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7),"
 				 " pg_catalog.unnest($8)) AS u(p, o, k, v, b, h)",
-				 topic->topic_id);
+				 topic->topic_id, topic->segment);
 		topic->insert_batch_plan = prepare_kept(sql, 8, argtypes);
 	}
 }

@@ -31,6 +31,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #include "estream.h"
 
@@ -109,6 +110,7 @@ estream_lookup_topic(const char *name, bool missing_ok)
 	Datum		args[1];
 	Oid			argtypes[1] = {TEXTOID};
 	int			rc;
+	SPIPlanPtr	plan;
 	size_t		len = strlen(name);
 
 	if (topic_cache == NULL || topic_cache_stale)
@@ -127,13 +129,23 @@ estream_lookup_topic(const char *name, bool missing_ok)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
+	/*
+	 * Read with a snapshot taken now, not the statement's or transaction's:
+	 * the invalidation that emptied the cache may come from a change newer
+	 * than those snapshots, and what we read here stays cached beyond this
+	 * transaction.
+	 */
+	plan = SPI_prepare("SELECT topic_id, log_relid::pg_catalog.oid, partitions,"
+					   " current_segment,"
+					   " (config OPERATOR(pg_catalog.->>) 'max.message.bytes')::pg_catalog.int8,"
+					   " config OPERATOR(pg_catalog.->>) 'message.timestamp.type'"
+					   " FROM estream.topic WHERE name OPERATOR(pg_catalog.=) $1",
+					   1, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	args[0] = CStringGetTextDatum(name);
-	rc = SPI_execute_with_args("SELECT topic_id, log_relid::pg_catalog.oid, partitions,"
-							   " current_segment,"
-							   " (config OPERATOR(pg_catalog.->>) 'max.message.bytes')::pg_catalog.int8,"
-							   " config OPERATOR(pg_catalog.->>) 'message.timestamp.type'"
-							   " FROM estream.topic WHERE name OPERATOR(pg_catalog.=) $1",
-							   1, argtypes, args, NULL, true, 1);
+	rc = SPI_execute_snapshot(plan, args, NULL, GetLatestSnapshot(),
+							  InvalidSnapshot, true, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not look up topic \"%s\"", name);
 
