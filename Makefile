@@ -13,7 +13,7 @@ EXTENSION = estream
 DATA = estream--1.0.sql
 PGFILEDESC = "estream - event streams for PostgreSQL"
 
-REGRESS = partitioner topic produce fetch limits
+REGRESS = partitioner topic produce fetch limits cache reinstall
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=./test/estream.conf \
 	--load-extension=estream
 
@@ -30,7 +30,8 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# pg_isolation_regress looks for specs in ./specs by default (--inputdir=.)
+# every object depends on the shared header (struct layouts)
+$(OBJS): src/estream.h
 
 .PHONY: bench
 bench:

@@ -45,6 +45,16 @@ INSERT INTO estream.config_option VALUES
 CREATE SEQUENCE estream.topic_id_seq AS integer;
 COMMENT ON SEQUENCE estream.topic_id_seq IS 'Source of topic ids; ids are never reused.';
 
+-- DROP EXTENSION leaves the log tables of existing topics in schema estream
+-- (they hold user data and are not members of the extension).  Start topic
+-- ids above them so that a re-created extension never collides.
+SELECT pg_catalog.setval('estream.topic_id_seq',
+						 pg_catalog.max(pg_catalog.substring(c.relname, '^log_([0-9]+)$')::integer))
+FROM pg_catalog.pg_class c
+WHERE c.relnamespace OPERATOR(pg_catalog.=) 'estream'::pg_catalog.regnamespace
+  AND c.relname OPERATOR(pg_catalog.~) '^log_[0-9]+$'
+HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0;
+
 CREATE TABLE estream.topic (
 	topic_id integer PRIMARY KEY,
 	name text NOT NULL UNIQUE,
@@ -90,8 +100,14 @@ COMMENT ON FUNCTION estream._topic_invalidate() IS
 	'Trigger: makes every backend drop its cached topic metadata when a topic changes.';
 
 CREATE TRIGGER topic_invalidate
-	AFTER UPDATE OR DELETE ON estream.topic
+	AFTER INSERT OR UPDATE OR DELETE ON estream.topic
 	FOR EACH ROW EXECUTE FUNCTION estream._topic_invalidate();
+CREATE TRIGGER topic_invalidate_truncate
+	AFTER TRUNCATE ON estream.topic
+	FOR EACH STATEMENT EXECUTE FUNCTION estream._topic_invalidate();
+-- also under session_replication_role = replica
+ALTER TABLE estream.topic ENABLE ALWAYS TRIGGER topic_invalidate;
+ALTER TABLE estream.topic ENABLE ALWAYS TRIGGER topic_invalidate_truncate;
 
 --
 -- Validation helpers
@@ -279,7 +295,11 @@ BEGIN
 				  HINT = 'Pass if_not_exists => true to skip existing topics.';
 	END IF;
 
-	v_id := nextval('estream.topic_id_seq');
+	-- skip ids whose log table exists already (left by a dropped extension)
+	LOOP
+		v_id := nextval('estream.topic_id_seq');
+		EXIT WHEN to_regclass(format('estream.log_%s', v_id)) IS NULL;
+	END LOOP;
 	EXECUTE format('CREATE TABLE estream.log_%s ('
 				   'segment integer NOT NULL, '
 				   'partition integer NOT NULL, '
@@ -462,20 +482,22 @@ COMMENT ON FUNCTION estream.partition_for(bytea, integer) IS
 
 CREATE FUNCTION estream.fetch(topic text, partition integer, from_offset bigint,
 							  max_records integer DEFAULT 500, wait_ms integer DEFAULT 0,
-							  auto_offset_reset text DEFAULT 'earliest')
+							  auto_offset_reset text DEFAULT 'earliest',
+							  max_bytes integer DEFAULT 52428800)
 RETURNS SETOF estream.consumer_record
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'estream_fetch';
-COMMENT ON FUNCTION estream.fetch(text, integer, bigint, integer, integer, text) IS
+COMMENT ON FUNCTION estream.fetch(text, integer, bigint, integer, integer, text, integer) IS
 	'Returns committed records of one partition from an offset, below the stable offset; wait_ms > 0 long-polls.';
 
 CREATE FUNCTION estream.fetch_binary(topic text, partition integer, from_offset bigint,
 									 max_records integer DEFAULT 500, wait_ms integer DEFAULT 0,
-									 auto_offset_reset text DEFAULT 'earliest')
+									 auto_offset_reset text DEFAULT 'earliest',
+							  max_bytes integer DEFAULT 52428800)
 RETURNS SETOF estream.consumer_record_binary
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'estream_fetch_binary';
-COMMENT ON FUNCTION estream.fetch_binary(text, integer, bigint, integer, integer, text) IS
+COMMENT ON FUNCTION estream.fetch_binary(text, integer, bigint, integer, integer, text, integer) IS
 	'Like fetch(), with keys and values as bytes (JSON values as their text).';
 
 CREATE FUNCTION estream.watermarks(topic text)

@@ -10,7 +10,7 @@
 #
 #   ./scripts/quickstart.sh          build, install, (re)start, run the demo
 #   ./scripts/quickstart.sh stop     stop the demo instance
-#   ./scripts/quickstart.sh reset    stop it and delete .estream-demo/
+#   ./scripts/quickstart.sh reset    stop it and delete it
 #
 # Environment: ESTREAM_DEMO_PORT (default 5440), ESTREAM_DEMO_DIR (default
 # <repository>/.estream-demo), ESTREAM_DEMO_DB (default estream_demo).
@@ -98,9 +98,11 @@ if [ "$ACTION" != run ]; then
 	choose_demo_dir
 	stop_instance
 	if [ "$ACTION" = reset ]; then
-		echo "== deleting $DEMO_DIR"
-		rm -rf "$DEMO_DIR"
-		[ "$SOCK" = "$DEMO_DIR/socket" ] || rm -rf "$SOCK"
+		# only what this script created, in case ESTREAM_DEMO_DIR names a
+		# directory that holds other files
+		echo "== deleting the demo instance in $DEMO_DIR"
+		rm -rf "$DATA" "$SOCK" "$LOG"
+		rmdir "$DEMO_DIR" 2>/dev/null || true
 	fi
 	exit 0
 fi
@@ -114,10 +116,12 @@ stop_instance
 
 if [ ! -f "$DATA/PG_VERSION" ]; then
 	echo "== creating a PostgreSQL 15 instance in $DATA"
-	rm -rf "$DEMO_DIR"
-	mkdir -p "$DEMO_DIR"
-	chown "$OWNER": "$DEMO_DIR"
-	chmod 700 "$DEMO_DIR"
+	rm -rf "$DATA"		# what an interrupted initdb may have left
+	if [ ! -d "$DEMO_DIR" ]; then
+		mkdir -p "$DEMO_DIR"
+		chown "$OWNER": "$DEMO_DIR"
+		chmod 700 "$DEMO_DIR"
+	fi
 	# Local connections are trusted, but only the owner (and root) can
 	# reach the socket directory, and there is no TCP listener.
 	as_owner "$PG_BINDIR/initdb" -D "$DATA" -U "$OWNER" --auth=trust \

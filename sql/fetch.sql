@@ -33,6 +33,12 @@ SELECT partition, log_start_offset, stable_offset, next_offset FROM estream.wate
 UPDATE estream.partition SET log_start_offset = 0
 WHERE topic_id = (SELECT topic_id FROM estream.topic WHERE name = 'f') AND partition = 0;
 
+-- max_bytes bounds a fetch by size, but the first record always comes
+SELECT count(*) FROM estream.fetch('f', 0, 0, max_bytes => 1);
+SELECT count(*) FROM estream.fetch('f', 0, 0, max_bytes => 40);
+SELECT count(*) FROM estream.fetch('f', 0, 0, max_bytes => 100000);
+SELECT * FROM estream.fetch('f', 0, 0, max_bytes => 0);
+
 -- bad arguments
 SELECT * FROM estream.fetch('f', 0, -1);
 SELECT * FROM estream.fetch('f', 0, 0, 0);

@@ -38,23 +38,6 @@ void		_PG_init(void);
 void
 _PG_init(void)
 {
-	DefineCustomIntVariable("estream.max_partitions",
-							"Maximum number of topic partitions tracked in shared memory.",
-							"Every partition produced to or fetched from since the server "
-							"started takes one entry.",
-							&estream_max_partitions,
-							4096, 16, INT_MAX / 2,
-							PGC_POSTMASTER, 0,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("estream.max_partitions_per_transaction",
-							"Maximum number of partitions one transaction may produce to.",
-							NULL,
-							&estream_max_partitions_per_xact,
-							256, 1, 65536,
-							PGC_POSTMASTER, 0,
-							NULL, NULL, NULL);
-
 	DefineCustomIntVariable("estream.max_batch_records",
 							"Maximum number of records in one produce or fetch call.",
 							NULL,
@@ -79,12 +62,36 @@ _PG_init(void)
 							PGC_SUSET, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
-	MarkGUCPrefixReserved("estream");
-
 	estream_topic_cache_init();
 
+	/*
+	 * Settings of the shared memory size exist only when preloaded:
+	 * PGC_POSTMASTER variables cannot be defined after startup.
+	 */
 	if (!process_shared_preload_libraries_in_progress)
+	{
+		MarkGUCPrefixReserved("estream");
 		return;
+	}
+
+	DefineCustomIntVariable("estream.max_partitions",
+							"Maximum number of topic partitions tracked in shared memory.",
+							"Every partition produced to or fetched from since the server "
+							"started takes one entry.",
+							&estream_max_partitions,
+							4096, 16, INT_MAX / 2,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("estream.max_partitions_per_transaction",
+							"Maximum number of partitions one transaction may produce to.",
+							NULL,
+							&estream_max_partitions_per_xact,
+							256, 1, 65536,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("estream");
 
 	estream_shmem_init();
 }

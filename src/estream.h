@@ -32,8 +32,9 @@ extern int	estream_default_max_message_bytes;
 /*
  * Key of a partition's shared state.  The log relation's OID (not the topic
  * id) identifies the topic so that a topic dropped and created again, or
- * an extension dropped and created again, never meets a stale entry: OIDs
- * are not reused within the lifetime of a postmaster in practice.
+ * an extension dropped and created again, does not meet the old entry.
+ * OIDs can wrap around and be reused; a new log table that meets a stale
+ * entry then merely starts at a higher offset (never a reused one).
  */
 typedef struct EstreamPartKey
 {
@@ -79,9 +80,11 @@ typedef struct EstreamTopic
 	Oid			logrelid;
 	int32		partitions;
 	int32		segment;		/* current segment number */
-	int64		max_message_bytes;
+	int64		max_message_bytes;	/* -1: estream.default_max_message_bytes */
 	bool		log_append_time;	/* message.timestamp.type */
 	int32		rr_next;		/* next partition for null keys, -1 unset */
+	Oid			segrelid;		/* relation of the current segment, or
+								 * InvalidOid until looked up */
 	void	   *insert_plan;	/* SPIPlanPtr, kept */
 	void	   *insert_batch_plan;	/* SPIPlanPtr, kept */
 	void	   *fetch_plan;		/* SPIPlanPtr, kept */
@@ -96,6 +99,7 @@ extern void estream_require_shmem(void);
 extern EstreamPartition *estream_get_partition(EstreamTopic *topic, int32 partition);
 extern int64 estream_reserve(EstreamPartition *part, int64 count);
 extern void estream_read_watermarks(EstreamPartition *part, EstreamWatermarks *wm);
+extern bool estream_holds_marker(EstreamPartition *part);
 extern void estream_partition_watermarks(EstreamTopic *topic, int32 partition,
 										 EstreamWatermarks *wm);
 extern bool estream_wait_for_stable(EstreamPartition *part, int64 past,

@@ -118,7 +118,7 @@ parse_reset(FunctionCallInfo fcinfo, int argno)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("invalid value for auto_offset_reset: \"%s\"", s),
-			 errdetail("Valid values are \"earliest\", \"latest\" and \"error\".")));
+			 errdetail("Valid values are \"earliest\", \"latest\" and \"error\" (or \"none\", as in Kafka).")));
 	return RESET_ERROR;			/* keep compiler quiet */
 }
 
@@ -135,10 +135,11 @@ require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
  * Emit one fetched row into the result set.  In text mode the key must be
  * valid UTF-8 and the value JSON; binary mode returns the bytes.
  */
-static void
+static Size
 emit_row(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
 		 HeapTuple tup, TupleDesc desc, bool binary)
 {
+	Size		size = 0;
 	Datum		row[6];
 	bool		nulls[6];
 	bool		isnull;
@@ -213,26 +214,35 @@ emit_row(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
 	}
 
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, nulls);
+
+	for (int i = 3; i <= 5; i++)
+	{
+		if (!nulls[i])
+			size += VARSIZE_ANY_EXHDR(DatumGetPointer(row[i]));
+	}
+	return size;
 }
 
 /*
  * Read up to max records of [from, stable) with a fresh snapshot and emit
- * them.  SPI connected.  Returns the number of rows.
+ * them, up to about max_bytes of keys, values and headers.  SPI connected.
+ * Returns the number of rows.
  */
 static uint64
 read_range(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
-		   int64 from, int64 stable, int32 max, bool binary)
+		   int64 from, int64 stable, int32 max, int32 max_bytes, bool binary)
 {
+	Size		bytes = 0;
+	uint64		n;
 	Datum		args[4];
 	int			rc;
 
 	if (topic->fetch_plan == NULL)
 	{
-		char		sql[512];
+		char	   *sql;
 		Oid			argtypes[4] = {INT4OID, INT8OID, INT8OID, INT4OID};
 
-		snprintf(sql, sizeof(sql),
-				 "SELECT \"offset\", ts, key, value, value_bin, headers"
+		sql = psprintf("SELECT \"offset\", ts, key, value, value_bin, headers"
 				 " FROM estream.log_%d WHERE partition OPERATOR(pg_catalog.=) $1"
 				 " AND \"offset\" OPERATOR(pg_catalog.>=) $2"
 				 " AND \"offset\" OPERATOR(pg_catalog.<) $3"
@@ -251,14 +261,16 @@ read_range(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read the log of topic \"%s\"", topic->name);
 
-	for (uint64 i = 0; i < SPI_processed; i++)
-		emit_row(rsinfo, topic, partition, SPI_tuptable->vals[i],
-				 SPI_tuptable->tupdesc, binary);
-	return SPI_processed;
+	/* stop once max_bytes is reached, but always return the first record */
+	for (n = 0; n < SPI_processed && bytes < (Size) max_bytes; n++)
+		bytes += emit_row(rsinfo, topic, partition, SPI_tuptable->vals[n],
+						  SPI_tuptable->tupdesc, binary);
+	return n;
 }
 
 /*
- * fetch(topic, partition, from_offset, max_records, wait_ms, auto_offset_reset)
+ * fetch(topic, partition, from_offset, max_records, wait_ms, auto_offset_reset,
+ *		 max_bytes)
  */
 static Datum
 fetch_common(FunctionCallInfo fcinfo, bool binary)
@@ -269,6 +281,7 @@ fetch_common(FunctionCallInfo fcinfo, bool binary)
 	int64		from;
 	int32		max_records;
 	int32		wait_ms;
+	int32		max_bytes;
 	OffsetReset reset;
 	EstreamTopic *topic;
 	EstreamPartition *part;
@@ -285,6 +298,12 @@ fetch_common(FunctionCallInfo fcinfo, bool binary)
 	max_records = PG_ARGISNULL(3) ? 500 : PG_GETARG_INT32(3);
 	wait_ms = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT32(4);
 	reset = parse_reset(fcinfo, 5);
+	max_bytes = PG_ARGISNULL(6) ? 52428800 : PG_GETARG_INT32(6);
+	if (max_bytes < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_bytes must be positive"),
+				 errdetail("The value given was %d.", max_bytes)));
 
 	if (max_records < 1 || max_records > estream_max_batch_records)
 		ereport(ERROR,
@@ -341,9 +360,11 @@ fetch_common(FunctionCallInfo fcinfo, bool binary)
 	for (;;)
 	{
 		if (from < wm.stable &&
-			read_range(rsinfo, topic, partition, from, wm.stable, max_records, binary) > 0)
+			read_range(rsinfo, topic, partition, from, wm.stable, max_records,
+					   max_bytes, binary) > 0)
 			break;
-		if (wait_ms == 0)
+		/* never wait for our own open transaction to end */
+		if (wait_ms == 0 || estream_holds_marker(part))
 			break;
 		/* [from, W) is empty or holes only: wait for W to move */
 		if (!estream_wait_for_stable(part, wm.stable, deadline))
@@ -420,7 +441,7 @@ estream_offsets_for_times(PG_FUNCTION_ARGS)
 	EstreamTopic *topic;
 	TimestampTz ts;
 	SPIPlanPtr	plan;
-	char		sql[512];
+	char	   *sql;
 	Oid			argtypes[3] = {INT4OID, TIMESTAMPTZOID, INT8OID};
 
 	require_arg(fcinfo, 0, "topic");
@@ -433,8 +454,7 @@ estream_offsets_for_times(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	snprintf(sql, sizeof(sql),
-			 "SELECT \"offset\", ts FROM estream.log_%d"
+	sql = psprintf("SELECT \"offset\", ts FROM estream.log_%d"
 			 " WHERE partition OPERATOR(pg_catalog.=) $1"
 			 " AND ts OPERATOR(pg_catalog.>=) $2"
 			 " AND \"offset\" OPERATOR(pg_catalog.<) $3"

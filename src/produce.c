@@ -20,8 +20,12 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -29,7 +33,9 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/acl.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 
 #include "estream.h"
 
@@ -105,16 +111,18 @@ static void
 check_record_size(EstreamTopic *topic, ProduceRecord *r, int index)
 {
 	Size		size = record_size(r);
+	int64		limit = topic->max_message_bytes >= 0 ?
+		topic->max_message_bytes : estream_default_max_message_bytes;
 
-	if (size > topic->max_message_bytes)
+	if (size > limit)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("record is too large for topic \"%s\"", topic->name),
 				 index >= 0 ?
 				 errdetail("Record %d of the batch has %zu bytes of key, value and headers; the limit is %lld bytes.",
-						   index + 1, size, (long long) topic->max_message_bytes) :
+						   index + 1, size, (long long) limit) :
 				 errdetail("The record has %zu bytes of key, value and headers; the limit is %lld bytes.",
-						   size, (long long) topic->max_message_bytes),
+						   size, (long long) limit),
 				 errhint("Raise the topic's max.message.bytes with estream.alter_topic().")));
 }
 
@@ -166,24 +174,22 @@ prepare_insert_plans(EstreamTopic *topic, bool batch)
 {
 	if (!batch && topic->insert_plan == NULL)
 	{
-		char		sql[256];
+		char	   *sql;
 		Oid			argtypes[8] = {INT4OID, INT4OID, INT8OID, TIMESTAMPTZOID,
 		BYTEAOID, JSONBOID, BYTEAOID, JSONBOID};
 
-		snprintf(sql, sizeof(sql),
-				 "INSERT INTO estream.log_%d_%d " INSERT_COLUMNS
+		sql = psprintf("INSERT INTO estream.log_%d_%d " INSERT_COLUMNS
 				 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", topic->topic_id,
 				 topic->segment);
 		topic->insert_plan = prepare_kept(sql, 8, argtypes);
 	}
 	if (batch && topic->insert_batch_plan == NULL)
 	{
-		char		sql[512];
+		char	   *sql;
 		Oid			argtypes[8] = {INT4OID, INT4ARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID,
 		BYTEAARRAYOID, JSONBARRAYOID, BYTEAARRAYOID, JSONBARRAYOID};
 
-		snprintf(sql, sizeof(sql),
-				 "INSERT INTO estream.log_%d_%d " INSERT_COLUMNS
+		sql = psprintf("INSERT INTO estream.log_%d_%d " INSERT_COLUMNS
 				 " SELECT $1, u.p, u.o, $4, u.k, u.v, u.b, u.h"
 				 " FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3),"
 				 " pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7),"
@@ -191,6 +197,131 @@ prepare_insert_plans(EstreamTopic *topic, bool batch)
 				 topic->topic_id, topic->segment);
 		topic->insert_batch_plan = prepare_kept(sql, 8, argtypes);
 	}
+}
+
+/*
+ * Is the segment exactly as create_topic made it: the eight columns of
+ * INSERT_COLUMNS with their types, no triggers, no row-level security, no
+ * CHECK constraints?  Only then may insert_direct() skip the executor.
+ */
+static bool
+segment_is_plain(Relation rel)
+{
+	static const Oid types[8] = {INT4OID, INT4OID, INT8OID, TIMESTAMPTZOID,
+	BYTEAOID, JSONBOID, BYTEAOID, JSONBOID};
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	if (rel->trigdesc != NULL || rel->rd_rel->relrowsecurity ||
+		(desc->constr != NULL && desc->constr->num_check > 0) ||
+		desc->natts != lengthof(types))
+		return false;
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || att->atttypid != types[i])
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Open the current segment of a topic for a direct insert and check the
+ * caller's INSERT right on it.  Done before reserving offsets.  Returns NULL
+ * if the segment is not plain (triggers, say): then the SPI path, which
+ * honours all of that, must insert.
+ */
+static Relation
+open_segment(EstreamTopic *topic)
+{
+	Relation	rel;
+	AclResult	aclresult;
+
+	if (!OidIsValid(topic->segrelid))
+	{
+		char		relname[NAMEDATALEN];
+
+		snprintf(relname, sizeof(relname), "log_%d_%d", topic->topic_id, topic->segment);
+		topic->segrelid = get_relname_relid(relname, estream_schema_oid());
+		if (!OidIsValid(topic->segrelid))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("segment %d of topic \"%s\" does not exist",
+							topic->segment, topic->name),
+					 errhint("The topic may have been dropped concurrently.")));
+	}
+
+	rel = try_table_open(topic->segrelid, RowExclusiveLock);
+	if (rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("segment %d of topic \"%s\" does not exist",
+						topic->segment, topic->name),
+				 errhint("The topic may have been dropped concurrently.")));
+
+	aclresult = pg_class_aclcheck(RelationGetRelid(rel), GetUserId(), ACL_INSERT);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, get_relkind_objtype(rel->rd_rel->relkind),
+					   RelationGetRelationName(rel));
+
+	if (!segment_is_plain(rel))
+	{
+		table_close(rel, NoLock);
+		return NULL;
+	}
+	return rel;
+}
+
+/*
+ * Insert one record into an open segment without the executor's per-query
+ * set-up, as the logical replication apply worker does: the tuple, then its
+ * index entries.  segment_is_plain() checked the shape; every NOT NULL
+ * column is set; the partition constraint holds because segment is the
+ * segment's own number.
+ */
+static void
+insert_direct(Relation rel, EstreamTopic *topic, ProduceRecord *r, bool binary,
+			  TimestampTz ts)
+{
+	EState	   *estate = CreateExecutorState();
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
+	TupleTableSlot *slot;
+	Datum	   *values;
+	bool	   *nulls;
+
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+
+	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
+	ExecClearTuple(slot);
+	values = slot->tts_values;
+	nulls = slot->tts_isnull;
+
+	values[0] = Int32GetDatum(topic->segment);
+	nulls[0] = false;
+	values[1] = Int32GetDatum(r->partition);
+	nulls[1] = false;
+	values[2] = Int64GetDatum(r->offset);
+	nulls[2] = false;
+	values[3] = TimestampTzGetDatum(ts);
+	nulls[3] = false;
+	values[4] = PointerGetDatum(r->key);
+	nulls[4] = (r->key == NULL);
+	values[5] = values[6] = r->value;
+	nulls[5] = nulls[6] = true;
+	if (!r->value_null)
+		nulls[binary ? 6 : 5] = false;
+	values[7] = PointerGetDatum(r->headers);
+	nulls[7] = (r->headers == NULL);
+	ExecStoreVirtualTuple(slot);
+
+	table_tuple_insert(rel, slot, GetCurrentCommandId(true), 0, NULL);
+	if (rri->ri_NumIndices > 0)
+		(void) ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+
+	ExecCloseIndices(rri);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	FreeExecutorState(estate);
 }
 
 /*
@@ -305,6 +436,7 @@ produce_records(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
 				bool has_partition, int32 partition, TimestampTz ts)
 {
 	int32		sticky = -1;
+	Relation	segrel = NULL;
 	int64	   *counts;
 	int64	   *nextoff;
 
@@ -337,9 +469,23 @@ produce_records(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
 		counts[r->partition]++;
 	}
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	prepare_insert_plans(topic, n > 1);
+	/*
+	 * Lock the current segment and check the INSERT right before reserving
+	 * anything.  A single record goes straight into the segment; a batch
+	 * (or a segment with triggers) through SPI.
+	 */
+	segrel = open_segment(topic);
+	if (segrel != NULL && n > 1)
+	{
+		table_close(segrel, NoLock);
+		segrel = NULL;
+	}
+	if (segrel == NULL)
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		prepare_insert_plans(topic, n > 1);
+	}
 
 	/* look up (and initialize) every partition before reserving anything */
 	for (int p = 0; p < topic->partitions; p++)
@@ -357,6 +503,12 @@ produce_records(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
 	for (int i = 0; i < n; i++)
 		recs[i].offset = nextoff[recs[i].partition]++;
 
+	if (segrel != NULL)
+	{
+		insert_direct(segrel, topic, &recs[0], binary, ts);
+		table_close(segrel, NoLock);
+		return;
+	}
 	if (n == 1)
 		insert_one(topic, &recs[0], binary, ts);
 	else
@@ -422,9 +574,18 @@ produce_single(FunctionCallInfo fcinfo, bool binary)
 	produce_records(topic, &rec, 1, binary,
 					!PG_ARGISNULL(3), PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3), ts);
 
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	tupdesc = BlessTupleDesc(tupdesc);
+	/* the result row descriptor is resolved once per call site */
+	tupdesc = (TupleDesc) fcinfo->flinfo->fn_extra;
+	if (tupdesc == NULL)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+
+		if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+			elog(ERROR, "return type must be a row type");
+		tupdesc = BlessTupleDesc(CreateTupleDescCopy(tupdesc));
+		MemoryContextSwitchTo(oldcxt);
+		fcinfo->flinfo->fn_extra = tupdesc;
+	}
 	result[0] = Int32GetDatum(rec.partition);
 	result[1] = Int64GetDatum(rec.offset);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, result, rnulls)));

@@ -183,7 +183,7 @@ estream_shmem_startup(void)
 	info.entrysize = sizeof(EstreamPartition);
 	part_hash = ShmemInitHash("estream partitions",
 							  estream_max_partitions, estream_max_partitions,
-							  &info, HASH_ELEM | HASH_BLOBS);
+							  &info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
 
 	all_markers = ShmemInitStruct("estream markers",
 								  mul_size(mul_size(MaxBackends,
@@ -252,8 +252,9 @@ ensure_backend_state(void)
 }
 
 /*
- * Highest stored offset of a partition + 1, read with a fresh snapshot.
- * Used to rebuild next after a restart.
+ * Where offsets of a partition continue after a restart: 1 + its highest
+ * stored offset, or its log start offset if higher.  Read with a fresh
+ * snapshot.
  */
 static int64
 stored_offset_end(EstreamTopic *topic, int32 partition)
@@ -268,13 +269,20 @@ stored_offset_end(EstreamTopic *topic, int32 partition)
 
 	if (topic->max_offset_plan == NULL)
 	{
-		char		sql[256];
+		char	   *sql;
 		Oid			argtypes[1] = {INT4OID};
 		SPIPlanPtr	plan;
 
-		snprintf(sql, sizeof(sql),
-				 "SELECT max(\"offset\") FROM estream.log_%d WHERE partition = $1",
-				 topic->topic_id);
+		/*
+		 * 1 + the highest stored offset, but never below the log start:
+		 * retention may have dropped every record of the partition.
+		 */
+		sql = psprintf("SELECT pg_catalog.max(\"offset\") OPERATOR(pg_catalog.+) 1,"
+				 " (SELECT p.log_start_offset FROM estream.partition p"
+				 "   WHERE p.topic_id OPERATOR(pg_catalog.=) %d"
+				 "   AND p.partition OPERATOR(pg_catalog.=) $1)"
+				 " FROM estream.log_%d WHERE partition OPERATOR(pg_catalog.=) $1",
+				 topic->topic_id, topic->topic_id);
 		plan = SPI_prepare(sql, 1, argtypes);
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -295,7 +303,10 @@ stored_offset_end(EstreamTopic *topic, int32 partition)
 									  1, &isnull);
 
 		if (!isnull)
-			result = DatumGetInt64(d) + 1;
+			result = DatumGetInt64(d);
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		if (!isnull && DatumGetInt64(d) > result)
+			result = DatumGetInt64(d);
 	}
 
 	SPI_finish();
@@ -424,7 +435,7 @@ estream_reserve(EstreamPartition *part, int64 count)
 		EstreamMarker *m;
 
 		idx = n_local_markers;
-		m = &all_markers[(MyBackendId - 1) * estream_shared->markers_per_backend + idx];
+		m = &all_markers[(Size) (MyBackendId - 1) * estream_shared->markers_per_backend + idx];
 
 		SpinLockAcquire(&part->mutex);
 		first = part->next;
@@ -477,24 +488,48 @@ estream_reserve(EstreamPartition *part, int64 count)
 /*
  * Read the stable watermark and the next offset of a partition.
  */
-void
-estream_read_watermarks(EstreamPartition *part, EstreamWatermarks *wm)
+/*
+ * The stable watermark of a partition.  Caller holds part->mutex.  Markers
+ * are appended with first = next, which only grows, so the list is ordered
+ * by first and its head holds the lowest.
+ */
+static inline int64
+stable_locked(EstreamPartition *part)
 {
-	dlist_iter	iter;
-	int64		stable;
+	int64		stable = part->committed_end;
 
-	SpinLockAcquire(&part->mutex);
-	stable = part->committed_end;
-	dlist_foreach(iter, &part->inflight)
+	if (!dlist_is_empty(&part->inflight))
 	{
-		EstreamMarker *m = dlist_container(EstreamMarker, node, iter.cur);
+		EstreamMarker *m = dlist_head_element(EstreamMarker, node, &part->inflight);
 
 		if (m->first < stable)
 			stable = m->first;
 	}
-	wm->stable = stable;
+	return stable;
+}
+
+void
+estream_read_watermarks(EstreamPartition *part, EstreamWatermarks *wm)
+{
+	SpinLockAcquire(&part->mutex);
+	wm->stable = stable_locked(part);
 	wm->next = part->next;
 	SpinLockRelease(&part->mutex);
+}
+
+/*
+ * Does the current transaction hold back this partition's watermark?  A
+ * fetch must not wait for its own transaction to end.
+ */
+bool
+estream_holds_marker(EstreamPartition *part)
+{
+	for (int i = 0; i < n_local_markers; i++)
+	{
+		if (local_markers[i].part == part)
+			return true;
+	}
+	return false;
 }
 
 /*
@@ -541,13 +576,20 @@ release_markers(bool commit)
 		EstreamPartition *part = local_markers[i].part;
 		int64		last = local_markers[i].last;
 
+		int64		before;
+		int64		after;
+
 		SpinLockAcquire(&part->mutex);
+		before = stable_locked(part);
 		dlist_delete(&local_markers[i].marker->node);
 		if (commit && last >= 0 && last + 1 > part->committed_end)
 			part->committed_end = last + 1;
+		after = stable_locked(part);
 		SpinLockRelease(&part->mutex);
 
-		ConditionVariableBroadcast(&part->cv);
+		/* wake long-polls only when there is something new to read */
+		if (after != before)
+			ConditionVariableBroadcast(&part->cv);
 	}
 	n_local_markers = 0;
 	n_subxact_saves = 0;
@@ -639,8 +681,12 @@ estream_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 }
 
 /*
- * Backstop: a backend that exits with markers (it cannot normally, since
- * AbortOutOfAnyTransaction runs first) must not hold back watermarks.
+ * A backend that exits in the middle of a producing transaction (FATAL,
+ * pg_terminate_backend) drops its markers here.  before_shmem_exit
+ * callbacks run last-registered first, so this runs before ShutdownPostgres
+ * aborts the transaction, while its xid still looks in progress: harmless,
+ * since that transaction can only abort and its rows never become visible,
+ * and committed_end is not advanced.
  */
 static void
 estream_backend_exit(int code, Datum arg)

@@ -10,8 +10,10 @@
  * the whole cache stale, and the next lookup rebuilds it.  Invalidations
  * are processed at transaction start and at lock acquisition, so a
  * transaction sees every topic change committed before it started.  The
- * callback only sets a flag: pointers handed out by a lookup stay valid
- * until the next lookup.
+ * callback only sets a flag; the next lookup replaces the cache, and the
+ * old one (whose entries and plans an outer call may still be using) is
+ * freed in a later transaction.  Any abort also marks the cache stale, since
+ * a lookup may have cached a topic whose creation rolled back.
  *
  * Copyright (c) 2026, estream developers
  *
@@ -26,6 +28,8 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "access/xact.h"
+#include "nodes/pg_list.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -41,6 +45,16 @@ static HTAB *topic_cache = NULL;
 static bool topic_cache_stale = false;
 static Oid	topic_catalog_relid = InvalidOid;
 
+/*
+ * Caches replaced while an estream call may still use one of their entries
+ * (a trigger or function nested inside produce, say) are not freed at once:
+ * they wait here until a later transaction, when no call of the transaction
+ * that retired them can be running.
+ */
+static List *retired_caches = NIL;
+static uint64 retired_in_xact = 0;
+static uint64 xact_counter = 1;
+
 static void
 topic_cache_inval(Datum arg, Oid relid)
 {
@@ -48,10 +62,25 @@ topic_cache_inval(Datum arg, Oid relid)
 		topic_cache_stale = true;
 }
 
+/*
+ * A lookup inside a transaction that then aborts may have cached a topic
+ * that never committed (create_topic rolled back): forget everything.
+ */
+static void
+topic_cache_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		topic_cache_stale = true;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+		xact_counter++;
+}
+
 void
 estream_topic_cache_init(void)
 {
 	CacheRegisterRelcacheCallback(topic_cache_inval, (Datum) 0);
+	RegisterXactCallback(topic_cache_xact_callback, NULL);
 }
 
 static void
@@ -62,25 +91,50 @@ free_plan(void *plan)
 }
 
 static void
+free_cache(HTAB *cache)
+{
+	HASH_SEQ_STATUS status;
+	EstreamTopic *t;
+
+	hash_seq_init(&status, cache);
+	while ((t = hash_seq_search(&status)) != NULL)
+	{
+		free_plan(t->insert_plan);
+		free_plan(t->insert_batch_plan);
+		free_plan(t->fetch_plan);
+		free_plan(t->max_offset_plan);
+		free_plan(t->log_start_plan);
+	}
+	hash_destroy(cache);
+}
+
+/*
+ * Free the caches retired by an earlier transaction: no call that could use
+ * them is running any more.
+ */
+static void
+free_retired_caches(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, retired_caches)
+		free_cache((HTAB *) lfirst(lc));
+	list_free(retired_caches);
+	retired_caches = NIL;
+}
+
+static void
 reset_topic_cache(void)
 {
 	HASHCTL		info;
+	MemoryContext oldcxt;
 
 	if (topic_cache != NULL)
 	{
-		HASH_SEQ_STATUS status;
-		EstreamTopic *t;
-
-		hash_seq_init(&status, topic_cache);
-		while ((t = hash_seq_search(&status)) != NULL)
-		{
-			free_plan(t->insert_plan);
-			free_plan(t->insert_batch_plan);
-			free_plan(t->fetch_plan);
-			free_plan(t->max_offset_plan);
-			free_plan(t->log_start_plan);
-		}
-		hash_destroy(topic_cache);
+		oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+		retired_caches = lappend(retired_caches, topic_cache);
+		MemoryContextSwitchTo(oldcxt);
+		retired_in_xact = xact_counter;
 	}
 
 	memset(&info, 0, sizeof(info));
@@ -113,6 +167,10 @@ estream_lookup_topic(const char *name, bool missing_ok)
 	SPIPlanPtr	plan;
 	size_t		len = strlen(name);
 
+	/* see topic changes committed since this transaction took its locks */
+	AcceptInvalidationMessages();
+	if (retired_caches != NIL && retired_in_xact != xact_counter)
+		free_retired_caches();
 	if (topic_cache == NULL || topic_cache_stale)
 		reset_topic_cache();
 
@@ -162,21 +220,24 @@ estream_lookup_topic(const char *name, bool missing_ok)
 		Datum		d;
 		char	   *tstype;
 
-		t = hash_search(topic_cache, name, HASH_ENTER, &found);
-		t->topic_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-		t->logrelid = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
-		t->partitions = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-		t->segment = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+		EstreamTopic entry;
+
+		/* fill a local copy first: an error must not leave a half entry */
+		memset(&entry, 0, sizeof(entry));
+		strlcpy(entry.name, name, sizeof(entry.name));
+		entry.topic_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		entry.logrelid = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+		entry.partitions = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		entry.segment = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
 		d = SPI_getbinval(tup, desc, 5, &isnull);
-		t->max_message_bytes = isnull ? estream_default_max_message_bytes : DatumGetInt64(d);
+		entry.max_message_bytes = isnull ? -1 : DatumGetInt64(d);
 		tstype = SPI_getvalue(tup, desc, 6);
-		t->log_append_time = (tstype != NULL && strcmp(tstype, "LogAppendTime") == 0);
-		t->rr_next = -1;
-		t->insert_plan = NULL;
-		t->insert_batch_plan = NULL;
-		t->fetch_plan = NULL;
-		t->max_offset_plan = NULL;
-		t->log_start_plan = NULL;
+		entry.log_append_time = (tstype != NULL && strcmp(tstype, "LogAppendTime") == 0);
+		entry.rr_next = -1;
+		entry.segrelid = InvalidOid;
+
+		t = hash_search(topic_cache, name, HASH_ENTER, &found);
+		memcpy(t, &entry, sizeof(entry));
 	}
 	SPI_finish();
 	return t;
@@ -219,7 +280,10 @@ estream_topic_invalidate(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
-		elog(ERROR, "estream_topic_invalidate: not called by trigger manager");
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" was not called by trigger manager",
+						"estream._topic_invalidate")));
 
 	CacheInvalidateRelcache(trigdata->tg_relation);
 	return PointerGetDatum(NULL);
