@@ -120,61 +120,85 @@ CREATE TABLE lc_log (partition int NOT NULL, "offset" bigint NOT NULL, key text,
 """
 
 
-def workloads(quick):
+def workloads(clients, batches=(100,), only=None):
     """(name, clients, events per transaction, reference name or None, pgbench script)"""
     w = []
-    for clients in ([8] if quick else [1, 8]):
-        w.append(("insert 1/tx", clients, 1, None,
+    w.append(("insert 1/tx", clients, 1, None,
+              "\\set id random(1, 1000000000)\n"
+              f"INSERT INTO ref_log (partition, key, value) VALUES (:id % 8, 'k' || :id, {VALUE_SQL});\n"))
+    w.append(("produce 1/tx keyed", clients, 1, "insert 1/tx",
+              "\\set id random(1, 1000000000)\n"
+              f"SELECT estream.produce('bench', {VALUE_SQL}, 'k' || :id);\n"))
+    w.append(("produce 1/tx unkeyed", clients, 1, "insert 1/tx",
+              "\\set id random(1, 1000000000)\n"
+              f"SELECT estream.produce('bench', {VALUE_SQL});\n"))
+    w.append(("pgq insert_event 1/tx", clients, 1, "insert 1/tx",
+              "\\set id random(1, 1000000000)\n"
+              f"SELECT pgq.insert_event('benchq', 'order.created', ({VALUE_SQL})::text);\n"))
+    for lp in (1, 8):
+        w.append((f"locked counter 1/tx {lp}p", clients, 1, "insert 1/tx",
                   "\\set id random(1, 1000000000)\n"
-                  f"INSERT INTO ref_log (partition, key, value) VALUES (:id % 8, 'k' || :id, {VALUE_SQL});\n"))
-        w.append(("produce 1/tx keyed", clients, 1, "insert 1/tx",
+                  "BEGIN;\n"
+                  f"UPDATE lc_counter SET next = next + 1 WHERE partition = :id % {lp} RETURNING next - 1 AS off \\gset\n"
+                  f"INSERT INTO lc_log (partition, \"offset\", key, value) VALUES (:id % {lp}, :off, 'k' || :id, {VALUE_SQL});\n"
+                  "END;\n"))
+    for n in batches:
+        w.append((f"insert {n}/tx", clients, n, None,
                   "\\set id random(1, 1000000000)\n"
-                  f"SELECT estream.produce('bench', {VALUE_SQL}, 'k' || :id);\n"))
-        w.append(("produce 1/tx unkeyed", clients, 1, "insert 1/tx",
+                  f"INSERT INTO ref_log (partition, key, value) SELECT (:id + g) % 8, 'k' || (:id + g), "
+                  f"{VALUE_ROW_SQL} FROM generate_series(1, {n}) g;\n"))
+        w.append((f"produce_batch {n}/tx keyed", clients, n, f"insert {n}/tx",
                   "\\set id random(1, 1000000000)\n"
-                  f"SELECT estream.produce('bench', {VALUE_SQL});\n"))
-        w.append(("pgq insert_event 1/tx", clients, 1, "insert 1/tx",
+                  f"SELECT count(*) FROM estream.produce_batch('bench', "
+                  f"ARRAY(SELECT {VALUE_ROW_SQL} FROM generate_series(1, {n}) g), "
+                  f"ARRAY(SELECT 'k' || (:id + g) FROM generate_series(1, {n}) g));\n"))
+        w.append((f"produce_batch {n}/tx unkeyed", clients, n, f"insert {n}/tx",
                   "\\set id random(1, 1000000000)\n"
-                  f"SELECT pgq.insert_event('benchq', 'order.created', ({VALUE_SQL})::text);\n"))
-        for lp in (1, 8):
-            w.append((f"locked counter 1/tx {lp}p", clients, 1, "insert 1/tx",
-                      "\\set id random(1, 1000000000)\n"
-                      "BEGIN;\n"
-                      f"UPDATE lc_counter SET next = next + 1 WHERE partition = :id % {lp} RETURNING next - 1 AS off \\gset\n"
-                      f"INSERT INTO lc_log (partition, \"offset\", key, value) VALUES (:id % {lp}, :off, 'k' || :id, {VALUE_SQL});\n"
-                      "END;\n"))
-        for n in ([100] if quick else [100, 1000]):
-            w.append((f"insert {n}/tx", clients, n, None,
-                      "\\set id random(1, 1000000000)\n"
-                      f"INSERT INTO ref_log (partition, key, value) SELECT (:id + g) % 8, 'k' || (:id + g), "
-                      f"{VALUE_ROW_SQL} FROM generate_series(1, {n}) g;\n"))
-            w.append((f"produce_batch {n}/tx keyed", clients, n, f"insert {n}/tx",
-                      "\\set id random(1, 1000000000)\n"
-                      f"SELECT count(*) FROM estream.produce_batch('bench', "
-                      f"ARRAY(SELECT {VALUE_ROW_SQL} FROM generate_series(1, {n}) g), "
-                      f"ARRAY(SELECT 'k' || (:id + g) FROM generate_series(1, {n}) g));\n"))
-            w.append((f"pgq insert_event {n}/tx", clients, n, f"insert {n}/tx",
-                      "\\set id random(1, 1000000000)\n"
-                      f"SELECT count(pgq.insert_event('benchq', 'order.created', ({VALUE_ROW_SQL})::text)) "
-                      f"FROM generate_series(1, {n}) g;\n"))
+                  f"SELECT count(*) FROM estream.produce_batch('bench', "
+                  f"ARRAY(SELECT {VALUE_ROW_SQL} FROM generate_series(1, {n}) g));\n"))
+        w.append((f"pgq insert_event {n}/tx", clients, n, f"insert {n}/tx",
+                  "\\set id random(1, 1000000000)\n"
+                  f"SELECT count(pgq.insert_event('benchq', 'order.created', ({VALUE_ROW_SQL})::text)) "
+                  f"FROM generate_series(1, {n}) g;\n"))
+    if only is not None:
+        w = [x for x in w if x[0] in only or x[3] is None]
     return w
+
+
+def plan(quick):
+    """(synchronous_commit on?, topic partitions, workloads) in the order they run.
+    A workload and its reference always run in the same step, interleaved."""
+    if quick:
+        return [(True, 8, workloads(8))]
+    estream_only = {"produce 1/tx keyed", "produce 1/tx unkeyed", "produce_batch 100/tx keyed",
+                    "produce_batch 100/tx unkeyed"}
+    return [
+        (True, 8, [w for w in workloads(1, (100,)) if not w[0].startswith("locked")]
+         + workloads(8, (100, 1000))),
+        # the partition count matters only to estream
+        (True, 1, workloads(8, (100,), only=estream_only)),
+        (False, 8, workloads(8, (100,), only=estream_only | {"pgq insert_event 1/tx", "pgq insert_event 100/tx"})),
+    ]
 
 
 def run(args):
     quick = args.mode == "quick"
-    seconds = args.seconds or (5 if quick else 15)
+    seconds = args.seconds or (2 if quick else 5)
     runs = max(3, args.runs)
     results = []
     workdir = tempfile.mkdtemp(prefix="estream-bench-")
-    for sync in ([True] if quick else [True, False]):
+    steps = plan(quick)
+    for sync in sorted({st[0] for st in steps}, reverse=True):
         inst = Instance(os.path.join(workdir, "sync" if sync else "async"), sync)
         os.makedirs(inst.root)
         inst.start()
         try:
-            for partitions in ([8] if quick else [1, 8]):
+            for st_sync, partitions, wls in steps:
+                if st_sync != sync:
+                    continue
                 inst.psql(SETUP_SQL.format(partitions=partitions))
                 groups = {}
-                for wl in workloads(quick):
+                for wl in wls:
                     groups.setdefault((wl[1], wl[3] or wl[0]), []).append(wl)
                 for (_clients, _ref), members in groups.items():
                     samples = {m[0]: [] for m in members}
@@ -197,11 +221,42 @@ def run(args):
                         print_row(row)
                 inst.psql("CHECKPOINT")
             if sync and not args.skip_client:
-                client_workloads(inst, quick, runs, seconds, workdir, lambda row: (results.append(row), print_row(row)))
+                client_workloads(inst, quick, runs, seconds, workdir,
+                                 lambda row: (results.append(row), print_row(row)))
         finally:
             inst.stop()
     shutil.rmtree(workdir, ignore_errors=True)
+    print_targets(results)
     return results
+
+
+def print_targets(results):
+    """The targets the issues set, computed from this run's rows."""
+    def find(workload, clients=8, partitions=8, sync="on"):
+        for r in results:
+            if (r["workload"] == workload and r["clients"] == clients and r["partitions"] == partitions
+                    and r["synchronous_commit"] == sync):
+                return r
+        return None
+
+    checks = []
+    p1, i1, q1 = find("produce 1/tx keyed"), find("insert 1/tx"), find("pgq insert_event 1/tx")
+    pb, ib = find("produce_batch 100/tx keyed"), find("insert 100/tx")
+    lat = find("latency: estream long-poll", clients=1, partitions=1)
+    if p1 and i1:
+        checks.append(("single-event produce vs plain INSERT (8 clients)", p1["events_per_s_median"] / i1["events_per_s_median"], ">= 0.90"))
+    if p1 and q1:
+        checks.append(("single-event produce vs PgQ insert_event (8 clients)", p1["events_per_s_median"] / q1["events_per_s_median"], ">= 1.10"))
+    if pb and ib:
+        checks.append(("batched produce vs plain batched INSERT (100/tx, 8 clients)", pb["events_per_s_median"] / ib["events_per_s_median"], ">= 0.80"))
+    if lat:
+        checks.append(("end-to-end latency p50, ms", lat["latency_ms"]["p50"], "< 2"))
+    if checks:
+        print("\ntargets:")
+        for name, value, target in checks:
+            op, bound = target.split()
+            ok = value >= float(bound) if op == ">=" else value < float(bound)
+            print(f"  {name:62} {value:8.2f}  target {target:8} {'met' if ok else 'NOT met'}")
 
 
 # ---------------------------------------------------------------------------
