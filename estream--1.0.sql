@@ -105,6 +105,10 @@ CREATE TRIGGER topic_invalidate
 CREATE TRIGGER topic_invalidate_truncate
 	AFTER TRUNCATE ON estream.topic
 	FOR EACH STATEMENT EXECUTE FUNCTION estream._topic_invalidate();
+COMMENT ON TRIGGER topic_invalidate ON estream.topic IS
+	'Makes every backend drop its cached metadata of a topic that was created, changed or dropped.';
+COMMENT ON TRIGGER topic_invalidate_truncate ON estream.topic IS
+	'Makes every backend drop its cached topic metadata when estream.topic is truncated.';
 -- also under session_replication_role = replica
 ALTER TABLE estream.topic ENABLE ALWAYS TRIGGER topic_invalidate;
 ALTER TABLE estream.topic ENABLE ALWAYS TRIGGER topic_invalidate_truncate;

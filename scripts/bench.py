@@ -204,7 +204,9 @@ def run(args):
                     samples = {m[0]: [] for m in members}
                     for _ in range(runs):
                         for name, clients, per_tx, _r, script in members:
-                            tps = inst.pgbench(script, clients, seconds, workdir)
+                            # one client waits for every fsync: its rate jitters, so run longer
+                            secs = seconds * 2 if clients == 1 else seconds
+                            tps = inst.pgbench(script, clients, secs, workdir)
                             samples[name].append(tps * per_tx)
                     ref_median = None
                     for name, clients, per_tx, ref, _s in members:
@@ -298,13 +300,16 @@ def fill_backlog(inst, n):
     inst.psql("VACUUM ANALYZE")
 
 
+# All three readers fetch the value as text: psycopg2 would otherwise parse
+# every jsonb value into a Python object, which PgQ's text ev_data escapes.
+
 def read_backlog_estream(inst, n):
     c = connect(inst)
     cur = c.cursor()
     pos, got = 0, 0
     t0 = time.perf_counter()
     while got < n:
-        cur.execute("SELECT \"offset\", value FROM estream.fetch('backlog', 0, %s, 10000)", (pos,))
+        cur.execute("SELECT \"offset\", value::text FROM estream.fetch('backlog', 0, %s, 10000)", (pos,))
         rows = cur.fetchall()
         got += len(rows)
         pos = rows[-1][0] + 1
@@ -319,7 +324,7 @@ def read_backlog_select(inst, n):
     pos, got = 0, 0
     t0 = time.perf_counter()
     while got < n:
-        cur.execute('SELECT "offset", value FROM ref_backlog WHERE partition = 0 AND "offset" >= %s '
+        cur.execute('SELECT "offset", value::text FROM ref_backlog WHERE partition = 0 AND "offset" >= %s '
                     'ORDER BY "offset" LIMIT 10000', (pos,))
         rows = cur.fetchall()
         got += len(rows)
@@ -480,6 +485,11 @@ def fill_topic(inst, topic, n, partitions):
     inst.psql("VACUUM ANALYZE")
 
 
+# rows client_workloads() emits: 3 backlog readers, 3 latency runs, 5 WAL
+# measurements, 2 produce rates (empty and large topic)
+CLIENT_ROWS = 13
+
+
 def client_workloads(inst, quick, runs, seconds, workdir, emit):
     n_backlog = 100000 if quick else 1000000
     fill_backlog(inst, n_backlog)
@@ -585,6 +595,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3, help="runs per workload (at least 3)")
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--skip-client", action="store_true", help="only the pgbench workloads")
+    ap.add_argument("--smoke", action="store_true",
+                    help="exit non-zero unless every planned row was measured (for CI; figures are not checked)")
     args = ap.parse_args()
     started = time.time()
     results = run(args)
@@ -601,6 +613,17 @@ def main():
         wr.writeheader()
         wr.writerows(results)
     print(f"\n{len(results)} rows in {meta['seconds']} s; written to {args.out}/bench-{stamp}.json and .csv")
+    if args.smoke:
+        expected = sum(len(wls) for _s, _p, wls in plan(args.mode == "quick"))
+        if not args.skip_client:
+            expected += CLIENT_ROWS
+        missing = [r["workload"] for r in results
+                   if r.get("events_per_s_median") is None and "latency_ms" not in r and "wal_bytes_per_event" not in r]
+        if len(results) != expected or missing:
+            print(f"bench smoke test FAILED: {len(results)} rows of {expected}; without figures: {missing}")
+            return 1
+        print(f"bench smoke test passed: all {expected} rows measured")
+    return 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ ESTREAM_ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ESTREAM_ROOT"
 . scripts/common.sh
 
-estream_install_deps python3
+estream_install_deps python3 python3-psycopg2 postgresql-15-pgq3
 estream_build_install
 mkdir -p bench/results
 estream_prepare_rundir
