@@ -525,19 +525,10 @@ def client_workloads(inst, quick, runs, seconds, workdir, emit):
 
     tx = 2000 if quick else 10000
     wal = {}
-    for name, per_tx, script in (
-            ("insert 1/tx", 1, "\\set id random(1, 1000000000)\n"
-             f"INSERT INTO ref_log (partition, key, value) VALUES (:id % 8, 'k' || :id, {VALUE_SQL});\n"),
-            ("produce 1/tx keyed", 1, "\\set id random(1, 1000000000)\n"
-             f"SELECT estream.produce('bench', {VALUE_SQL}, 'k' || :id);\n"),
-            ("pgq insert_event 1/tx", 1, "\\set id random(1, 1000000000)\n"
-             f"SELECT pgq.insert_event('benchq', 'order.created', ({VALUE_SQL})::text);\n"),
-            ("insert 100/tx", 100, "\\set id random(1, 1000000000)\n"
-             f"INSERT INTO ref_log (partition, key, value) SELECT (:id + g) % 8, 'k' || (:id + g), "
-             f"{VALUE_ROW_SQL} FROM generate_series(1, 100) g;\n"),
-            ("produce_batch 100/tx keyed", 100, "\\set id random(1, 1000000000)\n"
-             f"SELECT count(*) FROM estream.produce_batch('bench', ARRAY(SELECT {VALUE_ROW_SQL} FROM generate_series(1, 100) g), "
-             f"ARRAY(SELECT 'k' || (:id + g) FROM generate_series(1, 100) g));\n")):
+    scripts = {w[0]: (w[2], w[4]) for w in workloads(1, (100,))}
+    for name in ("insert 1/tx", "produce 1/tx keyed", "pgq insert_event 1/tx",
+                 "insert 100/tx", "produce_batch 100/tx keyed"):
+        per_tx, script = scripts[name]
         wal[name] = wal_per_event(inst, script, per_tx, max(20, tx // per_tx), workdir)
     for name, b in wal.items():
         ref = "insert 1/tx" if "1/tx" in name else "insert 100/tx"

@@ -16,6 +16,7 @@
 
 #include "postgres.h"
 
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/ilist.h"
 #include "storage/condition_variable.h"
@@ -109,6 +110,7 @@ extern bool estream_wait_for_stable(EstreamPartition *part, int64 past,
 extern void estream_topic_cache_init(void);
 extern EstreamTopic *estream_lookup_topic(const char *name, bool missing_ok);
 extern Oid	estream_schema_oid(void);
+extern SPIPlanPtr estream_prepare_kept(const char *sql, int nargs, Oid *argtypes);
 extern void estream_check_partition(EstreamTopic *topic, int32 partition);
 
 /* murmur2.c */

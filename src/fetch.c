@@ -44,17 +44,6 @@ typedef enum OffsetReset
 	RESET_ERROR
 } OffsetReset;
 
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 static void
 check_can_read(void)
 {
@@ -82,7 +71,7 @@ log_start_offset(EstreamTopic *topic, int32 partition)
 		Oid			argtypes[2] = {INT4OID, INT4OID};
 
 		topic->log_start_plan =
-			prepare_kept("SELECT log_start_offset FROM estream.partition"
+			estream_prepare_kept("SELECT log_start_offset FROM estream.partition"
 						 " WHERE topic_id OPERATOR(pg_catalog.=) $1"
 						 " AND partition OPERATOR(pg_catalog.=) $2",
 						 2, argtypes);
@@ -247,7 +236,7 @@ read_range(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
 				 " AND \"offset\" OPERATOR(pg_catalog.>=) $2"
 				 " AND \"offset\" OPERATOR(pg_catalog.<) $3"
 				 " ORDER BY \"offset\" LIMIT $4", topic->topic_id);
-		topic->fetch_plan = prepare_kept(sql, 4, argtypes);
+		topic->fetch_plan = estream_prepare_kept(sql, 4, argtypes);
 	}
 
 	args[0] = Int32GetDatum(partition);

@@ -154,17 +154,6 @@ check_can_produce(void)
 				 errmsg("cannot produce during a parallel operation")));
 }
 
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 /*
  * Prepare (once per backend and topic) the INSERT plans, so that a call
  * that fails to plan fails before it reserves offsets.
@@ -181,7 +170,7 @@ prepare_insert_plans(EstreamTopic *topic, bool batch)
 		sql = psprintf("INSERT INTO estream.log_%d_%d " INSERT_COLUMNS
 				 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", topic->topic_id,
 				 topic->segment);
-		topic->insert_plan = prepare_kept(sql, 8, argtypes);
+		topic->insert_plan = estream_prepare_kept(sql, 8, argtypes);
 	}
 	if (batch && topic->insert_batch_plan == NULL)
 	{
@@ -195,7 +184,7 @@ prepare_insert_plans(EstreamTopic *topic, bool batch)
 				 " pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7),"
 				 " pg_catalog.unnest($8)) AS u(p, o, k, v, b, h)",
 				 topic->topic_id, topic->segment);
-		topic->insert_batch_plan = prepare_kept(sql, 8, argtypes);
+		topic->insert_batch_plan = estream_prepare_kept(sql, 8, argtypes);
 	}
 }
 

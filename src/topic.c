@@ -146,6 +146,21 @@ reset_topic_cache(void)
 	topic_catalog_relid = InvalidOid;
 }
 
+/*
+ * Prepare a statement and keep its plan for the life of the backend.  SPI
+ * must be connected.
+ */
+SPIPlanPtr
+estream_prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
 Oid
 estream_schema_oid(void)
 {
