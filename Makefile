@@ -10,7 +10,7 @@ OBJS = \
 	src/fetch.o
 
 EXTENSION = estream
-DATA = estream--1.0.sql
+DATA = estream--1.0.sql estream--1.0--1.1.sql
 PGFILEDESC = "estream - event streams for PostgreSQL"
 
 REGRESS = partitioner topic produce fetch limits cache reinstall

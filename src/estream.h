@@ -103,6 +103,8 @@ extern void estream_read_watermarks(EstreamPartition *part, EstreamWatermarks *w
 extern bool estream_holds_marker(EstreamPartition *part);
 extern void estream_partition_watermarks(EstreamTopic *topic, int32 partition,
 										 EstreamWatermarks *wm);
+extern bool estream_wait_for_any(EstreamPartition **parts, int64 *past, int n,
+								 TimestampTz deadline);
 extern bool estream_wait_for_stable(EstreamPartition *part, int64 past,
 									TimestampTz deadline);
 

@@ -30,6 +30,7 @@
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/snapmgr.h"
@@ -479,4 +480,67 @@ estream_offsets_for_times(PG_FUNCTION_ARGS)
 
 	SPI_finish();
 	return (Datum) 0;
+}
+
+/*
+ * estream._wait_for_records(topic text, partitions int[], from_offsets
+ * bigint[], wait_ms int) returns bool
+ *
+ * For poll() and consume(): wait until one of the partitions has a stable
+ * offset above its from_offset (a record, or a range of holes, to read),
+ * or wait_ms passes.  Returns at once, true, if one already has; never
+ * waits for the caller's own transaction.
+ */
+PG_FUNCTION_INFO_V1(estream_wait_for_records);
+Datum
+estream_wait_for_records(PG_FUNCTION_ARGS)
+{
+	EstreamTopic *topic;
+	Datum	   *pdat;
+	Datum	   *odat;
+	bool	   *pnull;
+	bool	   *onull;
+	int			np;
+	int			no;
+	int32		wait_ms;
+	EstreamPartition **parts;
+	int64	   *past;
+
+	require_arg(fcinfo, 0, "topic");
+	require_arg(fcinfo, 1, "partitions");
+	require_arg(fcinfo, 2, "from_offsets");
+	wait_ms = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3);
+	check_can_read();
+	topic = estream_lookup_topic(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), INT4OID, 4, true, TYPALIGN_INT,
+					  &pdat, &pnull, &np);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), INT8OID, 8, FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &odat, &onull, &no);
+	if (np != no)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("partitions and from_offsets must have the same length")));
+	if (np == 0)
+		PG_RETURN_BOOL(false);
+
+	parts = palloc(sizeof(EstreamPartition *) * np);
+	past = palloc(sizeof(int64) * np);
+	for (int i = 0; i < np; i++)
+	{
+		if (pnull[i] || onull[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("partitions and from_offsets must not contain nulls")));
+		estream_check_partition(topic, DatumGetInt32(pdat[i]));
+		parts[i] = estream_get_partition(topic, DatumGetInt32(pdat[i]));
+		past[i] = DatumGetInt64(odat[i]);
+		/* a watermark held by our own transaction would never move */
+		if (estream_holds_marker(parts[i]))
+			wait_ms = 0;
+	}
+
+	PG_RETURN_BOOL(estream_wait_for_any(parts, past, np,
+										TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+																	Max(wait_ms, 0))));
 }

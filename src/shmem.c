@@ -70,6 +70,8 @@ typedef struct EstreamShared
 {
 	LWLock	   *lock;			/* protects the hash table's structure */
 	int			markers_per_backend;
+	ConditionVariable any_cv;	/* broadcast when any stable watermark moves,
+								 * for waits over several partitions */
 } EstreamShared;
 
 /* One marker this backend's open transaction holds (backend-local) */
@@ -176,6 +178,7 @@ estream_shmem_startup(void)
 	{
 		estream_shared->lock = &(GetNamedLWLockTranche("estream"))->lock;
 		estream_shared->markers_per_backend = estream_max_partitions_per_xact;
+		ConditionVariableInit(&estream_shared->any_cv);
 	}
 
 	memset(&info, 0, sizeof(info));
@@ -564,6 +567,42 @@ estream_wait_for_stable(EstreamPartition *part, int64 past, TimestampTz deadline
 }
 
 /*
+ * Sleep until the stable watermark of any of n partitions is above its
+ * past[i], or until deadline.  Returns true if one moved.  Interruptible;
+ * holds no lock while sleeping.  Wakes on every watermark move of the
+ * server, so keep the partition list short.
+ */
+bool
+estream_wait_for_any(EstreamPartition **parts, int64 *past, int n,
+					 TimestampTz deadline)
+{
+	bool		moved = false;
+
+	ConditionVariablePrepareToSleep(&estream_shared->any_cv);
+	for (;;)
+	{
+		long		remaining;
+
+		for (int i = 0; i < n && !moved; i++)
+		{
+			EstreamWatermarks wm;
+
+			estream_read_watermarks(parts[i], &wm);
+			moved = wm.stable > past[i];
+		}
+		if (moved)
+			break;
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (remaining <= 0)
+			break;
+		(void) ConditionVariableTimedSleep(&estream_shared->any_cv, remaining,
+										   PG_WAIT_EXTENSION);
+	}
+	ConditionVariableCancelSleep();
+	return moved;
+}
+
+/*
  * Drop this backend's in-flight markers at the end of its transaction.  On
  * commit, advance committed_end past what the transaction produced.  Must
  * not error, allocate or take LWLocks.
@@ -589,7 +628,10 @@ release_markers(bool commit)
 
 		/* wake long-polls only when there is something new to read */
 		if (after != before)
+		{
 			ConditionVariableBroadcast(&part->cv);
+			ConditionVariableBroadcast(&estream_shared->any_cv);
+		}
 	}
 	n_local_markers = 0;
 	n_subxact_saves = 0;
