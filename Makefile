@@ -13,7 +13,7 @@ EXTENSION = estream
 DATA = estream--1.0.sql estream--1.0--1.1.sql
 PGFILEDESC = "estream - event streams for PostgreSQL"
 
-REGRESS = partitioner topic produce fetch limits cache reinstall
+REGRESS = partitioner topic produce fetch limits cache groups reinstall
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=./test/estream.conf \
 	--load-extension=estream
 
