@@ -188,13 +188,13 @@ def run(args):
     results = []
     workdir = tempfile.mkdtemp(prefix="estream-bench-")
     steps = plan(quick)
-    for sync in sorted({st[0] for st in steps}, reverse=True):
+    for sync in sorted({st[0] for st in steps} if not args.only_client else {True}, reverse=True):
         inst = Instance(os.path.join(workdir, "sync" if sync else "async"), sync)
         os.makedirs(inst.root)
         inst.start()
         try:
             for st_sync, partitions, wls in steps:
-                if st_sync != sync:
+                if st_sync != sync or args.only_client:
                     continue
                 inst.psql(SETUP_SQL.format(partitions=partitions))
                 groups = {}
@@ -253,6 +253,10 @@ def print_targets(results):
         checks.append(("batched produce vs plain batched INSERT (100/tx, 8 clients)", pb["events_per_s_median"] / ib["events_per_s_median"], ">= 0.80"))
     if lat:
         checks.append(("end-to-end latency p50, ms", lat["latency_ms"]["p50"], "< 2"))
+    pgq = next((r for r in results if r["workload"].startswith("read backlog: pgq")), None)
+    for r in results:
+        if pgq and r["workload"].startswith("consume+commit"):
+            print(f"  {r['workload'][:62]:62} {r['events_per_s_median'] / pgq['events_per_s_median']:8.2f}x PgQ's batch reading")
     if checks:
         print("\ntargets:")
         for name, value, target in checks:
@@ -277,6 +281,8 @@ def fill_backlog(inst, n):
     inst.psql("""
         SELECT estream.drop_topic('backlog', if_exists => true);
         SELECT estream.create_topic('backlog', 1);
+        SELECT estream.drop_topic('backlog4', if_exists => true);
+        SELECT estream.create_topic('backlog4', 4);
         DROP TABLE IF EXISTS ref_backlog;
         CREATE TABLE ref_backlog (partition int NOT NULL, "offset" bigint NOT NULL, key text, value jsonb,
                                   ts timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (partition, "offset"));
@@ -293,6 +299,8 @@ def fill_backlog(inst, n):
         cur.execute(f"SELECT count(*) FROM estream.produce_batch('backlog', ARRAY(SELECT {val} FROM generate_series(1, {m}) g))")
         cur.execute(f"INSERT INTO ref_backlog SELECT 0, {start} + g - 1, NULL, {val} FROM generate_series(1, {m}) g")
         cur.execute(f"SELECT count(pgq.insert_event('backlogq', 'order.created', ({val})::text)) FROM generate_series(1, {m}) g")
+        cur.execute(f"SELECT count(*) FROM estream.produce_batch('backlog4', ARRAY(SELECT {val} FROM generate_series(1, {m}) g), "
+                    f"ARRAY(SELECT 'k' || ({start} + g) FROM generate_series(1, {m}) g))")
         c.commit()
         cur.execute("SELECT pgq.ticker('backlogq')")
         c.commit()
@@ -316,6 +324,50 @@ def read_backlog_estream(inst, n):
     dt = time.perf_counter() - t0
     c.close()
     return got / dt
+
+
+def poll_backlog(inst, n, workers, group):
+    """Consume the 4-partition backlog with poll(): each worker reads up to
+    1000 records and commits their offsets in one transaction."""
+    import threading
+    lock = threading.Lock()
+    total = [0]
+    errors = []
+
+    def worker():
+        try:
+            c = connect(inst, autocommit=False)
+            cur = c.cursor()
+            idle = 0
+            while True:
+                with lock:
+                    if total[0] >= n:
+                        break
+                cur.execute("SELECT count(*) FROM estream.poll(%s, 'backlog4', 1000, 0, 'earliest')",
+                            (group,))
+                got = cur.fetchone()[0]
+                c.commit()
+                with lock:
+                    total[0] += got
+                idle = idle + 1 if got == 0 else 0
+                if idle > 1000:
+                    raise RuntimeError("poll returned nothing 1000 times in a row")
+            c.close()
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    dt = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"poll workers failed: {errors[0]}")
+    if total[0] != n:
+        raise RuntimeError(f"poll workers consumed {total[0]} records, expected {n}")
+    return total[0] / dt
 
 
 def read_backlog_select(inst, n):
@@ -485,9 +537,9 @@ def fill_topic(inst, topic, n, partitions):
     inst.psql("VACUUM ANALYZE")
 
 
-# rows client_workloads() emits: 3 backlog readers, 3 latency runs, 5 WAL
-# measurements, 2 produce rates (empty and large topic)
-CLIENT_ROWS = 13
+# rows client_workloads() emits: 3 backlog readers, 2 poll consumers, 3
+# latency runs, 5 WAL measurements, 2 produce rates (empty and large topic)
+CLIENT_ROWS = 15
 
 
 def client_workloads(inst, quick, runs, seconds, workdir, emit):
@@ -498,12 +550,20 @@ def client_workloads(inst, quick, runs, seconds, workdir, emit):
         samples["select"].append(read_backlog_select(inst, n_backlog))
         samples["estream"].append(read_backlog_estream(inst, n_backlog))
         samples["pgq"].append(read_backlog_pgq(inst, n_backlog, f"c{r + 1}"))
+    samples["poll1"] = []
+    samples["poll4"] = []
+    for r in range(runs):
+        samples["poll1"].append(poll_backlog(inst, n_backlog, 1, f"bench1_{r}"))
+        samples["poll4"].append(poll_backlog(inst, n_backlog, 4, f"bench4_{r}"))
     ref = statistics.median(samples["select"])
     for name, key in (("read backlog: indexed SELECT", "select"), ("read backlog: estream.fetch", "estream"),
-                      ("read backlog: pgq batches", "pgq")):
+                      ("read backlog: pgq batches", "pgq"),
+                      ("consume+commit: poll, 1 worker", "poll1"),
+                      ("consume+commit: poll, 4 workers", "poll4")):
         s = samples[key]
         med = statistics.median(s)
-        emit(dict(workload=f"{name} ({n_backlog})", clients=1, partitions=1, synchronous_commit="on",
+        emit(dict(workload=f"{name} ({n_backlog})", clients=4 if key == "poll4" else 1,
+                  partitions=4 if key.startswith("poll") else 1, synchronous_commit="on",
                   events_per_s_median=round(med, 1), min=round(min(s), 1), max=round(max(s), 1), runs=len(s),
                   reference="" if key == "select" else "read backlog: indexed SELECT",
                   ratio=None if key == "select" else round(med / ref, 3)))
@@ -586,6 +646,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3, help="runs per workload (at least 3)")
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--skip-client", action="store_true", help="only the pgbench workloads")
+    ap.add_argument("--only-client", action="store_true",
+                    help="only the client-side workloads (backlog, consume, latency, WAL, large topic)")
     ap.add_argument("--smoke", action="store_true",
                     help="exit non-zero unless every planned row was measured (for CI; figures are not checked)")
     args = ap.parse_args()
@@ -605,7 +667,7 @@ def main():
         wr.writerows(results)
     print(f"\n{len(results)} rows in {meta['seconds']} s; written to {args.out}/bench-{stamp}.json and .csv")
     if args.smoke:
-        expected = sum(len(wls) for _s, _p, wls in plan(args.mode == "quick"))
+        expected = 0 if args.only_client else sum(len(wls) for _s, _p, wls in plan(args.mode == "quick"))
         if not args.skip_client:
             expected += CLIENT_ROWS
         missing = [r["workload"] for r in results
