@@ -17,7 +17,7 @@ REGRESS = partitioner topic produce fetch limits cache groups reinstall
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=./test/estream.conf \
 	--load-extension=estream
 
-ISOLATION = visibility rollback savepoint prepare repeatable_read multi_partition topic_cache
+ISOLATION = visibility rollback savepoint prepare repeatable_read multi_partition topic_cache group_poll group_members group_member_races
 ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=./test/estream.conf \
 	--load-extension=estream
 

@@ -7,8 +7,11 @@
 -- Catalog
 --
 
+CREATE SEQUENCE estream.group_id_seq AS integer;
+COMMENT ON SEQUENCE estream.group_id_seq IS 'Source of consumer group ids.';
+
 CREATE TABLE estream."group" (
-	group_id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	group_id integer PRIMARY KEY DEFAULT pg_catalog.nextval('estream.group_id_seq'),
 	name text NOT NULL UNIQUE,
 	auto_offset_reset text NOT NULL DEFAULT 'latest'
 		CHECK (auto_offset_reset IN ('earliest', 'latest')),
@@ -43,6 +46,7 @@ COMMENT ON TABLE estream.group_offset IS
 	'Committed offset (the next offset to consume) per group and partition, and the session member the partition is assigned to.';
 
 SELECT pg_catalog.pg_extension_config_dump('estream.group', '');
+SELECT pg_catalog.pg_extension_config_dump('estream.group_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('estream.group_member', '');
 SELECT pg_catalog.pg_extension_config_dump('estream.group_offset', '');
 
@@ -469,11 +473,13 @@ BEGIN
 				froms := froms || c;
 				CONTINUE;
 			END IF;
-			-- claim it: no other transaction of the group may hold it
-			SELECT o.committed_offset INTO c FROM estream.group_offset o
+			-- claim it: no other transaction of the group may hold it; and
+			-- look at the owner again under the lock, since a member may
+			-- have joined and taken it since the unlocked look
+			SELECT o.committed_offset, o.member_id INTO c, m FROM estream.group_offset o
 			WHERE o.group_id = g.group_id AND o.topic_id = t.topic_id AND o.partition = p
 			FOR UPDATE SKIP LOCKED;
-			IF NOT FOUND THEN
+			IF NOT FOUND OR (m IS NOT NULL AND estream._member_alive(g.group_id, m)) THEN
 				CONTINUE;
 			END IF;
 			last := NULL;
@@ -497,9 +503,11 @@ BEGIN
 		IF cardinality(parts) = 0 THEN
 			-- every partition with records is claimed by another transaction
 			PERFORM pg_sleep(least(0.01, greatest(0, extract(epoch FROM deadline - clock_timestamp()))));
-		ELSE
-			PERFORM estream._wait_for_records(t.name, parts, froms,
-				greatest(1, ceil(extract(epoch FROM deadline - clock_timestamp()) * 1000))::integer);
+		ELSIF NOT estream._wait_for_records(t.name, parts, froms,
+				greatest(1, ceil(extract(epoch FROM deadline - clock_timestamp()) * 1000))::integer) THEN
+			-- timed out, or cannot wait (this transaction produced to the
+			-- topic and holds its own stable offset back)
+			EXIT;
 		END IF;
 		EXIT WHEN clock_timestamp() >= deadline AND NOT EXISTS (
 			SELECT 1 FROM estream.watermarks(t.name) w, unnest(parts, froms) AS x(pp, ff)
@@ -592,8 +600,15 @@ BEGIN
 		RAISE EXCEPTION 'session_timeout_ms must be between 100 and 3600000' USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	g := estream._group(join_group."group", join_group.auto_offset_reset, true);
-	SELECT array_agg((estream._topic(x)).topic_id ORDER BY x) INTO ids FROM unnest(topics) AS x;
+	SELECT array_agg(DISTINCT (estream._topic(x)).topic_id) INTO ids FROM unnest(topics) AS x;
 	PERFORM 1 FROM estream."group" x WHERE x.group_id = g.group_id FOR UPDATE;
+	-- a member rejoining with the same id after its session timed out keeps
+	-- the partitions still assigned to it, so the rebalance changes no row
+	-- and would not wait for a poll or commit that took them meanwhile:
+	-- wait for those transactions here (moved partitions wait through the
+	-- rebalance's UPDATE)
+	PERFORM 1 FROM estream.group_offset o
+	WHERE o.group_id = g.group_id AND o.member_id = mid FOR UPDATE;
 	FOR i IN 1 .. cardinality(topics) LOOP
 		PERFORM estream._ensure_offsets(g, estream._topic(topics[i]), join_group.auto_offset_reset);
 	END LOOP;
@@ -618,7 +633,6 @@ DECLARE
 	g estream."group";
 BEGIN
 	g := estream._group(heartbeat."group", NULL, false);
-	PERFORM 1 FROM estream."group" x WHERE x.group_id = g.group_id FOR UPDATE;
 	IF NOT estream._member_alive(g.group_id, heartbeat.member_id) THEN
 		RAISE EXCEPTION 'member "%" is not a live member of consumer group "%"', heartbeat.member_id, g.name
 			USING ERRCODE = 'ES002',
@@ -627,11 +641,22 @@ BEGIN
 	END IF;
 	UPDATE estream.group_member m SET last_heartbeat = clock_timestamp()
 	WHERE m.group_id = g.group_id AND m.member_id = heartbeat.member_id;
-	RETURN estream._rebalance(g.group_id);
+	-- take the group lock and rebalance only when a member has timed out,
+	-- so that heartbeats of live members do not queue behind each other
+	IF EXISTS (SELECT 1 FROM estream.group_member m
+			   WHERE m.group_id = g.group_id AND NOT estream._member_alive(g.group_id, m.member_id)) THEN
+		-- if another transaction holds the group (a join, a rebalance), it
+		-- is rebalancing: do not queue behind it
+		PERFORM 1 FROM estream."group" x WHERE x.group_id = g.group_id FOR UPDATE SKIP LOCKED;
+		IF FOUND THEN
+			RETURN estream._rebalance(g.group_id);
+		END IF;
+	END IF;
+	RETURN g.generation;
 END
 $$;
 COMMENT ON FUNCTION estream.heartbeat(text, text) IS
-	'Keeps a session member alive, expires timed-out members and rebalances; returns the generation.';
+	'Keeps a session member alive; if a member timed out, removes it and rebalances; returns the generation.';
 
 CREATE FUNCTION estream.leave_group("group" text, member_id text)
 RETURNS void
@@ -687,6 +712,9 @@ BEGIN
 	IF max_records IS NULL OR max_records < 1 THEN
 		RAISE EXCEPTION 'max_records must be at least 1' USING ERRCODE = 'invalid_parameter_value';
 	END IF;
+	IF wait_ms < 0 THEN
+		RAISE EXCEPTION 'wait_ms must not be negative' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
 	PERFORM estream.heartbeat(consume."group", consume.member_id);
 	SELECT x.group_id INTO gid FROM estream."group" x WHERE x.name = consume."group";
 	LOOP
@@ -702,6 +730,9 @@ BEGIN
 		END LOOP;
 		EXIT WHEN got > 0 OR coalesce(wait_ms, 0) = 0 OR clock_timestamp() >= deadline;
 		PERFORM pg_sleep(least(0.05, greatest(0, extract(epoch FROM deadline - clock_timestamp()))));
+		-- waiting counts as being alive
+		UPDATE estream.group_member m SET last_heartbeat = clock_timestamp()
+		WHERE m.group_id = gid AND m.member_id = consume.member_id;
 	END LOOP;
 END
 $$;
@@ -755,7 +786,7 @@ FROM estream.group_offset o
 JOIN estream."group" g USING (group_id)
 JOIN estream.topic t USING (topic_id)
 CROSS JOIN LATERAL estream.watermarks(t.name) w
-LEFT JOIN LATERAL estream.fetch(t.name, o.partition, least(o.committed_offset, w.stable_offset), 1) f ON true
+LEFT JOIN LATERAL estream.fetch_binary(t.name, o.partition, least(o.committed_offset, w.stable_offset), 1) f ON true
 WHERE w.partition = o.partition;
 COMMENT ON VIEW estream.consumer_lag IS
 	'Per group and partition: committed offset, stable offset, lag in offsets and age of the oldest unconsumed record.';

@@ -223,6 +223,8 @@ def run(args):
                         print_row(row)
                 inst.psql("CHECKPOINT")
             if sync and not args.skip_client:
+                if args.only_client:
+                    inst.psql(SETUP_SQL.format(partitions=8))
                 client_workloads(inst, quick, runs, seconds, workdir,
                                  lambda row: (results.append(row), print_row(row)))
         finally:
