@@ -263,6 +263,11 @@ BEGIN
 				  DETAIL = format('A committed offset is the next offset to consume, between 0 and the stable offset (%s).',
 								  w.stable_offset);
 	END IF;
+	-- lock order of every group path: the group row, then offset rows.  A
+	-- rebalance holds the group row exclusively while it updates offset
+	-- rows; commits share it, so they never hold an offset row a rebalance
+	-- waits for while waiting for the rebalance themselves.
+	PERFORM 1 FROM estream."group" x WHERE x.group_id = g.group_id FOR SHARE;
 	PERFORM estream._ensure_offsets(g, t, NULL);
 	SELECT * INTO o FROM estream.group_offset x
 	WHERE x.group_id = g.group_id AND x.topic_id = t.topic_id AND x.partition = commit.partition
@@ -327,6 +332,8 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = format('Topic "%s" has %s partitions, numbered from 0.', t.name, t.partitions);
 	END IF;
+	-- as commit(): the group row first, so no rebalance runs meanwhile
+	PERFORM 1 FROM estream."group" x WHERE x.group_id = g.group_id FOR SHARE;
 	PERFORM estream._ensure_offsets(g, t, NULL);
 	IF EXISTS (SELECT 1 FROM estream.group_offset o
 			   WHERE o.group_id = g.group_id AND o.topic_id = t.topic_id
