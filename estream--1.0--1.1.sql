@@ -183,6 +183,23 @@ $$;
 COMMENT ON FUNCTION estream._member_alive(integer, text) IS
 	'Whether a session member exists and its session has not timed out.';
 
+CREATE FUNCTION estream._require_live_member(g estream."group", p_member text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT estream._member_alive(g.group_id, p_member) THEN
+		RAISE EXCEPTION 'member "%" is not a live member of consumer group "%"', p_member, g.name
+			USING ERRCODE = 'ES002',
+				  DETAIL = 'Its session timed out or it left the group; its partitions were reassigned.',
+				  HINT = 'Join the group again with estream.join_group().';
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION estream._require_live_member(estream."group", text) IS
+	'Raises ES002 unless the member is live (Kafka''s UNKNOWN_MEMBER_ID).';
+
 --
 -- Groups and committed offsets
 --
@@ -273,12 +290,7 @@ BEGIN
 	WHERE x.group_id = g.group_id AND x.topic_id = t.topic_id AND x.partition = commit.partition
 	FOR UPDATE;
 	IF member_id IS NOT NULL THEN
-		IF NOT estream._member_alive(g.group_id, member_id) THEN
-			RAISE EXCEPTION 'member "%" is not a live member of consumer group "%"', member_id, g.name
-				USING ERRCODE = 'ES002',
-					  DETAIL = 'Its session timed out or it left the group; its partitions were reassigned.',
-					  HINT = 'Join the group again with estream.join_group().';
-		END IF;
+		PERFORM estream._require_live_member(g, member_id);
 		IF o.member_id IS DISTINCT FROM commit.member_id THEN
 			RAISE EXCEPTION 'partition % of topic "%" is not assigned to member "%"', commit.partition, t.name, member_id
 				USING ERRCODE = 'ES001',
@@ -640,12 +652,7 @@ DECLARE
 	g estream."group";
 BEGIN
 	g := estream._group(heartbeat."group", NULL, false);
-	IF NOT estream._member_alive(g.group_id, heartbeat.member_id) THEN
-		RAISE EXCEPTION 'member "%" is not a live member of consumer group "%"', heartbeat.member_id, g.name
-			USING ERRCODE = 'ES002',
-				  DETAIL = 'Its session timed out or it left the group; its partitions were reassigned.',
-				  HINT = 'Join the group again with estream.join_group().';
-	END IF;
+	PERFORM estream._require_live_member(g, heartbeat.member_id);
 	UPDATE estream.group_member m SET last_heartbeat = clock_timestamp()
 	WHERE m.group_id = g.group_id AND m.member_id = heartbeat.member_id;
 	-- take the group lock and rebalance only when a member has timed out,
