@@ -7,10 +7,12 @@ OBJS = \
 	src/shmem.o \
 	src/topic.o \
 	src/produce.o \
-	src/fetch.o
+	src/fetch.o \
+	src/compact.o \
+	src/worker.o
 
 EXTENSION = estream
-DATA = estream--1.0.sql estream--1.0--1.1.sql
+DATA = estream--1.0.sql estream--1.0--1.1.sql estream--1.1--1.2.sql
 PGFILEDESC = "estream - event streams for PostgreSQL"
 
 REGRESS = partitioner topic produce fetch limits cache groups reinstall

@@ -74,7 +74,7 @@ SELECT estream.drop_topic(repeat('x', 249));
 SELECT topic FROM estream.topics ORDER BY topic;
 
 -- a dropped and re-created topic starts again at offset 0
-SELECT * FROM estream.produce('orders', '{"n": 1}', partition => 0);
+SELECT * FROM estream.produce('orders', '{"n": 1}', key => 'k', partition => 0);
 SELECT estream.drop_topic('orders');
 SELECT estream.create_topic('orders');
 SELECT * FROM estream.produce('orders', '{"n": 2}');

@@ -91,6 +91,8 @@ _PG_init(void)
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
 
+	estream_worker_init();
+
 	MarkGUCPrefixReserved("estream");
 
 	estream_shmem_init();

@@ -20,6 +20,7 @@
 #include "fmgr.h"
 #include "lib/ilist.h"
 #include "storage/condition_variable.h"
+#include "storage/lwlock.h"
 #include "storage/spin.h"
 #include "utils/timestamp.h"
 
@@ -29,6 +30,9 @@ extern int	estream_max_partitions_per_xact;
 extern int	estream_max_batch_records;
 extern int	estream_max_batch_bytes;
 extern int	estream_default_max_message_bytes;
+extern bool estream_enable_worker;
+extern int	estream_worker_naptime;
+extern int	estream_transaction_timeout;
 
 /*
  * Key of a partition's shared state.  The log relation's OID (not the topic
@@ -64,6 +68,8 @@ typedef struct EstreamMarker
 {
 	dlist_node	node;
 	int64		first;			/* first offset this xact reserved */
+	int			pid;			/* producing backend */
+	TimestampTz since;			/* start of the statement that reserved first */
 } EstreamMarker;
 
 /* Watermarks of a partition as seen at one instant */
@@ -83,6 +89,9 @@ typedef struct EstreamTopic
 	int32		segment;		/* current segment number */
 	int64		max_message_bytes;	/* -1: estream.default_max_message_bytes */
 	bool		log_append_time;	/* message.timestamp.type */
+	bool		compacted;		/* cleanup.policy includes compact */
+	bool		has_persisted;	/* estream.partition has the persisted
+								 * stable offset (extension 1.2 or later) */
 	int32		rr_next;		/* next partition for null keys, -1 unset */
 	Oid			segrelid;		/* relation of the current segment, or
 								 * InvalidOid until looked up */
@@ -92,6 +101,19 @@ typedef struct EstreamTopic
 	void	   *max_offset_plan;	/* SPIPlanPtr, kept */
 	void	   *log_start_plan; /* SPIPlanPtr, kept */
 } EstreamTopic;
+
+/* counters of a database worker, shown by estream.workers */
+typedef enum EstreamWorkerCounter
+{
+	EWC_PERSISTED,				/* partition rows with a new stable offset */
+	EWC_ROLLED,					/* segments started */
+	EWC_DELETED,				/* segments emptied by retention */
+	EWC_COMPACTED,				/* records removed by compaction */
+	EWC_DROPPED,				/* empty segments dropped */
+	EWC_REAPED,					/* markers of gone backends removed */
+	EWC_TERMINATED,				/* sessions ended by transaction_timeout */
+	ESTREAM_WORKER_NCOUNTERS
+} EstreamWorkerCounter;
 
 /* shmem.c */
 extern void estream_shmem_init(void);
@@ -107,6 +129,13 @@ extern bool estream_wait_for_any(EstreamPartition **parts, int64 *past, int n,
 								 TimestampTz deadline);
 extern bool estream_wait_for_stable(EstreamPartition *part, int64 past,
 									TimestampTz deadline);
+extern void estream_housekeep(int timeout_ms, int *reaped, int *terminated);
+
+/* worker.c */
+struct PlannedStmt;
+extern void estream_worker_init(void);
+extern Size estream_worker_shmem_size(void);
+extern void estream_worker_shmem_startup(LWLock *lock);
 
 /* topic.c */
 extern void estream_topic_cache_init(void);
@@ -114,6 +143,7 @@ extern EstreamTopic *estream_lookup_topic(const char *name, bool missing_ok);
 extern Oid	estream_schema_oid(void);
 extern SPIPlanPtr estream_prepare_kept(const char *sql, int nargs, Oid *argtypes);
 extern void estream_check_partition(EstreamTopic *topic, int32 partition);
+extern bool estream_topic_cache_is_stale(void);
 
 /* murmur2.c */
 extern int32 estream_murmur2(const char *data, int len);

@@ -30,6 +30,8 @@
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -45,15 +47,69 @@ typedef enum OffsetReset
 	RESET_ERROR
 } OffsetReset;
 
-static void
-check_can_read(void)
+/*
+ * Can this backend read stable offsets from shared memory?  On a hot
+ * standby it cannot (the primary's shared memory is elsewhere): readers
+ * there use the stable offsets that the primary's worker persisted in
+ * estream.partition, read in the same snapshot as the records.  Every
+ * record below a persisted stable offset was committed before the worker's
+ * transaction that wrote it, so any snapshot that sees the row sees them.
+ */
+static bool
+reading_persisted(void)
 {
-	estream_require_shmem();
 	if (RecoveryInProgress())
+		return true;
+	estream_require_shmem();
+	return false;
+}
+
+static void
+check_persisted(EstreamTopic *topic)
+{
+	if (!topic->has_persisted)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot fetch from an estream topic during recovery"),
-				 errdetail("Reading on a hot standby needs the persisted stable offsets, which this version does not write yet.")));
+				 errmsg("cannot read estream topics during recovery with extension version older than 1.2"),
+				 errdetail("Reading on a hot standby needs the stable offsets that the worker persists from version 1.2 on."),
+				 errhint("Run ALTER EXTENSION estream UPDATE on the primary.")));
+}
+
+/*
+ * Persisted log start, stable and end offsets of a partition, read with
+ * snap.  SPI connected.
+ */
+static void
+read_persisted(EstreamTopic *topic, int32 partition, Snapshot snap,
+			   int64 *log_start, EstreamWatermarks *wm)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2];
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+	int			rc;
+	bool		isnull;
+
+	if (plan == NULL)
+		plan = estream_prepare_kept("SELECT log_start_offset, stable_offset, end_offset"
+									" FROM estream.partition"
+									" WHERE topic_id OPERATOR(pg_catalog.=) $1"
+									" AND partition OPERATOR(pg_catalog.=) $2",
+									2, argtypes);
+	args[0] = Int32GetDatum(topic->topic_id);
+	args[1] = Int32GetDatum(partition);
+	rc = SPI_execute_snapshot(plan, args, NULL, snap, InvalidSnapshot, true, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("partition %d of topic \"%s\" has no persisted state", partition, topic->name)));
+	*log_start = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	wm->stable = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	wm->next = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	/* a partition nobody produced to since its row was written */
+	if (wm->stable < *log_start)
+		wm->stable = *log_start;
+	if (wm->next < wm->stable)
+		wm->next = wm->stable;
 }
 
 /*
@@ -220,7 +276,8 @@ emit_row(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
  */
 static uint64
 read_range(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
-		   int64 from, int64 stable, int32 max, int32 max_bytes, bool binary)
+		   int64 from, int64 stable, int32 max, int32 max_bytes, bool binary,
+		   Snapshot snap)
 {
 	Size		bytes = 0;
 	uint64		n;
@@ -245,9 +302,13 @@ read_range(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
 	args[2] = Int64GetDatum(stable);
 	args[3] = Int32GetDatum(max);
 
-	/* the snapshot must be taken after the watermark was read */
+	/*
+	 * The snapshot must be taken after the watermark was read (or be the
+	 * one the persisted watermark was read with).
+	 */
 	rc = SPI_execute_snapshot(topic->fetch_plan, args, NULL,
-							  GetLatestSnapshot(), InvalidSnapshot, true, false, 0);
+							  snap ? snap : GetLatestSnapshot(), InvalidSnapshot,
+							  true, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read the log of topic \"%s\"", topic->name);
 
@@ -274,10 +335,12 @@ fetch_common(FunctionCallInfo fcinfo, bool binary)
 	int32		max_bytes;
 	OffsetReset reset;
 	EstreamTopic *topic;
-	EstreamPartition *part;
+	EstreamPartition *part = NULL;
 	EstreamWatermarks wm;
 	int64		log_start;
 	TimestampTz deadline;
+	bool		persisted;
+	Snapshot	snap = NULL;
 
 	require_arg(fcinfo, 0, "topic");
 	require_arg(fcinfo, 1, "partition");
@@ -311,10 +374,13 @@ fetch_common(FunctionCallInfo fcinfo, bool binary)
 				 errmsg("from_offset must not be negative"),
 				 errdetail("The value given was %lld.", (long long) from)));
 
-	check_can_read();
+	persisted = reading_persisted();
 	topic = estream_lookup_topic(name, false);
 	estream_check_partition(topic, partition);
-	part = estream_get_partition(topic, partition);
+	if (persisted)
+		check_persisted(topic);
+	else
+		part = estream_get_partition(topic, partition);
 
 	InitMaterializedSRF(fcinfo, 0);
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
@@ -322,8 +388,16 @@ fetch_common(FunctionCallInfo fcinfo, bool binary)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	estream_read_watermarks(part, &wm);
-	log_start = log_start_offset(topic, partition);
+	if (persisted)
+	{
+		snap = RegisterSnapshot(GetLatestSnapshot());
+		read_persisted(topic, partition, snap, &log_start, &wm);
+	}
+	else
+	{
+		estream_read_watermarks(part, &wm);
+		log_start = log_start_offset(topic, partition);
+	}
 
 	if (from > wm.stable)
 		ereport(ERROR,
@@ -351,10 +425,33 @@ fetch_common(FunctionCallInfo fcinfo, bool binary)
 	{
 		if (from < wm.stable &&
 			read_range(rsinfo, topic, partition, from, wm.stable, max_records,
-					   max_bytes, binary) > 0)
+					   max_bytes, binary, snap) > 0)
 			break;
+		if (wait_ms == 0)
+			break;
+		if (persisted)
+		{
+			/* the persisted row changes about every estream.worker_naptime */
+			long		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+																	deadline);
+			int64		past = wm.stable;
+			int64		dummy;
+
+			if (remaining <= 0)
+				break;
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Min(remaining, 100), PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			UnregisterSnapshot(snap);
+			snap = RegisterSnapshot(GetLatestSnapshot());
+			read_persisted(topic, partition, snap, &dummy, &wm);
+			if (wm.stable < past)
+				wm.stable = past;
+			continue;
+		}
 		/* never wait for our own open transaction to end */
-		if (wait_ms == 0 || estream_holds_marker(part))
+		if (estream_holds_marker(part))
 			break;
 		/* [from, W) is empty or holes only: wait for W to move */
 		if (!estream_wait_for_stable(part, wm.stable, deadline))
@@ -362,6 +459,8 @@ fetch_common(FunctionCallInfo fcinfo, bool binary)
 		estream_read_watermarks(part, &wm);
 	}
 
+	if (snap != NULL)
+		UnregisterSnapshot(snap);
 	SPI_finish();
 	return (Datum) 0;
 }
@@ -391,9 +490,13 @@ estream_watermarks(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	EstreamTopic *topic;
 
+	bool		persisted;
+
 	require_arg(fcinfo, 0, "topic");
-	check_can_read();
+	persisted = reading_persisted();
 	topic = estream_lookup_topic(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+	if (persisted)
+		check_persisted(topic);
 
 	InitMaterializedSRF(fcinfo, 0);
 	for (int32 p = 0; p < topic->partitions; p++)
@@ -403,10 +506,15 @@ estream_watermarks(PG_FUNCTION_ARGS)
 		bool		nulls[4] = {false, false, false, false};
 		int64		log_start;
 
-		estream_partition_watermarks(topic, p, &wm);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		log_start = log_start_offset(topic, p);
+		if (persisted)
+			read_persisted(topic, p, GetLatestSnapshot(), &log_start, &wm);
+		else
+		{
+			estream_partition_watermarks(topic, p, &wm);
+			log_start = log_start_offset(topic, p);
+		}
 		SPI_finish();
 
 		row[0] = Int32GetDatum(p);
@@ -434,10 +542,14 @@ estream_offsets_for_times(PG_FUNCTION_ARGS)
 	char	   *sql;
 	Oid			argtypes[3] = {INT4OID, TIMESTAMPTZOID, INT8OID};
 
+	bool		persisted;
+
 	require_arg(fcinfo, 0, "topic");
 	require_arg(fcinfo, 1, "ts");
-	check_can_read();
+	persisted = reading_persisted();
 	topic = estream_lookup_topic(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+	if (persisted)
+		check_persisted(topic);
 	ts = PG_GETARG_TIMESTAMPTZ(1);
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -460,12 +572,18 @@ estream_offsets_for_times(PG_FUNCTION_ARGS)
 		Datum		row[3];
 		bool		nulls[3] = {false, true, true};
 		int			rc;
+		Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
+		int64		log_start;
 
-		estream_partition_watermarks(topic, p, &wm);
+		if (persisted)
+			read_persisted(topic, p, snap, &log_start, &wm);
+		else
+			estream_partition_watermarks(topic, p, &wm);
 		args[0] = Int32GetDatum(p);
 		args[1] = TimestampTzGetDatum(ts);
 		args[2] = Int64GetDatum(wm.stable);
-		rc = SPI_execute_snapshot(plan, args, NULL, GetLatestSnapshot(),
+		rc = SPI_execute_snapshot(plan, args, NULL,
+								  persisted ? snap : GetLatestSnapshot(),
 								  InvalidSnapshot, true, false, 1);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "could not read the log of topic \"%s\"", topic->name);
@@ -475,6 +593,7 @@ estream_offsets_for_times(PG_FUNCTION_ARGS)
 			row[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &nulls[1]);
 			row[2] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &nulls[2]);
 		}
+		UnregisterSnapshot(snap);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, nulls);
 	}
 
@@ -510,7 +629,12 @@ estream_wait_for_records(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 1, "partitions");
 	require_arg(fcinfo, 2, "from_offsets");
 	wait_ms = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3);
-	check_can_read();
+	estream_require_shmem();
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot wait for estream records during recovery"),
+				 errhint("Consumer groups commit offsets and need the primary; use estream.fetch() on a standby.")));
 	topic = estream_lookup_topic(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
 
 	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), INT4OID, 4, true, TYPALIGN_INT,

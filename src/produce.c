@@ -221,26 +221,45 @@ segment_is_plain(Relation rel)
  * honours all of that, must insert.
  */
 static Relation
-open_segment(EstreamTopic *topic)
+open_segment(EstreamTopic **topicp)
 {
+	EstreamTopic *topic = *topicp;
 	Relation	rel;
 	AclResult	aclresult;
 
-	if (!OidIsValid(topic->segrelid))
+	for (;;)
 	{
-		char		relname[NAMEDATALEN];
-
-		snprintf(relname, sizeof(relname), "log_%d_%d", topic->topic_id, topic->segment);
-		topic->segrelid = get_relname_relid(relname, estream_schema_oid());
 		if (!OidIsValid(topic->segrelid))
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("segment %d of topic \"%s\" does not exist",
-							topic->segment, topic->name),
-					 errhint("The topic may have been dropped concurrently.")));
-	}
+		{
+			char		relname[NAMEDATALEN];
 
-	rel = try_table_open(topic->segrelid, RowExclusiveLock);
+			snprintf(relname, sizeof(relname), "log_%d_%d", topic->topic_id, topic->segment);
+			topic->segrelid = get_relname_relid(relname, estream_schema_oid());
+			if (!OidIsValid(topic->segrelid))
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_OBJECT),
+						 errmsg("segment %d of topic \"%s\" does not exist",
+								topic->segment, topic->name),
+						 errhint("The topic may have been dropped concurrently.")));
+		}
+
+		rel = try_table_open(topic->segrelid, RowExclusiveLock);
+
+		/*
+		 * Taking the lock processed invalidations.  If the worker started a
+		 * new segment (or the topic changed) since the lookup, look again:
+		 * once the worker has sealed a segment, nobody may insert into it.
+		 * A transaction that held the lock already keeps its segment, and
+		 * the worker cannot seal that one before it ends.
+		 */
+		if (!estream_topic_cache_is_stale())
+			break;
+		if (rel != NULL)
+			table_close(rel, RowExclusiveLock);
+		topic = estream_lookup_topic(topic->name, false);
+	}
+	*topicp = topic;
+
 	if (rel == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -429,6 +448,13 @@ produce_records(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
 	int64	   *counts;
 	int64	   *nextoff;
 
+	/*
+	 * Lock the current segment and check the INSERT right before reserving
+	 * anything.  This may find the topic changed (a new segment, more
+	 * partitions), so everything else uses the topic it returns.
+	 */
+	segrel = open_segment(&topic);
+
 	if (has_partition)
 		estream_check_partition(topic, partition);
 
@@ -442,6 +468,14 @@ produce_records(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
 	{
 		ProduceRecord *r = &recs[i];
 
+		if (r->key == NULL && topic->compacted)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("compacted topic \"%s\" does not accept records without a key",
+							topic->name),
+					 errdetail("Record %d of the call has a null key; compaction keeps the latest record per key.",
+							   i + 1),
+					 errhint("Give every record of a topic with cleanup.policy \"compact\" a key.")));
 		if (has_partition)
 			r->partition = partition;
 		else if (r->key != NULL)
@@ -459,11 +493,9 @@ produce_records(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
 	}
 
 	/*
-	 * Lock the current segment and check the INSERT right before reserving
-	 * anything.  A single record goes straight into the segment; a batch
-	 * (or a segment with triggers) through SPI.
+	 * A single record goes straight into the segment; a batch (or a segment
+	 * with triggers) through SPI.
 	 */
-	segrel = open_segment(topic);
 	if (segrel != NULL && n > 1)
 	{
 		table_close(segrel, NoLock);

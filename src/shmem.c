@@ -53,6 +53,8 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -60,15 +62,20 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "funcapi.h"
+#include "storage/procarray.h"
 #include "utils/hsearch.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 #include "estream.h"
 
 typedef struct EstreamShared
 {
 	LWLock	   *lock;			/* protects the hash table's structure */
+	pg_atomic_uint64 generation;	/* bumped when entries are removed */
 	int			markers_per_backend;
 	ConditionVariable any_cv;	/* broadcast when any stable watermark moves,
 								 * for waits over several partitions */
@@ -111,6 +118,7 @@ static HTAB *part_hash = NULL;
 static EstreamMarker *all_markers = NULL;
 
 static HTAB *local_part_cache = NULL;
+static uint64 local_part_generation = 0;
 static LocalMarker *local_markers = NULL;
 static int	n_local_markers = 0;
 static SubxactSave *subxact_saves = NULL;
@@ -137,6 +145,7 @@ estream_shmem_size(void)
 	size = add_size(size, mul_size(mul_size(MaxBackends,
 											estream_max_partitions_per_xact),
 								   sizeof(EstreamMarker)));
+	size = add_size(size, estream_worker_shmem_size());
 	return size;
 }
 
@@ -159,7 +168,8 @@ estream_shmem_request(void)
 		prev_shmem_request_hook();
 
 	RequestAddinShmemSpace(estream_shmem_size());
-	RequestNamedLWLockTranche("estream", 1);
+	/* 0: partition hash, 1: worker state */
+	RequestNamedLWLockTranche("estream", 2);
 }
 
 static void
@@ -178,8 +188,10 @@ estream_shmem_startup(void)
 	{
 		estream_shared->lock = &(GetNamedLWLockTranche("estream"))->lock;
 		estream_shared->markers_per_backend = estream_max_partitions_per_xact;
+		pg_atomic_init_u64(&estream_shared->generation, 0);
 		ConditionVariableInit(&estream_shared->any_cv);
 	}
+	estream_worker_shmem_startup(&(GetNamedLWLockTranche("estream"))[1].lock);
 
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(EstreamPartKey);
@@ -278,14 +290,30 @@ stored_offset_end(EstreamTopic *topic, int32 partition)
 
 		/*
 		 * 1 + the highest stored offset, but never below the log start:
-		 * retention may have dropped every record of the partition.
+		 * retention may have dropped every record of the partition.  From
+		 * 1.2 on, never below the stable offset the worker persisted nor
+		 * an offset a consumer group committed either: with
+		 * synchronous_commit = off a crash can lose committed records that
+		 * consumers have already read past.
 		 */
-		sql = psprintf("SELECT pg_catalog.max(\"offset\") OPERATOR(pg_catalog.+) 1,"
-				 " (SELECT p.log_start_offset FROM estream.partition p"
-				 "   WHERE p.topic_id OPERATOR(pg_catalog.=) %d"
-				 "   AND p.partition OPERATOR(pg_catalog.=) $1)"
-				 " FROM estream.log_%d WHERE partition OPERATOR(pg_catalog.=) $1",
-				 topic->topic_id, topic->topic_id);
+		if (topic->has_persisted)
+			sql = psprintf("SELECT pg_catalog.max(\"offset\") OPERATOR(pg_catalog.+) 1,"
+					 " (SELECT GREATEST(p.log_start_offset, p.stable_offset,"
+					 "   (SELECT pg_catalog.max(o.committed_offset) FROM estream.group_offset o"
+					 "     WHERE o.topic_id OPERATOR(pg_catalog.=) %d"
+					 "     AND o.partition OPERATOR(pg_catalog.=) $1))"
+					 "   FROM estream.partition p"
+					 "   WHERE p.topic_id OPERATOR(pg_catalog.=) %d"
+					 "   AND p.partition OPERATOR(pg_catalog.=) $1)"
+					 " FROM estream.log_%d WHERE partition OPERATOR(pg_catalog.=) $1",
+					 topic->topic_id, topic->topic_id, topic->topic_id);
+		else
+			sql = psprintf("SELECT pg_catalog.max(\"offset\") OPERATOR(pg_catalog.+) 1,"
+					 " (SELECT p.log_start_offset FROM estream.partition p"
+					 "   WHERE p.topic_id OPERATOR(pg_catalog.=) %d"
+					 "   AND p.partition OPERATOR(pg_catalog.=) $1)"
+					 " FROM estream.log_%d WHERE partition OPERATOR(pg_catalog.=) $1",
+					 topic->topic_id, topic->topic_id);
 		plan = SPI_prepare(sql, 1, argtypes);
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -331,6 +359,18 @@ estream_get_partition(EstreamTopic *topic, int32 partition)
 
 	estream_require_shmem();
 	ensure_backend_state();
+
+	/* entries of dropped topics were removed: forget cached pointers */
+	if (pg_atomic_read_u64(&estream_shared->generation) != local_part_generation)
+	{
+		HASH_SEQ_STATUS status;
+		LocalPartEntry *e;
+
+		local_part_generation = pg_atomic_read_u64(&estream_shared->generation);
+		hash_seq_init(&status, local_part_cache);
+		while ((e = hash_seq_search(&status)) != NULL)
+			(void) hash_search(local_part_cache, &e->key, HASH_REMOVE, NULL);
+	}
 
 	lkey.logrelid = topic->logrelid;
 	lkey.partition = partition;
@@ -440,6 +480,8 @@ estream_reserve(EstreamPartition *part, int64 count)
 		idx = n_local_markers;
 		m = &all_markers[(Size) (MyBackendId - 1) * estream_shared->markers_per_backend + idx];
 
+		m->pid = MyProcPid;
+		m->since = GetCurrentStatementStartTimestamp();
 		SpinLockAcquire(&part->mutex);
 		first = part->next;
 		part->next += count;
@@ -748,4 +790,256 @@ estream_partition_watermarks(EstreamTopic *topic, int32 partition,
 	EstreamPartition *part = estream_get_partition(topic, partition);
 
 	estream_read_watermarks(part, wm);
+}
+
+/*
+ * Housekeeping of the database worker, for the partitions of its database:
+ *
+ * - remove in-flight markers whose backend is gone (a backend normally
+ *	 drops its markers when its transaction ends or when it exits; this is
+ *	 the safety net);
+ * - with timeout_ms > 0, terminate the session of a transaction whose
+ *	 marker has held back a stable offset for longer than that, as Kafka
+ *	 aborts a transaction after transaction.timeout.ms;
+ * - remove the entries of topics whose log table no longer exists, and
+ *	 make every backend forget its cached pointers to entries.
+ *
+ * Runs in a transaction (for catalog lookups).  Markers are copied under
+ * the spinlock and acted on outside it, then removed only if the very same
+ * marker is still linked.
+ */
+#define HOUSEKEEP_BATCH 1024
+
+typedef struct MarkerRef
+{
+	EstreamPartition *part;
+	EstreamMarker *marker;
+	int			pid;
+	int64		first;
+	TimestampTz since;
+} MarkerRef;
+
+void
+estream_housekeep(int timeout_ms, int *reaped, int *terminated)
+{
+	HASH_SEQ_STATUS status;
+	EstreamPartition *part;
+	MarkerRef  *refs = palloc(sizeof(MarkerRef) * HOUSEKEEP_BATCH);
+	EstreamPartKey *gone = palloc(sizeof(EstreamPartKey) * HOUSEKEEP_BATCH);
+	int			nrefs = 0;
+	int			ngone = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	*reaped = 0;
+	*terminated = 0;
+	if (estream_shared == NULL)
+		return;
+
+	LWLockAcquire(estream_shared->lock, LW_SHARED);
+	hash_seq_init(&status, part_hash);
+	while ((part = hash_seq_search(&status)) != NULL)
+	{
+		bool		empty;
+		dlist_iter	iter;
+
+		if (part->key.dbid != MyDatabaseId)
+			continue;
+		SpinLockAcquire(&part->mutex);
+		empty = dlist_is_empty(&part->inflight);
+		dlist_foreach(iter, &part->inflight)
+		{
+			EstreamMarker *m = dlist_container(EstreamMarker, node, iter.cur);
+
+			if (nrefs >= HOUSEKEEP_BATCH)
+				break;
+			refs[nrefs].part = part;
+			refs[nrefs].marker = m;
+			refs[nrefs].pid = m->pid;
+			refs[nrefs].first = m->first;
+			refs[nrefs].since = m->since;
+			nrefs++;
+		}
+		SpinLockRelease(&part->mutex);
+		if (empty && ngone < HOUSEKEEP_BATCH)
+		{
+			bool		seen = false;
+
+			for (int i = 0; i < ngone && !seen; i++)
+				seen = (gone[i].logrelid == part->key.logrelid);
+			if (!seen)
+				gone[ngone++] = part->key;
+		}
+	}
+
+	for (int i = 0; i < nrefs; i++)
+	{
+		MarkerRef  *r = &refs[i];
+
+		if (BackendPidGetProc(r->pid) == NULL)
+		{
+			bool		removed = false;
+			dlist_iter	iter;
+
+			SpinLockAcquire(&r->part->mutex);
+			dlist_foreach(iter, &r->part->inflight)
+			{
+				EstreamMarker *m = dlist_container(EstreamMarker, node, iter.cur);
+
+				if (m == r->marker && m->pid == r->pid && m->first == r->first)
+				{
+					dlist_delete(&m->node);
+					removed = true;
+					break;
+				}
+			}
+			SpinLockRelease(&r->part->mutex);
+			if (removed)
+			{
+				(*reaped)++;
+				ConditionVariableBroadcast(&r->part->cv);
+				ConditionVariableBroadcast(&estream_shared->any_cv);
+				ereport(LOG,
+						(errmsg("estream removed the in-flight marker of process %d on partition %d of log \"%s\": the process is gone",
+								r->pid, r->part->key.partition,
+								get_rel_name(r->part->key.logrelid))));
+			}
+		}
+		else if (timeout_ms > 0 &&
+				 TimestampDifferenceExceeds(r->since, now, timeout_ms))
+		{
+			char	   *relname = get_rel_name(r->part->key.logrelid);
+
+			ereport(LOG,
+					(errmsg("terminating process %d: its transaction has held back the stable offset of partition %d of log \"%s\" for longer than estream.transaction_timeout (%d ms)",
+							r->pid, r->part->key.partition,
+							relname ? relname : "?", timeout_ms)));
+			if (kill(r->pid, SIGTERM) == 0)
+				(*terminated)++;
+		}
+	}
+	LWLockRelease(estream_shared->lock);
+
+	/*
+	 * Entries of dropped topics.  Only those whose log table is gone for
+	 * good (the drop committed) and that hold no marker; a backend may
+	 * still cache a pointer, so bump the generation while holding the
+	 * exclusive lock: every backend checks it before using its cache.
+	 */
+	if (ngone > 0)
+	{
+		int			nremove = 0;
+
+		for (int i = 0; i < ngone; i++)
+		{
+			if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(gone[i].logrelid)))
+				gone[nremove++] = gone[i];
+		}
+		if (nremove > 0)
+		{
+			LWLockAcquire(estream_shared->lock, LW_EXCLUSIVE);
+			pg_atomic_fetch_add_u64(&estream_shared->generation, 1);
+			hash_seq_init(&status, part_hash);
+			while ((part = hash_seq_search(&status)) != NULL)
+			{
+				bool		empty;
+
+				if (part->key.dbid != MyDatabaseId)
+					continue;
+				for (int i = 0; i < nremove; i++)
+				{
+					if (gone[i].logrelid != part->key.logrelid)
+						continue;
+					SpinLockAcquire(&part->mutex);
+					empty = dlist_is_empty(&part->inflight);
+					SpinLockRelease(&part->mutex);
+					if (empty)
+						(void) hash_search(part_hash, &part->key, HASH_REMOVE, NULL);
+					break;
+				}
+			}
+			LWLockRelease(estream_shared->lock);
+		}
+	}
+}
+
+/*
+ * estream._shared_partitions() returns the shared state of every partition
+ * of this database touched since the server started: log relation,
+ * partition, stable and next offset, in-flight transactions and the start
+ * of the oldest.  The worker persists the stable offsets from it.
+ */
+typedef struct SharedRow
+{
+	Oid			logrelid;
+	int32		partition;
+	int64		stable;
+	int64		next;
+	int32		inflight;
+	TimestampTz oldest;
+} SharedRow;
+
+PG_FUNCTION_INFO_V1(estream_shared_partitions);
+Datum
+estream_shared_partitions(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HASH_SEQ_STATUS status;
+	EstreamPartition *part;
+	SharedRow  *rows;
+	int			n = 0;
+	int			max = estream_max_partitions;
+
+	estream_require_shmem();
+	InitMaterializedSRF(fcinfo, 0);
+
+	rows = palloc(sizeof(SharedRow) * max);
+	LWLockAcquire(estream_shared->lock, LW_SHARED);
+	hash_seq_init(&status, part_hash);
+	while ((part = hash_seq_search(&status)) != NULL)
+	{
+		SharedRow  *r;
+
+		if (part->key.dbid != MyDatabaseId || n >= max)
+			continue;
+		r = &rows[n];
+		r->logrelid = part->key.logrelid;
+		r->partition = part->key.partition;
+		r->inflight = 0;
+		r->oldest = 0;
+		SpinLockAcquire(&part->mutex);
+		if (part->initialized)
+		{
+			dlist_iter	iter;
+
+			r->stable = stable_locked(part);
+			r->next = part->next;
+			dlist_foreach(iter, &part->inflight)
+			{
+				EstreamMarker *m = dlist_container(EstreamMarker, node, iter.cur);
+
+				r->inflight++;
+				if (r->oldest == 0 || m->since < r->oldest)
+					r->oldest = m->since;
+			}
+			n++;
+		}
+		SpinLockRelease(&part->mutex);
+	}
+	LWLockRelease(estream_shared->lock);
+
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, false, false};
+
+		values[0] = ObjectIdGetDatum(rows[i].logrelid);
+		values[1] = Int32GetDatum(rows[i].partition);
+		values[2] = Int64GetDatum(rows[i].stable);
+		values[3] = Int64GetDatum(rows[i].next);
+		values[4] = Int32GetDatum(rows[i].inflight);
+		values[5] = TimestampTzGetDatum(rows[i].oldest);
+		nulls[5] = (rows[i].oldest == 0);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

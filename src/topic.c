@@ -211,7 +211,8 @@ estream_lookup_topic(const char *name, bool missing_ok)
 	plan = SPI_prepare("SELECT topic_id, log_relid::pg_catalog.oid, partitions,"
 					   " current_segment,"
 					   " (config OPERATOR(pg_catalog.->>) 'max.message.bytes')::pg_catalog.int8,"
-					   " config OPERATOR(pg_catalog.->>) 'message.timestamp.type'"
+					   " config OPERATOR(pg_catalog.->>) 'message.timestamp.type',"
+					   " config OPERATOR(pg_catalog.->>) 'cleanup.policy'"
 					   " FROM estream.topic WHERE name OPERATOR(pg_catalog.=) $1",
 					   1, argtypes);
 	if (plan == NULL)
@@ -248,6 +249,11 @@ estream_lookup_topic(const char *name, bool missing_ok)
 		entry.max_message_bytes = isnull ? -1 : DatumGetInt64(d);
 		tstype = SPI_getvalue(tup, desc, 6);
 		entry.log_append_time = (tstype != NULL && strcmp(tstype, "LogAppendTime") == 0);
+		tstype = SPI_getvalue(tup, desc, 7);
+		entry.compacted = (tstype != NULL && strstr(tstype, "compact") != NULL);
+		entry.has_persisted =
+			get_attnum(get_relname_relid("partition", estream_schema_oid()),
+					   "stable_offset") != InvalidAttrNumber;
 		entry.rr_next = -1;
 		entry.segrelid = InvalidOid;
 
@@ -265,6 +271,16 @@ not_found:
 			 errmsg("topic \"%s\" does not exist", name),
 			 errhint("Create it with estream.create_topic(); estream.topics lists the topics.")));
 	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * Has a topic changed since the cache was last rebuilt?  Checked after
+ * taking a lock, which processes invalidations.
+ */
+bool
+estream_topic_cache_is_stale(void)
+{
+	return topic_cache_stale;
 }
 
 /*

@@ -1,0 +1,216 @@
+/*-------------------------------------------------------------------------
+ *
+ * compact.c
+ *		Rewrite of a segment of a compacted topic without the records that
+ *		compaction removes.
+ *
+ * The install script's estream._compact() decides which records go (see
+ * docs/operations.md); this file removes them without leaving dead tuples
+ * and without hiding the survivors from anyone:
+ *
+ *	1. take the segment's ACCESS EXCLUSIVE lock, without waiting (a busy
+ *	   segment is cleaned on a later run);
+ *	2. copy the surviving rows, de-TOASTed, into a tuplestore;
+ *	3. TRUNCATE the segment (a new, empty file in this transaction);
+ *	4. insert the survivors back as frozen tuples.
+ *
+ * Frozen tuples are visible to every snapshot, including snapshots taken
+ * before this transaction committed: a reader that took its snapshot
+ * earlier and then waited for the lock still sees every surviving record
+ * (with a plain insert it would see an empty segment, because TRUNCATE is
+ * not MVCC-safe).  If the transaction aborts, the new file is dropped and
+ * the old one, untouched, stays.  Offsets, timestamps and every other
+ * column of the survivors are kept as they were.
+ *
+ * Copyright (c) 2026, estream developers
+ *
+ * IDENTIFICATION
+ *		src/compact.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/heapam.h"
+#include "access/heaptoast.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_class.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/tuplestore.h"
+
+#include "estream.h"
+
+typedef struct RemoveKey
+{
+	int32		partition;
+	int64		offset;
+} RemoveKey;
+
+/*
+ * estream._rewrite_segment(segment regclass, partitions int[], offsets
+ * bigint[]) returns bigint
+ *
+ * Remove the records (partitions[i], offsets[i]) from a segment.  Returns
+ * how many were removed, or -1 if the segment is in use (nothing done).
+ */
+PG_FUNCTION_INFO_V1(estream_rewrite_segment);
+Datum
+estream_rewrite_segment(PG_FUNCTION_ARGS)
+{
+	Oid			segoid;
+	Datum	   *pdat;
+	Datum	   *odat;
+	bool	   *pnull;
+	bool	   *onull;
+	int			np;
+	int			no;
+	HTAB	   *remove;
+	HASHCTL		info;
+	Relation	rel;
+	TupleDesc	desc;
+	Tuplestorestate *keep;
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	Snapshot	snap;
+	int64		removed = 0;
+	int64		kept = 0;
+	char	   *relname;
+	char	   *sql;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	CommandId	cid;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("arguments of estream._rewrite_segment must not be null")));
+	segoid = PG_GETARG_OID(0);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), INT4OID, 4, true, TYPALIGN_INT,
+					  &pdat, &pnull, &np);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), INT8OID, 8, FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &odat, &onull, &no);
+	if (np != no)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("partitions and offsets must have the same length")));
+
+	/* only segments of estream logs */
+	relname = get_rel_name(segoid);
+	if (relname == NULL || get_rel_namespace(segoid) != estream_schema_oid() ||
+		strncmp(relname, "log_", 4) != 0 || get_rel_relkind(segoid) != RELKIND_RELATION ||
+		!get_rel_relispartition(segoid))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("relation with OID %u is not a segment of an estream topic", segoid)));
+
+	if (np == 0)
+		PG_RETURN_INT64(0);
+	if (!ConditionalLockRelationOid(segoid, AccessExclusiveLock))
+		PG_RETURN_INT64(-1);
+
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(RemoveKey);
+	info.entrysize = sizeof(RemoveKey);
+	info.hcxt = CurrentMemoryContext;
+	remove = hash_create("estream records to remove", np, &info,
+						 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (int i = 0; i < np; i++)
+	{
+		RemoveKey	k;
+
+		if (pnull[i] || onull[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("partitions and offsets must not contain nulls")));
+		memset(&k, 0, sizeof(k));
+		k.partition = DatumGetInt32(pdat[i]);
+		k.offset = DatumGetInt64(odat[i]);
+		(void) hash_search(remove, &k, HASH_ENTER, NULL);
+	}
+
+	/* 2. copy the survivors, with their TOASTed values inline */
+	rel = table_open(segoid, NoLock);
+	desc = CreateTupleDescCopy(RelationGetDescr(rel));
+	keep = tuplestore_begin_heap(false, false, work_mem);
+	snap = RegisterSnapshot(GetLatestSnapshot());
+	slot = table_slot_create(rel, NULL);
+	scan = table_beginscan(rel, snap, 0, NULL);
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		RemoveKey	k;
+		bool		isnull;
+		HeapTuple	tup;
+		bool		should_free;
+
+		memset(&k, 0, sizeof(k));
+		k.partition = DatumGetInt32(slot_getattr(slot, 2, &isnull));
+		k.offset = DatumGetInt64(slot_getattr(slot, 3, &isnull));
+		if (hash_search(remove, &k, HASH_FIND, NULL) != NULL)
+		{
+			removed++;
+			continue;
+		}
+		tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
+		if (HeapTupleHasExternal(tup))
+			tup = toast_flatten_tuple(tup, desc);
+		tuplestore_puttuple(keep, tup);
+		kept++;
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snap);
+	table_close(rel, NoLock);
+
+	if (removed == 0)
+	{
+		tuplestore_end(keep);
+		PG_RETURN_INT64(0);
+	}
+
+	/* 3. a new, empty file */
+	sql = psprintf("TRUNCATE %s",
+				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(segoid)),
+											  relname));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute(sql, false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not truncate segment \"%s\"", relname);
+	SPI_finish();
+	CommandCounterIncrement();
+
+	/* 4. the survivors, frozen */
+	rel = table_open(segoid, NoLock);
+	estate = CreateExecutorState();
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsMinimalTuple);
+	cid = GetCurrentCommandId(true);
+	while (tuplestore_gettupleslot(keep, true, false, slot))
+	{
+		CHECK_FOR_INTERRUPTS();
+		table_tuple_insert(rel, slot, cid, TABLE_INSERT_FROZEN, NULL);
+		if (rri->ri_NumIndices > 0)
+			(void) ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+		ResetPerTupleExprContext(estate);
+	}
+	ExecCloseIndices(rri);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
+	tuplestore_end(keep);
+
+	PG_RETURN_INT64(removed);
+}

@@ -1,0 +1,1013 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *		Background workers of estream: one launcher per cluster and one
+ *		maintenance worker per database that has the extension.
+ *
+ * The launcher is a static background worker connected to no database.
+ * Every second it lists the databases (pg_database) and makes sure each
+ * one that allows connections and is not a template has a worker, unless
+ * that database's worker found no extension there recently.  A backend
+ * that creates the extension asks the launcher, when its transaction
+ * commits, to look again at once.  The launcher is the only one that starts
+ * database workers (they are registered with BGW_NEVER_RESTART), so it also
+ * restarts a worker that exited with an error, after
+ * ESTREAM_RESTART_DELAY_MS.
+ *
+ * A database worker runs the maintenance steps of the install script
+ * (persist stable offsets, roll, seal, delete and drop segments, compact)
+ * every estream.worker_naptime, each in its own transaction, an error in
+ * one step being logged and remembered without stopping the others.  It
+ * also reaps in-flight markers of backends that are gone and enforces
+ * estream.transaction_timeout.  It exits (code 0) when the extension is no
+ * longer there.  See docs/operations.md for the state diagram.
+ *
+ * DROP DATABASE, CREATE DATABASE ... TEMPLATE, ALTER DATABASE RENAME and
+ * SET TABLESPACE refuse to run while another session is connected to the
+ * database, so a utility hook stops the worker of that database first and
+ * keeps the launcher from starting it again for ESTREAM_PAUSE_MS.
+ *
+ * Note about locking: EstreamWorkerShared->lock (the second LWLock of the
+ * "estream" tranche) protects every field of the shared worker state.  The
+ * launcher owns slot allocation; a database worker writes only its own
+ * slot.
+ *
+ * Copyright (c) 2026, estream developers
+ *
+ * IDENTIFICATION
+ *		src/worker.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/stratnum.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "catalog/pg_extension.h"
+#include "commands/dbcommands.h"
+#include "commands/defrem.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "tcop/utility.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "estream.h"
+
+#define ESTREAM_RESTART_DELAY_MS	5000	/* before restarting a failed worker */
+#define ESTREAM_NO_EXTENSION_MS		60000	/* before looking again at a
+											 * database without estream */
+#define ESTREAM_PAUSE_MS			10000	/* worker held off for DROP DATABASE */
+#define ESTREAM_LAUNCHER_TICK_MS	1000
+
+/* what a database worker is doing (shown by estream.workers) */
+typedef enum EstreamWorkerState
+{
+	WS_FREE = 0,				/* slot unused */
+	WS_STARTING,				/* registered, not yet connected */
+	WS_RUNNING,					/* running its maintenance steps */
+	WS_IDLE,					/* sleeping between runs */
+	WS_DISABLED,				/* estream.enable_worker is off */
+	WS_UPGRADE,					/* waiting for ALTER EXTENSION estream UPDATE */
+	WS_NO_EXTENSION,			/* exited: no extension in the database */
+	WS_FAILED,					/* exited with an error, restart pending */
+	WS_PAUSED					/* stopped for DROP DATABASE and the like */
+} EstreamWorkerState;
+
+static const char *const state_names[] = {
+	"free", "starting", "running", "idle", "disabled",
+	"waiting for ALTER EXTENSION estream UPDATE", "no extension",
+	"failed", "paused"
+};
+
+typedef struct EstreamWorkerSlot
+{
+	Oid			dbid;
+	EstreamWorkerState state;
+	pid_t		pid;
+	TimestampTz started_at;
+	TimestampTz retry_at;		/* launcher: do not (re)start before */
+	TimestampTz paused_until;	/* stopped for DROP DATABASE until then */
+	TimestampTz last_run_at;
+	int64		last_run_us;
+	int			naptime_ms;
+	int64		runs;
+	int64		counters[ESTREAM_WORKER_NCOUNTERS];
+	int64		errors;
+	TimestampTz last_error_at;
+	char		last_error[256];
+} EstreamWorkerSlot;
+
+typedef struct EstreamWorkerShared
+{
+	LWLock	   *lock;
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	bool		rescan;			/* launcher: look at every database now */
+	int			nslots;
+	EstreamWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
+} EstreamWorkerShared;
+
+/* GUC variables */
+bool		estream_enable_worker = true;
+int			estream_worker_naptime = 1000;
+int			estream_transaction_timeout = 0;
+
+static EstreamWorkerShared *worker_shared = NULL;
+static ProcessUtility_hook_type prev_process_utility = NULL;
+
+/* database worker: its slot */
+static int	my_slot = -1;
+
+/* backend: wake the launcher when the current transaction commits */
+static bool wake_launcher_at_commit = false;
+static bool wake_callback_registered = false;
+
+static void estream_process_utility(PlannedStmt *pstmt, const char *queryString,
+									bool readOnlyTree, ProcessUtilityContext context,
+									ParamListInfo params, QueryEnvironment *queryEnv,
+									DestReceiver *dest, QueryCompletion *qc);
+
+PGDLLEXPORT void estream_launcher_main(Datum main_arg);
+PGDLLEXPORT void estream_worker_main(Datum main_arg);
+
+/*
+ * The maintenance steps of a run, in order.  Each is one SQL call in its
+ * own transaction, returning how much it did.
+ */
+static const struct
+{
+	const char *name;
+	const char *sql;
+	int			counter;
+}			maintenance_steps[] =
+{
+	{"persist stable offsets", "SELECT estream._persist_watermarks()", EWC_PERSISTED},
+	{"roll segments", "SELECT estream._roll_segments()", EWC_ROLLED},
+	{"seal segments", "SELECT estream._seal_segments()", -1},
+	{"apply retention", "SELECT estream._apply_retention()", EWC_DELETED},
+	{"compact", "SELECT estream._compact()", EWC_COMPACTED},
+	{"drop empty segments", "SELECT estream._drop_empty_segments()", EWC_DROPPED},
+};
+
+Size
+estream_worker_shmem_size(void)
+{
+	return add_size(offsetof(EstreamWorkerShared, slots),
+					mul_size(max_worker_processes, sizeof(EstreamWorkerSlot)));
+}
+
+void
+estream_worker_shmem_startup(LWLock *lock)
+{
+	bool		found;
+
+	worker_shared = ShmemInitStruct("estream workers", estream_worker_shmem_size(),
+									&found);
+	if (!found)
+	{
+		memset(worker_shared, 0, estream_worker_shmem_size());
+		worker_shared->lock = lock;
+		worker_shared->nslots = max_worker_processes;
+	}
+}
+
+/*
+ * Register the launcher (called from _PG_init when preloaded).
+ */
+void
+estream_worker_init(void)
+{
+	BackgroundWorker worker;
+
+	DefineCustomBoolVariable("estream.enable_worker",
+							 "Runs the per-database maintenance workers.",
+							 "When off, workers stay connected but idle: no retention, "
+							 "compaction or persisted stable offsets.",
+							 &estream_enable_worker,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("estream.worker_naptime",
+							"Time between two maintenance runs of a database worker.",
+							"It bounds how far persisted stable offsets (read on standbys) "
+							"lag behind the primary.",
+							&estream_worker_naptime,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("estream.transaction_timeout",
+							"Longest time a producing transaction may hold back a partition's stable offset.",
+							"The worker terminates the session of a transaction that has had "
+							"produced records in flight for longer.  0 disables the limit.",
+							&estream_transaction_timeout,
+							0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	if (IsBinaryUpgrade)
+		return;
+
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = estream_process_utility;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "estream");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "estream_launcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "estream launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "estream launcher");
+	RegisterBackgroundWorker(&worker);
+}
+
+/*
+ * ----------
+ * Launcher
+ * ----------
+ */
+
+static int
+find_slot(Oid dbid)
+{
+	for (int i = 0; i < worker_shared->nslots; i++)
+	{
+		if (worker_shared->slots[i].state != WS_FREE &&
+			worker_shared->slots[i].dbid == dbid)
+			return i;
+	}
+	return -1;
+}
+
+/* databases that may run a worker: connectable, not templates */
+static List *
+list_databases(void)
+{
+	List	   *result = NIL;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	MemoryContext outer = CurrentMemoryContext;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+		MemoryContext old;
+
+		if (!db->datallowconn || db->datistemplate || db->datconnlimit == -2)
+			continue;
+		old = MemoryContextSwitchTo(outer);
+		result = lappend_oid(result, db->oid);
+		MemoryContextSwitchTo(old);
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+
+	CommitTransactionCommand();
+	return result;
+}
+
+static bool
+start_worker(int slot, BackgroundWorkerHandle **handle)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "estream");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "estream_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "estream worker for database %u",
+			 worker_shared->slots[slot].dbid);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "estream worker");
+	worker.bgw_main_arg = Int32GetDatum(slot);
+	worker.bgw_notify_pid = MyProcPid;
+	return RegisterDynamicBackgroundWorker(&worker, handle);
+}
+
+void
+estream_launcher_main(Datum main_arg)
+{
+	BackgroundWorkerHandle **handles;
+	TimestampTz next_scan = 0;
+	List	   *dbs = NIL;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("estream launcher");
+
+	handles = MemoryContextAllocZero(TopMemoryContext,
+									 sizeof(BackgroundWorkerHandle *) * worker_shared->nslots);
+
+	/*
+	 * Workers started by a previous launcher (that failed) have no handle
+	 * here: stop them, and start afresh.
+	 */
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	worker_shared->launcher_pid = MyProcPid;
+	worker_shared->launcher_latch = MyLatch;
+	for (int i = 0; i < worker_shared->nslots; i++)
+	{
+		if (worker_shared->slots[i].pid != 0)
+			(void) kill(worker_shared->slots[i].pid, SIGTERM);
+	}
+	LWLockRelease(worker_shared->lock);
+	for (int tries = 0; tries < 500; tries++)
+	{
+		bool		any = false;
+
+		LWLockAcquire(worker_shared->lock, LW_SHARED);
+		for (int i = 0; i < worker_shared->nslots; i++)
+			any |= (worker_shared->slots[i].pid != 0);
+		LWLockRelease(worker_shared->lock);
+		if (!any)
+			break;
+		pg_usleep(10000L);
+		CHECK_FOR_INTERRUPTS();
+	}
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < worker_shared->nslots; i++)
+		memset(&worker_shared->slots[i], 0, sizeof(EstreamWorkerSlot));
+	LWLockRelease(worker_shared->lock);
+
+	ereport(LOG, (errmsg("estream launcher started")));
+
+	for (;;)
+	{
+		TimestampTz now;
+		bool		rescan;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		now = GetCurrentTimestamp();
+		LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+		rescan = worker_shared->rescan;
+		worker_shared->rescan = false;
+		LWLockRelease(worker_shared->lock);
+
+		if (now >= next_scan || rescan)
+		{
+			list_free(dbs);
+			dbs = list_databases();
+			next_scan = TimestampTzPlusMilliseconds(now, ESTREAM_LAUNCHER_TICK_MS);
+		}
+
+		LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+
+		/* notice workers that exited */
+		for (int i = 0; i < worker_shared->nslots; i++)
+		{
+			EstreamWorkerSlot *s = &worker_shared->slots[i];
+			pid_t		pid;
+
+			if (s->state == WS_FREE || handles[i] == NULL)
+				continue;
+			if (GetBackgroundWorkerPid(handles[i], &pid) != BGWH_STOPPED)
+				continue;
+			pfree(handles[i]);
+			handles[i] = NULL;
+			s->pid = 0;
+			if (s->paused_until > now)
+			{
+				s->state = WS_PAUSED;
+				s->retry_at = s->paused_until;
+			}
+			else if (s->state == WS_NO_EXTENSION)
+				s->retry_at = TimestampTzPlusMilliseconds(now, ESTREAM_NO_EXTENSION_MS);
+			else
+			{
+				s->state = WS_FAILED;
+				s->retry_at = TimestampTzPlusMilliseconds(now, ESTREAM_RESTART_DELAY_MS);
+				ereport(LOG,
+						(errmsg("estream worker for database %u exited unexpectedly, restarting it in %d ms",
+								s->dbid, ESTREAM_RESTART_DELAY_MS)));
+			}
+		}
+
+		/* forget databases that are gone */
+		for (int i = 0; i < worker_shared->nslots; i++)
+		{
+			EstreamWorkerSlot *s = &worker_shared->slots[i];
+
+			if (s->state != WS_FREE && handles[i] == NULL &&
+				!list_member_oid(dbs, s->dbid))
+				memset(s, 0, sizeof(*s));
+		}
+
+		/* start workers where there are none */
+		{
+			ListCell   *lc;
+
+			foreach(lc, dbs)
+			{
+				Oid			dbid = lfirst_oid(lc);
+				int			i = find_slot(dbid);
+				EstreamWorkerSlot *s;
+
+				if (i >= 0)
+				{
+					s = &worker_shared->slots[i];
+					if (handles[i] != NULL)
+						continue;
+					/* a new extension is reason enough to look again */
+					if (s->retry_at > now &&
+						!(rescan && s->state == WS_NO_EXTENSION))
+						continue;
+				}
+				else
+				{
+					for (i = 0; i < worker_shared->nslots; i++)
+						if (worker_shared->slots[i].state == WS_FREE)
+							break;
+					if (i >= worker_shared->nslots)
+						break;	/* no slot: try again next tick */
+					s = &worker_shared->slots[i];
+					memset(s, 0, sizeof(*s));
+					s->dbid = dbid;
+				}
+
+				s->state = WS_STARTING;
+				s->started_at = now;
+				if (!start_worker(i, &handles[i]))
+				{
+					handles[i] = NULL;
+					s->state = WS_FAILED;
+					s->retry_at = TimestampTzPlusMilliseconds(now, ESTREAM_RESTART_DELAY_MS);
+					ereport(WARNING,
+							(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+							 errmsg("could not start the estream worker for database %u", dbid),
+							 errhint("Increase max_worker_processes.")));
+				}
+			}
+		}
+		LWLockRelease(worker_shared->lock);
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 ESTREAM_LAUNCHER_TICK_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+static void
+wake_xact_callback(XactEvent event, void *arg)
+{
+	if (!wake_launcher_at_commit)
+		return;
+	if (event == XACT_EVENT_COMMIT)
+	{
+		wake_launcher_at_commit = false;
+		/* no LWLock at this point: a plain flag and the latch will do */
+		if (worker_shared != NULL)
+		{
+			worker_shared->rescan = true;
+			if (worker_shared->launcher_latch != NULL)
+				SetLatch(worker_shared->launcher_latch);
+		}
+	}
+	else if (event == XACT_EVENT_ABORT)
+		wake_launcher_at_commit = false;
+}
+
+/*
+ * estream._start_worker() returns void
+ *
+ * Called by the install script: once the transaction that created (or
+ * updated) the extension commits, the launcher starts this database's
+ * worker.  Does nothing when estream was not preloaded.
+ */
+PG_FUNCTION_INFO_V1(estream_start_worker);
+Datum
+estream_start_worker(PG_FUNCTION_ARGS)
+{
+	if (worker_shared == NULL)
+		PG_RETURN_VOID();
+	if (!wake_callback_registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		wake_callback_registered = true;
+	}
+	wake_launcher_at_commit = true;
+	PG_RETURN_VOID();
+}
+
+/*
+ * Stop the worker of a database and keep it stopped for a while, so that
+ * a command that needs the database to itself can run.
+ */
+static void
+pause_worker(Oid dbid)
+{
+	pid_t		pid = 0;
+	TimestampTz deadline;
+
+	if (worker_shared == NULL || !OidIsValid(dbid))
+		return;
+
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < worker_shared->nslots; i++)
+	{
+		EstreamWorkerSlot *s = &worker_shared->slots[i];
+
+		if (s->state != WS_FREE && s->dbid == dbid)
+		{
+			s->paused_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														  ESTREAM_PAUSE_MS);
+			if (s->retry_at < s->paused_until)
+				s->retry_at = s->paused_until;
+			pid = s->pid;
+		}
+	}
+	LWLockRelease(worker_shared->lock);
+
+	if (pid == 0)
+		return;
+
+	(void) kill(pid, SIGTERM);
+
+	/* wait (up to 5 s) for it to disconnect */
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 5000);
+	for (;;)
+	{
+		bool		gone = true;
+
+		LWLockAcquire(worker_shared->lock, LW_SHARED);
+		for (int i = 0; i < worker_shared->nslots; i++)
+		{
+			if (worker_shared->slots[i].dbid == dbid &&
+				worker_shared->slots[i].pid == pid)
+				gone = false;
+		}
+		LWLockRelease(worker_shared->lock);
+		if (gone || GetCurrentTimestamp() >= deadline)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+static char *
+option_string(List *options, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, options)
+	{
+		DefElem    *def = lfirst_node(DefElem, lc);
+
+		if (strcmp(def->defname, name) == 0 && def->arg != NULL)
+			return defGetString(def);
+	}
+	return NULL;
+}
+
+/*
+ * Stop the worker of a database that the utility command needs alone.
+ */
+static void
+estream_process_utility(PlannedStmt *pstmt, const char *queryString,
+						bool readOnlyTree, ProcessUtilityContext context,
+						ParamListInfo params, QueryEnvironment *queryEnv,
+						DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+	const char *dbname = NULL;
+
+	switch (nodeTag(parsetree))
+	{
+		case T_DropdbStmt:
+			dbname = ((DropdbStmt *) parsetree)->dbname;
+			break;
+		case T_CreatedbStmt:
+			dbname = option_string(((CreatedbStmt *) parsetree)->options, "template");
+			if (dbname == NULL)
+				dbname = "template1";
+			break;
+		case T_RenameStmt:
+			if (((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
+				dbname = ((RenameStmt *) parsetree)->subname;
+			break;
+		case T_AlterDatabaseStmt:
+			if (option_string(((AlterDatabaseStmt *) parsetree)->options, "tablespace") != NULL)
+				dbname = ((AlterDatabaseStmt *) parsetree)->dbname;
+			break;
+		default:
+			break;
+	}
+	if (dbname != NULL)
+		pause_worker(get_database_oid(dbname, true));
+
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context,
+							 params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+}
+
+/*
+ * ----------------
+ * Database worker
+ * ----------------
+ */
+
+static void
+set_state(EstreamWorkerState state)
+{
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	worker_shared->slots[my_slot].state = state;
+	LWLockRelease(worker_shared->lock);
+}
+
+static void
+worker_exit(int code, Datum arg)
+{
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	worker_shared->slots[my_slot].pid = 0;
+	LWLockRelease(worker_shared->lock);
+}
+
+/* the installed version of estream, or NULL if not installed */
+static char *
+installed_version(void)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	char	   *version = NULL;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("estream"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			version = MemoryContextStrdup(TopMemoryContext, TextDatumGetCString(d));
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return version;
+}
+
+static void
+record_error(const char *step, ErrorData *edata)
+{
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	worker_shared->slots[my_slot].errors++;
+	worker_shared->slots[my_slot].last_error_at = GetCurrentTimestamp();
+	snprintf(worker_shared->slots[my_slot].last_error,
+			 sizeof(worker_shared->slots[my_slot].last_error),
+			 "%s: %s", step, edata->message);
+	LWLockRelease(worker_shared->lock);
+}
+
+/*
+ * Run one maintenance step in its own transaction.  An error is logged,
+ * recorded in the slot and does not stop the run.
+ */
+static void
+run_step(int i)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	int64		done = 0;
+
+	PG_TRY();
+	{
+		int			rc;
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, maintenance_steps[i].sql);
+
+		rc = SPI_execute(maintenance_steps[i].sql, false, 1);
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "estream worker: \"%s\" failed", maintenance_steps[i].sql);
+		else
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										  1, &isnull);
+
+			if (!isnull)
+				done = DatumGetInt64(d);
+		}
+
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("estream worker could not %s: %s", maintenance_steps[i].name,
+						edata->message)));
+		record_error(maintenance_steps[i].name, edata);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+
+	pgstat_report_activity(STATE_IDLE, NULL);
+	if (done > 0 && maintenance_steps[i].counter >= 0)
+	{
+		LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+		worker_shared->slots[my_slot].counters[maintenance_steps[i].counter] += done;
+		LWLockRelease(worker_shared->lock);
+	}
+}
+
+/*
+ * Reap markers of gone backends, enforce estream.transaction_timeout and
+ * reclaim shared entries of dropped topics.
+ */
+static void
+run_housekeeping(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	int			reaped = 0;
+	int			terminated = 0;
+
+	PG_TRY();
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		estream_housekeep(estream_transaction_timeout, &reaped, &terminated);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG, (errmsg("estream worker could not do housekeeping: %s", edata->message)));
+		record_error("housekeeping", edata);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	worker_shared->slots[my_slot].counters[EWC_REAPED] += reaped;
+	worker_shared->slots[my_slot].counters[EWC_TERMINATED] += terminated;
+	LWLockRelease(worker_shared->lock);
+}
+
+void
+estream_worker_main(Datum main_arg)
+{
+	Oid			dbid;
+	MemoryContext run_cxt;
+
+	my_slot = DatumGetInt32(main_arg);
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	dbid = worker_shared->slots[my_slot].dbid;
+	worker_shared->slots[my_slot].pid = MyProcPid;
+	worker_shared->slots[my_slot].started_at = GetCurrentTimestamp();
+	LWLockRelease(worker_shared->lock);
+	before_shmem_exit(worker_exit, (Datum) 0);
+
+	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
+	pgstat_report_appname("estream worker");
+
+	/* the persisted floor must survive a crash; never wait long for a lock */
+	SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", "2000", PGC_SUSET, PGC_S_OVERRIDE);
+
+	run_cxt = AllocSetContextCreate(TopMemoryContext, "estream worker run",
+									ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		char	   *version;
+		TimestampTz start;
+		EstreamWorkerState state;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		version = installed_version();
+		if (version == NULL)
+		{
+			set_state(WS_NO_EXTENSION);
+			ereport(LOG,
+					(errmsg("estream worker for database \"%s\" is stopping: the extension is not installed",
+							get_database_name(dbid))));
+			CommitTransactionCommand();
+			proc_exit(0);
+		}
+		CommitTransactionCommand();
+
+		start = GetCurrentTimestamp();
+		if (!estream_enable_worker)
+			state = WS_DISABLED;
+		else if (strcmp(version, "1.0") == 0 || strcmp(version, "1.1") == 0)
+			state = WS_UPGRADE;
+		else
+		{
+			MemoryContext old;
+
+			set_state(WS_RUNNING);
+			old = MemoryContextSwitchTo(run_cxt);
+			for (int i = 0; i < lengthof(maintenance_steps); i++)
+			{
+				CHECK_FOR_INTERRUPTS();
+				run_step(i);
+			}
+			run_housekeeping();
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(run_cxt);
+			state = WS_IDLE;
+		}
+		pfree(version);
+
+		LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+		worker_shared->slots[my_slot].state = state;
+		worker_shared->slots[my_slot].naptime_ms = estream_worker_naptime;
+		if (state == WS_IDLE)
+		{
+			worker_shared->slots[my_slot].runs++;
+			worker_shared->slots[my_slot].last_run_at = start;
+			worker_shared->slots[my_slot].last_run_us =
+				GetCurrentTimestamp() - start;
+		}
+		LWLockRelease(worker_shared->lock);
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 estream_worker_naptime, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/*
+ * estream._worker_status() returns one row per worker (and one for the
+ * launcher): the source of the estream.workers view.
+ */
+PG_FUNCTION_INFO_V1(estream_worker_status);
+Datum
+estream_worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	EstreamWorkerSlot *copy;
+	int			n;
+	pid_t		launcher_pid;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (worker_shared == NULL)
+		return (Datum) 0;
+
+	n = worker_shared->nslots;
+	copy = palloc(sizeof(EstreamWorkerSlot) * n);
+	LWLockAcquire(worker_shared->lock, LW_SHARED);
+	memcpy(copy, worker_shared->slots, sizeof(EstreamWorkerSlot) * n);
+	launcher_pid = worker_shared->launcher_pid;
+	LWLockRelease(worker_shared->lock);
+
+	for (int i = -1; i < n; i++)
+	{
+		Datum		values[19];
+		bool		nulls[19];
+		EstreamWorkerSlot *s = (i >= 0) ? &copy[i] : NULL;
+		int			c = 0;
+
+		memset(nulls, true, sizeof(nulls));
+		if (s == NULL)
+		{
+			/* the launcher */
+			values[1] = CStringGetTextDatum("launcher");
+			nulls[1] = false;
+			if (launcher_pid != 0)
+			{
+				values[2] = Int32GetDatum(launcher_pid);
+				nulls[2] = false;
+			}
+			values[3] = CStringGetTextDatum(launcher_pid != 0 ? "running" : "stopped");
+			nulls[3] = false;
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			continue;
+		}
+		/* slots of databases without the extension are not interesting */
+		if (s->state == WS_FREE || s->state == WS_NO_EXTENSION)
+			continue;
+
+		values[c] = ObjectIdGetDatum(s->dbid);
+		nulls[c++] = false;
+		values[c] = CStringGetTextDatum("database");
+		nulls[c++] = false;
+		if (s->pid != 0)
+		{
+			values[c] = Int32GetDatum(s->pid);
+			nulls[c] = false;
+		}
+		c++;
+		values[c] = CStringGetTextDatum(state_names[s->state]);
+		nulls[c++] = false;
+		if (s->started_at != 0)
+		{
+			values[c] = TimestampTzGetDatum(s->started_at);
+			nulls[c] = false;
+		}
+		c++;
+		if (s->last_run_at != 0)
+		{
+			values[c] = TimestampTzGetDatum(s->last_run_at);
+			nulls[c] = false;
+			values[c + 1] = Float8GetDatum(s->last_run_us / 1000.0);
+			nulls[c + 1] = false;
+		}
+		c += 2;
+		values[c] = Int32GetDatum(s->naptime_ms);
+		nulls[c++] = false;
+		values[c] = Int64GetDatum(s->runs);
+		nulls[c++] = false;
+		for (int k = 0; k < ESTREAM_WORKER_NCOUNTERS; k++)
+		{
+			values[c] = Int64GetDatum(s->counters[k]);
+			nulls[c++] = false;
+		}
+		values[c] = Int64GetDatum(s->errors);
+		nulls[c++] = false;
+		if (s->last_error_at != 0)
+		{
+			values[c] = CStringGetTextDatum(s->last_error);
+			nulls[c] = false;
+			values[c + 1] = TimestampTzGetDatum(s->last_error_at);
+			nulls[c + 1] = false;
+		}
+		c += 2;
+		Assert(c == 19);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
