@@ -365,6 +365,16 @@ $$;
 COMMENT ON FUNCTION estream._drop_empty_segments(integer) IS
 	'Drops segments that retention emptied, when their log is not in use; returns how many.';
 
+CREATE TABLE estream.compaction (
+	topic_id integer PRIMARY KEY REFERENCES estream.topic ON DELETE CASCADE,
+	checked_at timestamptz NOT NULL,
+	cleaned_at timestamptz,
+	records_removed bigint NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE estream.compaction IS
+	'Per compacted topic: when the worker last looked for removable records, last cleaned, and how many records it removed in all.';
+SELECT pg_catalog.pg_extension_config_dump('estream.compaction', '');
+
 CREATE FUNCTION estream._compact(p_topic_id integer DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -376,26 +386,38 @@ DECLARE
 	cfg jsonb;
 	v_segs integer[];
 	v_stable jsonb;
+	v_groups jsonb;
 	v_total bigint;
 	v_old bigint;
 	v_tombs bigint;
 	v_overdue bigint;
 	v_removed bigint;
+	v_topic_removed bigint;
 	v_n bigint := 0;
 BEGIN
 	PERFORM estream._require_read_committed();
-	FOR t IN SELECT tp.topic_id, tp.config, tp.log_relid, tp.current_segment
+	FOR t IN SELECT tp.topic_id, tp.config, tp.log_relid, tp.current_segment, c.checked_at
 			   FROM estream.topic tp
+			   LEFT JOIN estream.compaction c ON c.topic_id = tp.topic_id
 			  WHERE p_topic_id IS NULL OR tp.topic_id = p_topic_id
 			  ORDER BY tp.topic_id
 	LOOP
 		cfg := estream.effective_config(t.config);
 		CONTINUE WHEN position('compact' IN cfg->>'cleanup.policy') = 0;
 
+		-- The check reads the whole log: the worker does it at most once a
+		-- second, or once per segment.ms if that is longer (up to a minute).
+		-- run_maintenance(topic) always checks.
+		CONTINUE WHEN p_topic_id IS NULL AND t.checked_at IS NOT NULL
+			AND t.checked_at > clock_timestamp()
+				- greatest(1000, least((cfg->>'segment.ms')::bigint, 60000)) * interval '1 millisecond';
+
 		-- the active segment is never cleaned, as in Kafka
 		SELECT array_agg(s.segment) INTO v_segs FROM estream.segment s
 		 WHERE s.topic_id = t.topic_id AND s.sealed_at IS NOT NULL
 		   AND s.truncated_at IS NULL AND s.segment < t.current_segment;
+		INSERT INTO estream.compaction AS c (topic_id, checked_at) VALUES (t.topic_id, clock_timestamp())
+			ON CONFLICT (topic_id) DO UPDATE SET checked_at = excluded.checked_at;
 		CONTINUE WHEN v_segs IS NULL;
 
 		-- stable offsets first: records below them are all visible to the
@@ -403,7 +425,6 @@ BEGIN
 		SELECT coalesce(jsonb_object_agg(w.partition::text, w.stable), '{}') INTO v_stable
 		  FROM estream._shared_partitions() w WHERE w.log_relid = t.log_relid::oid;
 
-		DROP TABLE IF EXISTS pg_temp.estream_compact;
 		-- A record goes when a newer record of its key exists and it is
 		-- older than min.compaction.lag.ms.  A tombstone (null value) goes
 		-- when it is the newest record of its key, older than
@@ -411,7 +432,6 @@ BEGIN
 		-- the key can still commit), and every other record of its key goes
 		-- too: the latest value per key never changes.
 		EXECUTE format($q$
-			CREATE TEMP TABLE estream_compact ON COMMIT DROP AS
 			WITH r AS (
 				SELECT l.segment, l.partition, l."offset", l.ts, l.key,
 					   (l.value IS NULL AND l.value_bin IS NULL) AS tomb,
@@ -424,43 +444,57 @@ BEGIN
 				SELECT r.*, (NOT r.newest AND r.eligible AND r.ts <= $2) AS old,
 					   bool_and(r.newest OR (r.eligible AND r.ts <= $2))
 						 OVER (PARTITION BY r.partition, r.key) AS others_go
-				  FROM r)
-			SELECT d.segment, d.partition, d."offset", d.ts, NOT d.old AS tomb
-			  FROM d
-			 WHERE d.old
-				OR (d.newest AND d.tomb AND d.eligible AND d.others_go AND d.ts <= $3
-					AND d."offset" < coalesce(($4 ->> d.partition::text)::bigint, 0))
-			$q$, t.topic_id)
+				  FROM r),
+			x AS (
+				SELECT d.segment, d.partition, d."offset", d.ts, d.old
+				  FROM d
+				 WHERE d.old
+					OR (d.newest AND d.tomb AND d.eligible AND d.others_go AND d.ts <= $3
+						AND d."offset" < coalesce(($4 ->> d.partition::text)::bigint, 0))),
+			s AS (
+				SELECT x.segment, array_agg(x.partition) AS parts, array_agg(x."offset") AS offs,
+					   count(*) FILTER (WHERE x.old) AS n_old,
+					   count(*) FILTER (WHERE NOT x.old) AS n_tombs,
+					   count(*) FILTER (WHERE x.ts <= $5) AS n_overdue
+				  FROM x GROUP BY x.segment)
+			SELECT jsonb_agg(jsonb_build_object('segment', s.segment, 'parts', s.parts, 'offs', s.offs)
+							 ORDER BY s.segment),
+				   coalesce(sum(s.n_old), 0), coalesce(sum(s.n_tombs), 0), coalesce(sum(s.n_overdue), 0),
+				   (SELECT count(*) FROM estream.log_%s l WHERE l.segment = ANY ($1))
+			  FROM s
+			$q$, t.topic_id, t.topic_id)
+			INTO v_groups, v_old, v_tombs, v_overdue, v_total
 			USING v_segs,
 				  clock_timestamp() - (cfg->>'min.compaction.lag.ms')::bigint * interval '1 millisecond',
 				  clock_timestamp() - (cfg->>'delete.retention.ms')::bigint * interval '1 millisecond',
-				  v_stable;
-
-		SELECT count(*) FILTER (WHERE NOT c.tomb), count(*) FILTER (WHERE c.tomb),
-			   count(*) FILTER (WHERE (cfg->>'max.compaction.lag.ms')::numeric < 1e13
-								  AND c.ts <= clock_timestamp() - (cfg->>'max.compaction.lag.ms')::bigint
-																   * interval '1 millisecond')
-		  INTO v_old, v_tombs, v_overdue
-		  FROM pg_temp.estream_compact c;
-		EXECUTE format('SELECT count(*) FROM estream.log_%s l WHERE l.segment = ANY ($1)', t.topic_id)
-			INTO v_total USING v_segs;
+				  v_stable,
+				  CASE WHEN (cfg->>'max.compaction.lag.ms')::numeric < 1e13
+					   THEN clock_timestamp() - (cfg->>'max.compaction.lag.ms')::bigint * interval '1 millisecond'
+					   ELSE '-infinity'::timestamptz END;
 
 		-- clean when enough is dirty, a tombstone is due, or a record is
 		-- older than max.compaction.lag.ms
-		IF v_old + v_tombs > 0 AND
-		   (v_tombs > 0 OR v_overdue > 0 OR
-			v_old >= (cfg->>'min.cleanable.dirty.ratio')::float8 * v_total) THEN
-			FOR g IN SELECT c.segment, array_agg(c.partition) AS parts, array_agg(c."offset") AS offs
-					   FROM pg_temp.estream_compact c GROUP BY c.segment ORDER BY c.segment
-			LOOP
-				v_removed := estream._rewrite_segment(
-					format('estream.log_%s_%s', t.topic_id, g.segment)::regclass, g.parts, g.offs);
-				IF v_removed > 0 THEN
-					v_n := v_n + v_removed;
-				END IF;
-			END LOOP;
+		CONTINUE WHEN v_old + v_tombs = 0;
+		CONTINUE WHEN NOT (v_tombs > 0 OR v_overdue > 0 OR
+						   v_old >= (cfg->>'min.cleanable.dirty.ratio')::float8 * v_total);
+		v_topic_removed := 0;
+		FOR g IN SELECT (e->>'segment')::integer AS segment,
+						ARRAY(SELECT jsonb_array_elements_text(e->'parts')::integer) AS parts,
+						ARRAY(SELECT jsonb_array_elements_text(e->'offs')::bigint) AS offs
+				   FROM jsonb_array_elements(v_groups) e
+		LOOP
+			v_removed := estream._rewrite_segment(
+				format('estream.log_%s_%s', t.topic_id, g.segment)::regclass, g.parts, g.offs);
+			IF v_removed > 0 THEN
+				v_topic_removed := v_topic_removed + v_removed;
+			END IF;
+		END LOOP;
+		IF v_topic_removed > 0 THEN
+			UPDATE estream.compaction c
+			   SET cleaned_at = clock_timestamp(), records_removed = c.records_removed + v_topic_removed
+			 WHERE c.topic_id = t.topic_id;
+			v_n := v_n + v_topic_removed;
 		END IF;
-		DROP TABLE pg_temp.estream_compact;
 	END LOOP;
 	RETURN v_n;
 END
