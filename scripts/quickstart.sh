@@ -229,6 +229,29 @@ ORDER BY f.partition, f."offset";
 SELECT * FROM shop_order ORDER BY id;
 
 \echo
+\echo '-- A consumer group reads in its own transaction: poll() returns records and'
+\echo '-- advances the group\'s committed offsets when the transaction commits.'
+BEGIN;
+SELECT partition, "offset", key, value FROM estream.poll('billing', 'orders', auto_offset_reset => 'earliest');
+COMMIT;
+SELECT * FROM estream.consumer_lag WHERE "group" = 'billing' ORDER BY partition;
+
+\echo
+\echo '-- A compacted topic keeps the latest value per key; latest() reads it as a table.'
+SELECT estream.create_topic('customer-status', 2,
+       '{"cleanup.policy": "compact", "segment.ms": 1000, "min.cleanable.dirty.ratio": 0.01}');
+SELECT count(*) AS produced FROM (
+  SELECT estream.produce('customer-status', jsonb_build_object('status', s), key => c)
+  FROM (VALUES ('customer-42', 'new'), ('customer-7', 'new'), ('customer-42', 'gold'),
+               ('customer-7', 'silver'), ('customer-42', 'platinum')) v(c, s)) x;
+SELECT key, value FROM estream.latest('customer-status') ORDER BY key;
+
+\echo
+\echo '-- The background worker of this database rolls segments, applies retention and'
+\echo '-- compaction and persists stable offsets (for standbys) every second.'
+SELECT database, kind, state, runs, segments_rolled, errors FROM estream.workers ORDER BY kind DESC;
+
+\echo
 \echo '-- Topics and partitions at a glance.'
 SELECT topic, partitions, config, segments, size_bytes FROM estream.topics;
 SELECT topic, partition, log_start_offset, stable_offset, next_offset, records, bytes
@@ -237,9 +260,7 @@ SQL
 
 cat <<EOF
 
-== estream is running.  Consumer groups with exactly-once offset commits,
-   CDC from tables and the background worker (retention, compaction) are
-   coming in later versions.
+== estream is running.  CDC from tables comes in a later version.
 
 Open psql on the demo instance:
     psql -h $SOCK -p $PORT -U $OWNER $DB
