@@ -538,28 +538,40 @@ COMMENT ON FUNCTION estream.run_maintenance(text) IS
 -- Latest value per key
 --
 
-CREATE FUNCTION estream.latest(topic text)
-RETURNS TABLE (partition integer, "offset" bigint, "timestamp" timestamptz,
-			   key text, value jsonb, headers jsonb)
+CREATE FUNCTION estream._latest_rows(topic text)
+RETURNS TABLE (partition integer, "offset" bigint, ts timestamptz, key bytea,
+			   value jsonb, value_bin bytea, headers jsonb)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_id integer;
 BEGIN
-	SELECT t.topic_id INTO v_id FROM estream.topic t WHERE t.name = latest.topic;
+	SELECT t.topic_id INTO v_id FROM estream.topic t WHERE t.name = _latest_rows.topic;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'topic "%" does not exist', topic
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'estream.topics lists the topics.';
 	END IF;
 	RETURN QUERY EXECUTE format(
-		'SELECT l.partition, l."offset", l.ts, convert_from(l.key, ''UTF8''), l.value, l.headers'
+		'SELECT l.partition, l."offset", l.ts, l.key, l.value, l.value_bin, l.headers'
 		' FROM (SELECT DISTINCT ON (x.partition, x.key) x.*'
 		'         FROM estream.log_%s x WHERE x.key IS NOT NULL'
 		'        ORDER BY x.partition, x.key, x."offset" DESC) l'
 		' WHERE l.value IS NOT NULL OR l.value_bin IS NOT NULL', v_id);
 END
+$$;
+COMMENT ON FUNCTION estream._latest_rows(text) IS
+	'The newest record of every key of a topic, unless it is a tombstone, as stored (for latest() and latest_binary()).';
+
+CREATE FUNCTION estream.latest(topic text)
+RETURNS TABLE (partition integer, "offset" bigint, "timestamp" timestamptz,
+			   key text, value jsonb, headers jsonb)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT l.partition, l."offset", l.ts, convert_from(l.key, 'UTF8'), l.value, l.headers
+	  FROM estream._latest_rows(topic) l
 $$;
 COMMENT ON FUNCTION estream.latest(text) IS
 	'The latest record of every key of a topic that is not deleted by a tombstone, in the caller''s snapshot: the table view of a compacted topic.';
@@ -567,26 +579,12 @@ COMMENT ON FUNCTION estream.latest(text) IS
 CREATE FUNCTION estream.latest_binary(topic text)
 RETURNS TABLE (partition integer, "offset" bigint, "timestamp" timestamptz,
 			   key bytea, value bytea, headers jsonb)
-LANGUAGE plpgsql STABLE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	v_id integer;
-BEGIN
-	SELECT t.topic_id INTO v_id FROM estream.topic t WHERE t.name = latest_binary.topic;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'topic "%" does not exist', topic
-			USING ERRCODE = 'undefined_object',
-				  HINT = 'estream.topics lists the topics.';
-	END IF;
-	RETURN QUERY EXECUTE format(
-		'SELECT l.partition, l."offset", l.ts, l.key,'
-		'       coalesce(l.value_bin, convert_to(l.value::text, ''UTF8'')), l.headers'
-		' FROM (SELECT DISTINCT ON (x.partition, x.key) x.*'
-		'         FROM estream.log_%s x WHERE x.key IS NOT NULL'
-		'        ORDER BY x.partition, x.key, x."offset" DESC) l'
-		' WHERE l.value IS NOT NULL OR l.value_bin IS NOT NULL', v_id);
-END
+	SELECT l.partition, l."offset", l.ts, l.key,
+		   coalesce(l.value_bin, convert_to(l.value::text, 'UTF8')), l.headers
+	  FROM estream._latest_rows(topic) l
 $$;
 COMMENT ON FUNCTION estream.latest_binary(text) IS
 	'Like latest(), with keys and values as bytes (JSON values as their text).';

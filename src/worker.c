@@ -698,9 +698,21 @@ installed_version(void)
 	return version;
 }
 
+/*
+ * In a PG_CATCH block: end the failed transaction, log the error and keep
+ * it for estream.workers.  The run goes on with its next step.
+ */
 static void
-record_error(const char *step, ErrorData *edata)
+step_failed(MemoryContext cxt, const char *step)
 {
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	ereport(LOG, (errmsg("estream worker could not %s: %s", step, edata->message)));
+
 	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
 	worker_shared->slots[my_slot].errors++;
 	worker_shared->slots[my_slot].last_error_at = GetCurrentTimestamp();
@@ -708,6 +720,7 @@ record_error(const char *step, ErrorData *edata)
 			 sizeof(worker_shared->slots[my_slot].last_error),
 			 "%s: %s", step, edata->message);
 	LWLockRelease(worker_shared->lock);
+	FreeErrorData(edata);
 }
 
 /*
@@ -750,17 +763,7 @@ run_step(int i)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(LOG,
-				(errmsg("estream worker could not %s: %s", maintenance_steps[i].name,
-						edata->message)));
-		record_error(maintenance_steps[i].name, edata);
-		FreeErrorData(edata);
+		step_failed(cxt, maintenance_steps[i].name);
 	}
 	PG_END_TRY();
 
@@ -795,15 +798,7 @@ run_housekeeping(void)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(LOG, (errmsg("estream worker could not do housekeeping: %s", edata->message)));
-		record_error("housekeeping", edata);
-		FreeErrorData(edata);
+		step_failed(cxt, "do housekeeping");
 	}
 	PG_END_TRY();
 
