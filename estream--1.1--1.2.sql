@@ -50,6 +50,13 @@ AS 'MODULE_PATHNAME', 'estream_rewrite_segment';
 COMMENT ON FUNCTION estream._rewrite_segment(regclass, integer[], bigint[]) IS
 	'Compaction: rewrites a segment without the given records (survivors frozen, no dead tuples); -1 if the segment is in use.';
 
+CREATE FUNCTION estream._truncate_segment(segment regclass)
+RETURNS boolean
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'estream_truncate_segment';
+COMMENT ON FUNCTION estream._truncate_segment(regclass) IS
+	'Retention: empties a segment as its owner unless it is in use (false then).';
+
 CREATE FUNCTION estream._start_worker()
 RETURNS void
 LANGUAGE C VOLATILE PARALLEL UNSAFE
@@ -171,25 +178,31 @@ DECLARE
 	v_nonempty boolean;
 	v_n bigint := 0;
 BEGIN
-	FOR r IN SELECT t.topic_id, t.partitions, t.current_segment, t.config, s.relid, s.created_at
+	FOR r IN SELECT t.topic_id, t.partitions, t.current_segment, t.config, s.created_at,
+					format('estream.log_%s_%s', t.topic_id, t.current_segment) AS rel
 			   FROM estream.topic t
 			   JOIN estream.segment s ON s.topic_id = t.topic_id AND s.segment = t.current_segment
 			  WHERE p_topic_id IS NULL OR t.topic_id = p_topic_id
 			  ORDER BY t.topic_id
 	LOOP
 		cfg := estream.effective_config(r.config);
+		CONTINUE WHEN to_regclass(r.rel) IS NULL;	-- topic being dropped
 		-- like Kafka, an empty segment is never rolled
-		EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', r.relid) INTO v_nonempty;
+		EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', r.rel) INTO v_nonempty;
 		CONTINUE WHEN NOT v_nonempty;
 		CONTINUE WHEN NOT (
 			clock_timestamp() - r.created_at >= (cfg->>'segment.ms')::bigint * interval '1 millisecond'
-			OR pg_total_relation_size(r.relid) >= (cfg->>'segment.bytes')::bigint * r.partitions);
+			OR pg_total_relation_size(r.rel::regclass) >= (cfg->>'segment.bytes')::bigint * r.partitions);
 		-- skip a topic that is being altered or dropped
 		PERFORM 1 FROM estream.topic t
 		  WHERE t.topic_id = r.topic_id AND t.current_segment = r.current_segment
 		  FOR NO KEY UPDATE SKIP LOCKED;
 		CONTINUE WHEN NOT FOUND;
 
+		-- Hold the old segment until this transaction's invalidations are
+		-- out (they are sent after it becomes visible, before its locks go):
+		-- sealing it needs a lock that waits for this one.
+		EXECUTE format('LOCK TABLE %s IN ROW EXCLUSIVE MODE', r.rel);
 		PERFORM estream._add_segment(r.topic_id, r.current_segment + 1);
 		UPDATE estream.segment s SET closed_at = clock_timestamp()
 		 WHERE s.topic_id = r.topic_id AND s.segment = r.current_segment;
@@ -216,13 +229,15 @@ BEGIN
 	-- A closed segment is sealed once no transaction holds it: producers
 	-- that lock it from then on see the new segment and go there.  Not in
 	-- the transaction that closed it (its change is not visible yet).
-	FOR r IN SELECT s.topic_id, s.segment, s.relid FROM estream.segment s
+	FOR r IN SELECT s.topic_id, s.segment FROM estream.segment s
 			  WHERE s.closed_at IS NOT NULL AND s.sealed_at IS NULL AND s.closed_at < now()
 				AND (p_topic_id IS NULL OR s.topic_id = p_topic_id)
 			  ORDER BY s.topic_id, s.segment
 	LOOP
+		-- a topic being dropped
+		CONTINUE WHEN to_regclass(format('estream.log_%s_%s', r.topic_id, r.segment)) IS NULL;
 		BEGIN
-			EXECUTE format('LOCK TABLE %s IN SHARE MODE NOWAIT', r.relid);
+			EXECUTE format('LOCK TABLE estream.log_%s_%s IN SHARE MODE NOWAIT', r.topic_id, r.segment);
 		EXCEPTION WHEN lock_not_available THEN
 			CONTINUE;
 		END;
@@ -271,36 +286,38 @@ BEGIN
 		  FROM estream.segment sg WHERE sg.topic_id = t.topic_id AND sg.truncated_at IS NULL;
 
 		-- oldest first, and stop at the first segment that must stay
-		FOR s IN SELECT sg.segment, sg.relid, sg.sealed_at FROM estream.segment sg
-				  WHERE sg.topic_id = t.topic_id AND sg.sealed_at IS NOT NULL
-					AND sg.truncated_at IS NULL AND sg.segment < t.current_segment
+		FOR s IN SELECT sg.segment, sg.sealed_at,
+						format('estream.log_%s_%s', t.topic_id, sg.segment) AS rel
+				   FROM estream.segment sg
+				  WHERE sg.topic_id = t.topic_id AND sg.truncated_at IS NULL
+					AND sg.segment < t.current_segment
 				  ORDER BY sg.segment
 		LOOP
-			v_size := pg_total_relation_size(s.relid);
+			-- a segment a transaction may still write to stops retention
+			EXIT WHEN s.sealed_at IS NULL;
+			EXIT WHEN to_regclass(s.rel) IS NULL;	-- topic being dropped
+			v_size := pg_total_relation_size(s.rel::regclass);
 			EXIT WHEN NOT ((v_ms >= 0 AND s.sealed_at <= clock_timestamp() - v_ms * interval '1 millisecond')
 						   OR (v_bytes >= 0 AND v_total - v_size >= v_bytes * t.partitions));
-			BEGIN
-				EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE NOWAIT', s.relid);
-			EXCEPTION WHEN lock_not_available THEN
-				EXIT;
-			END;
 
 			-- Every offset up to the segment's highest must have ended: a
 			-- transaction still in flight below it would commit a record
 			-- under the new log start.  Read the stable offsets first, so
-			-- that the statements below see every record under them.
+			-- that the statements below see every record under them.  The
+			-- segment is sealed: its records cannot change any more.
 			EXECUTE format('SELECT count(*) FROM (SELECT l.partition, max(l."offset") AS m FROM %s l'
 						   ' GROUP BY l.partition) x JOIN estream._shared_partitions() w'
 						   ' ON w.log_relid = $1 AND w.partition = x.partition WHERE w.stable <= x.m',
-						   s.relid)
+						   s.rel)
 				INTO v_blocked USING t.log_relid::oid;
 			EXIT WHEN v_blocked > 0;
 
 			EXECUTE format('SELECT array_agg(x.partition ORDER BY x.partition), array_agg(x.m ORDER BY x.partition)'
 						   ' FROM (SELECT l.partition, max(l."offset") AS m FROM %s l GROUP BY l.partition) x',
-						   s.relid)
+						   s.rel)
 				INTO v_parts, v_maxes;
-			EXECUTE format('TRUNCATE %s', s.relid);
+			-- without waiting: a reader holds it, come back later
+			EXIT WHEN NOT estream._truncate_segment(s.rel::regclass);
 
 			-- The new log start: past the deleted records, but not past a
 			-- record of a later segment (a producer whose transaction began
@@ -337,11 +354,14 @@ DECLARE
 	v_nonempty boolean;
 	v_n bigint := 0;
 BEGIN
-	FOR r IN SELECT s.topic_id, s.segment, s.relid, t.log_relid
-			   FROM estream.segment s JOIN estream.topic t ON t.topic_id = s.topic_id
+	FOR r IN SELECT s.topic_id, s.segment,
+					format('estream.log_%s_%s', s.topic_id, s.segment) AS relid,
+					format('estream.log_%s', s.topic_id) AS log_relid
+			   FROM estream.segment s
 			  WHERE s.truncated_at IS NOT NULL AND (p_topic_id IS NULL OR s.topic_id = p_topic_id)
 			  ORDER BY s.topic_id, s.segment
 	LOOP
+		CONTINUE WHEN to_regclass(r.relid) IS NULL;	-- topic being dropped
 		-- dropping a partition locks its log exclusively: only when idle
 		BEGIN
 			EXECUTE format('LOCK TABLE %s, %s IN ACCESS EXCLUSIVE MODE NOWAIT', r.log_relid, r.relid);
@@ -483,6 +503,7 @@ BEGIN
 						ARRAY(SELECT jsonb_array_elements_text(e->'offs')::bigint) AS offs
 				   FROM jsonb_array_elements(v_groups) e
 		LOOP
+			CONTINUE WHEN to_regclass(format('estream.log_%s_%s', t.topic_id, g.segment)) IS NULL;
 			v_removed := estream._rewrite_segment(
 				format('estream.log_%s_%s', t.topic_id, g.segment)::regclass, g.parts, g.offs);
 			IF v_removed > 0 THEN
@@ -638,6 +659,21 @@ FROM estream.topic t
 	 LEFT JOIN LATERAL estream._partition_stats(t.topic_id) s ON s.partition = w.partition;
 COMMENT ON VIEW estream.partitions IS
 	'Topic partitions with log start, stable and next offsets, committed record count, size, timestamp range and the persisted stable offset (scans every log).';
+
+-- Maintenance is for the worker and the extension's owner: the internal
+-- functions lock segments and read shared state.
+REVOKE EXECUTE ON FUNCTION
+	estream._shared_partitions(), estream._rewrite_segment(regclass, integer[], bigint[]),
+	estream._truncate_segment(regclass), estream._start_worker(),
+	estream._persist_watermarks(), estream._add_segment(integer, integer),
+	estream._roll_segments(integer), estream._seal_segments(integer),
+	estream._apply_retention(integer), estream._drop_empty_segments(integer),
+	estream._compact(integer), estream.run_maintenance(text)
+FROM PUBLIC;
+
+-- Sessions cache whether estream.partition has the persisted columns:
+-- make them look again (the trigger on estream.topic invalidates caches).
+UPDATE estream.topic SET config = config;
 
 -- start this database's worker when the transaction commits
 SELECT estream._start_worker();

@@ -42,12 +42,15 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/tuplestore.h"
 
 #include "estream.h"
@@ -57,6 +60,91 @@ typedef struct RemoveKey
 	int32		partition;
 	int64		offset;
 } RemoveKey;
+
+static Oid
+rel_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/*
+ * Raise an error unless segoid is a segment of an estream log that the
+ * current user owns.  Returns its name.
+ */
+static char *
+check_segment(Oid segoid)
+{
+	char	   *relname = get_rel_name(segoid);
+
+	if (relname == NULL || get_rel_namespace(segoid) != estream_schema_oid() ||
+		strncmp(relname, "log_", 4) != 0 || get_rel_relkind(segoid) != RELKIND_RELATION ||
+		!get_rel_relispartition(segoid))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("relation with OID %u is not a segment of an estream topic", segoid)));
+	if (!pg_class_ownercheck(segoid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, relname);
+	return relname;
+}
+
+/*
+ * TRUNCATE a segment (locked by the caller) as its owner, in a
+ * security-restricted operation, as VACUUM does: user code that runs
+ * (a trigger on the segment) must not run with the worker's rights.
+ */
+static void
+truncate_as_owner(Oid segoid, const char *relname)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+	char	   *sql;
+
+	sql = psprintf("TRUNCATE %s",
+				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(segoid)),
+											  relname));
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(rel_owner(segoid),
+						   save_sec_context | SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute(sql, false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not truncate segment \"%s\"", relname);
+	SPI_finish();
+
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	CommandCounterIncrement();
+}
+
+/*
+ * estream._truncate_segment(segment regclass) returns boolean
+ *
+ * Retention: empty a segment if nobody uses it (its ACCESS EXCLUSIVE lock
+ * is taken without waiting and kept to the end of the transaction).
+ * Returns false, having done nothing, if the segment is in use.
+ */
+PG_FUNCTION_INFO_V1(estream_truncate_segment);
+Datum
+estream_truncate_segment(PG_FUNCTION_ARGS)
+{
+	Oid			segoid = PG_GETARG_OID(0);
+	char	   *relname = check_segment(segoid);
+
+	if (!ConditionalLockRelationOid(segoid, AccessExclusiveLock))
+		PG_RETURN_BOOL(false);
+	truncate_as_owner(segoid, relname);
+	PG_RETURN_BOOL(true);
+}
 
 /*
  * estream._rewrite_segment(segment regclass, partitions int[], offsets
@@ -87,8 +175,10 @@ estream_rewrite_segment(PG_FUNCTION_ARGS)
 	int64		removed = 0;
 	int64		kept = 0;
 	char	   *relname;
-	char	   *sql;
 	EState	   *estate;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
 	ResultRelInfo *rri;
 	CommandId	cid;
 
@@ -106,14 +196,8 @@ estream_rewrite_segment(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
 				 errmsg("partitions and offsets must have the same length")));
 
-	/* only segments of estream logs */
-	relname = get_rel_name(segoid);
-	if (relname == NULL || get_rel_namespace(segoid) != estream_schema_oid() ||
-		strncmp(relname, "log_", 4) != 0 || get_rel_relkind(segoid) != RELKIND_RELATION ||
-		!get_rel_relispartition(segoid))
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("relation with OID %u is not a segment of an estream topic", segoid)));
+	/* only segments of estream logs, and only their owner */
+	relname = check_segment(segoid);
 
 	if (np == 0)
 		PG_RETURN_INT64(0);
@@ -164,8 +248,16 @@ estream_rewrite_segment(PG_FUNCTION_ARGS)
 		}
 		tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
 		if (HeapTupleHasExternal(tup))
-			tup = toast_flatten_tuple(tup, desc);
-		tuplestore_puttuple(keep, tup);
+		{
+			HeapTuple	flat = toast_flatten_tuple(tup, desc);
+
+			tuplestore_puttuple(keep, flat);
+			heap_freetuple(flat);
+		}
+		else
+			tuplestore_puttuple(keep, tup);
+		if (should_free)
+			heap_freetuple(tup);
 		kept++;
 	}
 	table_endscan(scan);
@@ -180,17 +272,16 @@ estream_rewrite_segment(PG_FUNCTION_ARGS)
 	}
 
 	/* 3. a new, empty file */
-	sql = psprintf("TRUNCATE %s",
-				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(segoid)),
-											  relname));
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute(sql, false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "could not truncate segment \"%s\"", relname);
-	SPI_finish();
-	CommandCounterIncrement();
+	truncate_as_owner(segoid, relname);
 
-	/* 4. the survivors, frozen */
+	/*
+	 * 4. the survivors, frozen; as the owner, since index expressions of the
+	 * segment are evaluated
+	 */
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(rel_owner(segoid),
+						   save_sec_context | SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
 	rel = table_open(segoid, NoLock);
 	estate = CreateExecutorState();
 	rri = makeNode(ResultRelInfo);
@@ -211,6 +302,8 @@ estream_rewrite_segment(PG_FUNCTION_ARGS)
 	FreeExecutorState(estate);
 	table_close(rel, NoLock);
 	tuplestore_end(keep);
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
 
 	PG_RETURN_INT64(removed);
 }

@@ -75,7 +75,6 @@
 typedef struct EstreamShared
 {
 	LWLock	   *lock;			/* protects the hash table's structure */
-	pg_atomic_uint64 generation;	/* bumped when entries are removed */
 	int			markers_per_backend;
 	ConditionVariable any_cv;	/* broadcast when any stable watermark moves,
 								 * for waits over several partitions */
@@ -118,7 +117,6 @@ static HTAB *part_hash = NULL;
 static EstreamMarker *all_markers = NULL;
 
 static HTAB *local_part_cache = NULL;
-static uint64 local_part_generation = 0;
 static LocalMarker *local_markers = NULL;
 static int	n_local_markers = 0;
 static SubxactSave *subxact_saves = NULL;
@@ -188,7 +186,6 @@ estream_shmem_startup(void)
 	{
 		estream_shared->lock = &(GetNamedLWLockTranche("estream"))->lock;
 		estream_shared->markers_per_backend = estream_max_partitions_per_xact;
-		pg_atomic_init_u64(&estream_shared->generation, 0);
 		ConditionVariableInit(&estream_shared->any_cv);
 	}
 	estream_worker_shmem_startup(&(GetNamedLWLockTranche("estream"))[1].lock);
@@ -359,18 +356,6 @@ estream_get_partition(EstreamTopic *topic, int32 partition)
 
 	estream_require_shmem();
 	ensure_backend_state();
-
-	/* entries of dropped topics were removed: forget cached pointers */
-	if (pg_atomic_read_u64(&estream_shared->generation) != local_part_generation)
-	{
-		HASH_SEQ_STATUS status;
-		LocalPartEntry *e;
-
-		local_part_generation = pg_atomic_read_u64(&estream_shared->generation);
-		hash_seq_init(&status, local_part_cache);
-		while ((e = hash_seq_search(&status)) != NULL)
-			(void) hash_search(local_part_cache, &e->key, HASH_REMOVE, NULL);
-	}
 
 	lkey.logrelid = topic->logrelid;
 	lkey.partition = partition;
@@ -800,13 +785,12 @@ estream_partition_watermarks(EstreamTopic *topic, int32 partition,
  *	 the safety net);
  * - with timeout_ms > 0, terminate the session of a transaction whose
  *	 marker has held back a stable offset for longer than that, as Kafka
- *	 aborts a transaction after transaction.timeout.ms;
- * - remove the entries of topics whose log table no longer exists, and
- *	 make every backend forget its cached pointers to entries.
+ *	 aborts a transaction after transaction.timeout.ms.
  *
- * Runs in a transaction (for catalog lookups).  Markers are copied under
- * the spinlock and acted on outside it, then removed only if the very same
- * marker is still linked.
+ * Markers are copied under the spinlock, and acted on with no lock held;
+ * a marker is removed only if the very same marker is still linked.
+ * Entries are never removed, so the copied entry pointers stay valid.
+ * Runs in a transaction (for relation names in messages).
  */
 #define HOUSEKEEP_BATCH 1024
 
@@ -819,15 +803,17 @@ typedef struct MarkerRef
 	TimestampTz since;
 } MarkerRef;
 
+/* sessions already told to end, not to be signalled again for a while */
+static int	signalled_pids[16];
+static TimestampTz signalled_at[16];
+
 void
 estream_housekeep(int timeout_ms, int *reaped, int *terminated)
 {
 	HASH_SEQ_STATUS status;
 	EstreamPartition *part;
 	MarkerRef  *refs = palloc(sizeof(MarkerRef) * HOUSEKEEP_BATCH);
-	EstreamPartKey *gone = palloc(sizeof(EstreamPartKey) * HOUSEKEEP_BATCH);
 	int			nrefs = 0;
-	int			ngone = 0;
 	TimestampTz now = GetCurrentTimestamp();
 
 	*reaped = 0;
@@ -839,13 +825,11 @@ estream_housekeep(int timeout_ms, int *reaped, int *terminated)
 	hash_seq_init(&status, part_hash);
 	while ((part = hash_seq_search(&status)) != NULL)
 	{
-		bool		empty;
 		dlist_iter	iter;
 
 		if (part->key.dbid != MyDatabaseId)
 			continue;
 		SpinLockAcquire(&part->mutex);
-		empty = dlist_is_empty(&part->inflight);
 		dlist_foreach(iter, &part->inflight)
 		{
 			EstreamMarker *m = dlist_container(EstreamMarker, node, iter.cur);
@@ -860,16 +844,8 @@ estream_housekeep(int timeout_ms, int *reaped, int *terminated)
 			nrefs++;
 		}
 		SpinLockRelease(&part->mutex);
-		if (empty && ngone < HOUSEKEEP_BATCH)
-		{
-			bool		seen = false;
-
-			for (int i = 0; i < ngone && !seen; i++)
-				seen = (gone[i].logrelid == part->key.logrelid);
-			if (!seen)
-				gone[ngone++] = part->key;
-		}
 	}
+	LWLockRelease(estream_shared->lock);
 
 	for (int i = 0; i < nrefs; i++)
 	{
@@ -895,69 +871,52 @@ estream_housekeep(int timeout_ms, int *reaped, int *terminated)
 			SpinLockRelease(&r->part->mutex);
 			if (removed)
 			{
+				char	   *relname = get_rel_name(r->part->key.logrelid);
+
 				(*reaped)++;
 				ConditionVariableBroadcast(&r->part->cv);
 				ConditionVariableBroadcast(&estream_shared->any_cv);
 				ereport(LOG,
-						(errmsg("estream removed the in-flight marker of process %d on partition %d of log \"%s\": the process is gone",
+						(errmsg("estream removed the in-flight marker of gone process %d on partition %d of log \"%s\"",
 								r->pid, r->part->key.partition,
-								get_rel_name(r->part->key.logrelid))));
+								relname ? relname : "?")));
 			}
 		}
 		else if (timeout_ms > 0 &&
 				 TimestampDifferenceExceeds(r->since, now, timeout_ms))
 		{
-			char	   *relname = get_rel_name(r->part->key.logrelid);
+			char	   *relname;
+			int			free_slot = -1;
+			bool		recent = false;
 
+			/* one signal per session: it may take a moment to exit */
+			for (int k = 0; k < lengthof(signalled_pids); k++)
+			{
+				if (signalled_pids[k] == r->pid &&
+					!TimestampDifferenceExceeds(signalled_at[k], now, 10000))
+					recent = true;
+				else if (free_slot < 0 &&
+						 (signalled_pids[k] == 0 ||
+						  TimestampDifferenceExceeds(signalled_at[k], now, 10000)))
+					free_slot = k;
+			}
+			if (recent)
+				continue;
+
+			relname = get_rel_name(r->part->key.logrelid);
 			ereport(LOG,
 					(errmsg("terminating process %d: its transaction has held back the stable offset of partition %d of log \"%s\" for longer than estream.transaction_timeout (%d ms)",
 							r->pid, r->part->key.partition,
 							relname ? relname : "?", timeout_ms)));
 			if (kill(r->pid, SIGTERM) == 0)
-				(*terminated)++;
-		}
-	}
-	LWLockRelease(estream_shared->lock);
-
-	/*
-	 * Entries of dropped topics.  Only those whose log table is gone for
-	 * good (the drop committed) and that hold no marker; a backend may
-	 * still cache a pointer, so bump the generation while holding the
-	 * exclusive lock: every backend checks it before using its cache.
-	 */
-	if (ngone > 0)
-	{
-		int			nremove = 0;
-
-		for (int i = 0; i < ngone; i++)
-		{
-			if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(gone[i].logrelid)))
-				gone[nremove++] = gone[i];
-		}
-		if (nremove > 0)
-		{
-			LWLockAcquire(estream_shared->lock, LW_EXCLUSIVE);
-			pg_atomic_fetch_add_u64(&estream_shared->generation, 1);
-			hash_seq_init(&status, part_hash);
-			while ((part = hash_seq_search(&status)) != NULL)
 			{
-				bool		empty;
-
-				if (part->key.dbid != MyDatabaseId)
-					continue;
-				for (int i = 0; i < nremove; i++)
+				(*terminated)++;
+				if (free_slot >= 0)
 				{
-					if (gone[i].logrelid != part->key.logrelid)
-						continue;
-					SpinLockAcquire(&part->mutex);
-					empty = dlist_is_empty(&part->inflight);
-					SpinLockRelease(&part->mutex);
-					if (empty)
-						(void) hash_search(part_hash, &part->key, HASH_REMOVE, NULL);
-					break;
+					signalled_pids[free_slot] = r->pid;
+					signalled_at[free_slot] = now;
 				}
 			}
-			LWLockRelease(estream_shared->lock);
 		}
 	}
 }

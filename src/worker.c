@@ -68,6 +68,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
@@ -141,6 +142,14 @@ static ProcessUtility_hook_type prev_process_utility = NULL;
 
 /* database worker: its slot */
 static int	my_slot = -1;
+
+/* launcher: databases found without the extension, and when to look again */
+typedef struct NoExtension
+{
+	Oid			dbid;
+	TimestampTz retry_at;
+} NoExtension;
+static List *no_extension = NIL;
 
 /* backend: wake the launcher when the current transaction commits */
 static bool wake_launcher_at_commit = false;
@@ -314,8 +323,57 @@ start_worker(int slot, BackgroundWorkerHandle **handle)
 			 worker_shared->slots[slot].dbid);
 	snprintf(worker.bgw_type, BGW_MAXLEN, "estream worker");
 	worker.bgw_main_arg = Int32GetDatum(slot);
+	memcpy(worker.bgw_extra, &worker_shared->slots[slot].dbid, sizeof(Oid));
 	worker.bgw_notify_pid = MyProcPid;
 	return RegisterDynamicBackgroundWorker(&worker, handle);
+}
+
+static void
+launcher_exit(int code, Datum arg)
+{
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	worker_shared->launcher_pid = 0;
+	worker_shared->launcher_latch = NULL;
+	LWLockRelease(worker_shared->lock);
+}
+
+static TimestampTz
+no_extension_until(Oid dbid)
+{
+	ListCell   *lc;
+
+	foreach(lc, no_extension)
+	{
+		NoExtension *ne = lfirst(lc);
+
+		if (ne->dbid == dbid)
+			return ne->retry_at;
+	}
+	return 0;
+}
+
+static void
+set_no_extension(Oid dbid, TimestampTz retry_at)
+{
+	ListCell   *lc;
+	NoExtension *ne;
+	MemoryContext old;
+
+	foreach(lc, no_extension)
+	{
+		ne = lfirst(lc);
+		if (ne->dbid == dbid)
+		{
+			ne->retry_at = retry_at;
+			return;
+		}
+	}
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	ne = palloc(sizeof(NoExtension));
+	ne->dbid = dbid;
+	ne->retry_at = retry_at;
+	no_extension = lappend(no_extension, ne);
+	MemoryContextSwitchTo(old);
 }
 
 void
@@ -324,6 +382,7 @@ estream_launcher_main(Datum main_arg)
 	BackgroundWorkerHandle **handles;
 	TimestampTz next_scan = 0;
 	List	   *dbs = NIL;
+	bool		warned_full = false;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -342,6 +401,7 @@ estream_launcher_main(Datum main_arg)
 	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
 	worker_shared->launcher_pid = MyProcPid;
 	worker_shared->launcher_latch = MyLatch;
+	before_shmem_exit(launcher_exit, (Datum) 0);
 	for (int i = 0; i < worker_shared->nslots; i++)
 	{
 		if (worker_shared->slots[i].pid != 0)
@@ -414,7 +474,12 @@ estream_launcher_main(Datum main_arg)
 				s->retry_at = s->paused_until;
 			}
 			else if (s->state == WS_NO_EXTENSION)
-				s->retry_at = TimestampTzPlusMilliseconds(now, ESTREAM_NO_EXTENSION_MS);
+			{
+				/* free the slot; remember not to look again too soon */
+				set_no_extension(s->dbid,
+								 TimestampTzPlusMilliseconds(now, ESTREAM_NO_EXTENSION_MS));
+				memset(s, 0, sizeof(*s));
+			}
 			else
 			{
 				s->state = WS_FAILED;
@@ -448,20 +513,29 @@ estream_launcher_main(Datum main_arg)
 				if (i >= 0)
 				{
 					s = &worker_shared->slots[i];
-					if (handles[i] != NULL)
-						continue;
-					/* a new extension is reason enough to look again */
-					if (s->retry_at > now &&
-						!(rescan && s->state == WS_NO_EXTENSION))
+					if (handles[i] != NULL || s->retry_at > now)
 						continue;
 				}
 				else
 				{
+					/* a new extension somewhere is reason to look again */
+					if (!rescan && no_extension_until(dbid) > now)
+						continue;
 					for (i = 0; i < worker_shared->nslots; i++)
 						if (worker_shared->slots[i].state == WS_FREE)
 							break;
 					if (i >= worker_shared->nslots)
-						break;	/* no slot: try again next tick */
+					{
+						if (!warned_full)
+							ereport(WARNING,
+									(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+									 errmsg("no free estream worker slot for database %u", dbid),
+									 errdetail("estream tracks at most max_worker_processes (%d) database workers.",
+											   worker_shared->nslots),
+									 errhint("Increase max_worker_processes.")));
+						warned_full = true;
+						break;	/* try again next tick */
+					}
 					s = &worker_shared->slots[i];
 					memset(s, 0, sizeof(*s));
 					s->dbid = dbid;
@@ -615,6 +689,8 @@ estream_process_utility(PlannedStmt *pstmt, const char *queryString,
 	Node	   *parsetree = pstmt->utilityStmt;
 	const char *dbname = NULL;
 
+	bool		createdb = false;
+
 	switch (nodeTag(parsetree))
 	{
 		case T_DropdbStmt:
@@ -624,6 +700,7 @@ estream_process_utility(PlannedStmt *pstmt, const char *queryString,
 			dbname = option_string(((CreatedbStmt *) parsetree)->options, "template");
 			if (dbname == NULL)
 				dbname = "template1";
+			createdb = true;
 			break;
 		case T_RenameStmt:
 			if (((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
@@ -636,8 +713,19 @@ estream_process_utility(PlannedStmt *pstmt, const char *queryString,
 		default:
 			break;
 	}
+	/*
+	 * Only for a role that may run the command, or anyone could keep a
+	 * database's worker stopped by failing to drop it.
+	 */
 	if (dbname != NULL)
-		pause_worker(get_database_oid(dbname, true));
+	{
+		Oid			dbid = get_database_oid(dbname, true);
+
+		if (OidIsValid(dbid) &&
+			(createdb ? have_createdb_privilege() :
+			 pg_database_ownercheck(dbid, GetUserId())))
+			pause_worker(dbid);
+	}
 
 	if (prev_process_utility)
 		prev_process_utility(pstmt, queryString, readOnlyTree, context,
@@ -665,7 +753,8 @@ static void
 worker_exit(int code, Datum arg)
 {
 	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
-	worker_shared->slots[my_slot].pid = 0;
+	if (worker_shared->slots[my_slot].pid == MyProcPid)
+		worker_shared->slots[my_slot].pid = 0;
 	LWLockRelease(worker_shared->lock);
 }
 
@@ -711,7 +800,9 @@ step_failed(MemoryContext cxt, const char *step)
 	edata = CopyErrorData();
 	FlushErrorState();
 	AbortCurrentTransaction();
-	ereport(LOG, (errmsg("estream worker could not %s: %s", step, edata->message)));
+	ereport(LOG,
+			(errmsg("estream worker could not %s: %s", step, edata->message),
+			 errdetail_internal("SQLSTATE %s.", unpack_sql_state(edata->sqlerrcode))));
 
 	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
 	worker_shared->slots[my_slot].errors++;
@@ -731,7 +822,7 @@ static void
 run_step(int i)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	int64		done = 0;
+	volatile int64 done = 0;
 
 	PG_TRY();
 	{
@@ -763,6 +854,7 @@ run_step(int i)
 	}
 	PG_CATCH();
 	{
+		done = 0;
 		step_failed(cxt, maintenance_steps[i].name);
 	}
 	PG_END_TRY();
@@ -820,8 +912,18 @@ estream_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
+	/*
+	 * The slot must still be ours: a launcher that restarted meanwhile may
+	 * have given it to another database.
+	 */
+	memcpy(&dbid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
-	dbid = worker_shared->slots[my_slot].dbid;
+	if (worker_shared->slots[my_slot].dbid != dbid ||
+		worker_shared->slots[my_slot].pid != 0)
+	{
+		LWLockRelease(worker_shared->lock);
+		proc_exit(0);
+	}
 	worker_shared->slots[my_slot].pid = MyProcPid;
 	worker_shared->slots[my_slot].started_at = GetCurrentTimestamp();
 	LWLockRelease(worker_shared->lock);
@@ -830,9 +932,18 @@ estream_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
 	pgstat_report_appname("estream worker");
 
-	/* the persisted floor must survive a crash; never wait long for a lock */
+	/*
+	 * The persisted floor must survive a crash; never wait long for a lock;
+	 * and whatever the database's defaults: the steps need READ COMMITTED,
+	 * write, and may take a while.
+	 */
 	SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("lock_timeout", "2000", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_isolation", "read committed",
+					PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 
 	run_cxt = AllocSetContextCreate(TopMemoryContext, "estream worker run",
 									ALLOCSET_DEFAULT_SIZES);
