@@ -15,11 +15,11 @@ EXTENSION = estream
 DATA = estream--1.0.sql estream--1.0--1.1.sql estream--1.1--1.2.sql
 PGFILEDESC = "estream - event streams for PostgreSQL"
 
-REGRESS = partitioner topic produce fetch limits cache groups reinstall
+REGRESS = partitioner topic produce fetch limits cache groups maintenance reinstall
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=./test/estream.conf \
 	--load-extension=estream
 
-ISOLATION = visibility rollback savepoint prepare repeatable_read multi_partition topic_cache group_poll group_members group_member_races
+ISOLATION = visibility rollback savepoint prepare repeatable_read multi_partition topic_cache group_poll group_members group_member_races retention_inflight retention_order
 ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=./test/estream.conf \
 	--load-extension=estream
 
