@@ -38,3 +38,8 @@ $(OBJS): src/estream.h
 .PHONY: bench
 bench:
 	./scripts/bench.sh
+
+# retention and compaction under steady load; SOAK_ARGS=--smoke for 20 s
+.PHONY: soak
+soak:
+	./scripts/soak.sh $(SOAK_ARGS)

@@ -101,6 +101,35 @@ $$;
 COMMENT ON FUNCTION estream._require_read_committed() IS
 	'Raises an error unless the transaction is READ COMMITTED.';
 
+CREATE FUNCTION estream._try_lock(rel text, mode text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_ms integer;
+	v_old text := current_setting('lock_timeout');
+BEGIN
+	-- estream.maintenance_lock_timeout: how long a step may queue for a
+	-- lock that readers hold (they queue behind it meanwhile); 0: never
+	SELECT s.setting::integer INTO v_ms FROM pg_settings s
+	 WHERE s.name = 'estream.maintenance_lock_timeout';
+	IF coalesce(v_ms, 0) <= 0 THEN
+		EXECUTE format('LOCK TABLE %s IN %s MODE NOWAIT', rel, mode);
+	ELSE
+		-- local to the block: an error undoes it
+		PERFORM set_config('lock_timeout', v_ms::text, true);
+		EXECUTE format('LOCK TABLE %s IN %s MODE', rel, mode);
+		PERFORM set_config('lock_timeout', v_old, true);
+	END IF;
+	RETURN true;
+EXCEPTION WHEN lock_not_available THEN
+	RETURN false;
+END
+$$;
+COMMENT ON FUNCTION estream._try_lock(text, text) IS
+	'Locks relations for a maintenance step without waiting, or waiting at most estream.maintenance_lock_timeout; false if not granted.';
+
 CREATE FUNCTION estream._persist_watermarks()
 RETURNS bigint
 LANGUAGE plpgsql
@@ -316,7 +345,8 @@ BEGIN
 						   ' FROM (SELECT l.partition, max(l."offset") AS m FROM %s l GROUP BY l.partition) x',
 						   s.rel)
 				INTO v_parts, v_maxes;
-			-- without waiting: a reader holds it, come back later
+			-- a reader holds it: come back later
+			EXIT WHEN NOT estream._try_lock(s.rel, 'ACCESS EXCLUSIVE');
 			EXIT WHEN NOT estream._truncate_segment(s.rel::regclass);
 
 			-- The new log start: past the deleted records, but not past a
@@ -362,12 +392,9 @@ BEGIN
 			  ORDER BY s.topic_id, s.segment
 	LOOP
 		CONTINUE WHEN to_regclass(r.relid) IS NULL;	-- topic being dropped
-		-- dropping a partition locks its log exclusively: only when idle
-		BEGIN
-			EXECUTE format('LOCK TABLE %s, %s IN ACCESS EXCLUSIVE MODE NOWAIT', r.log_relid, r.relid);
-		EXCEPTION WHEN lock_not_available THEN
-			CONTINUE;
-		END;
+		-- dropping a partition locks its log exclusively: readers queue
+		-- behind for at most estream.maintenance_lock_timeout
+		CONTINUE WHEN NOT estream._try_lock(format('%s, %s', r.log_relid, r.relid), 'ACCESS EXCLUSIVE');
 		EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', r.relid) INTO v_nonempty;
 		IF v_nonempty THEN
 			-- cannot happen once sealed; let retention look at it again
@@ -413,6 +440,7 @@ DECLARE
 	v_overdue bigint;
 	v_removed bigint;
 	v_topic_removed bigint;
+	v_empty boolean;
 	v_n bigint := 0;
 BEGIN
 	PERFORM estream._require_read_committed();
@@ -504,10 +532,19 @@ BEGIN
 				   FROM jsonb_array_elements(v_groups) e
 		LOOP
 			CONTINUE WHEN to_regclass(format('estream.log_%s_%s', t.topic_id, g.segment)) IS NULL;
+			CONTINUE WHEN NOT estream._try_lock(format('estream.log_%s_%s', t.topic_id, g.segment),
+												'ACCESS EXCLUSIVE');
 			v_removed := estream._rewrite_segment(
 				format('estream.log_%s_%s', t.topic_id, g.segment)::regclass, g.parts, g.offs);
 			IF v_removed > 0 THEN
 				v_topic_removed := v_topic_removed + v_removed;
+				-- nothing left: the empty table goes like a deleted one
+				EXECUTE format('SELECT NOT EXISTS (SELECT 1 FROM estream.log_%s_%s)',
+							   t.topic_id, g.segment) INTO v_empty;
+				IF v_empty THEN
+					UPDATE estream.segment sg SET truncated_at = clock_timestamp()
+					 WHERE sg.topic_id = t.topic_id AND sg.segment = g.segment;
+				END IF;
 			END IF;
 		END LOOP;
 		IF v_topic_removed > 0 THEN
@@ -664,7 +701,7 @@ COMMENT ON VIEW estream.partitions IS
 -- functions lock segments and read shared state.
 REVOKE EXECUTE ON FUNCTION
 	estream._shared_partitions(), estream._rewrite_segment(regclass, integer[], bigint[]),
-	estream._truncate_segment(regclass), estream._start_worker(),
+	estream._truncate_segment(regclass), estream._start_worker(), estream._try_lock(text, text),
 	estream._persist_watermarks(), estream._add_segment(integer, integer),
 	estream._roll_segments(integer), estream._seal_segments(integer),
 	estream._apply_retention(integer), estream._drop_empty_segments(integer),

@@ -33,6 +33,7 @@ extern int	estream_default_max_message_bytes;
 extern bool estream_enable_worker;
 extern int	estream_worker_naptime;
 extern int	estream_transaction_timeout;
+extern int	estream_maintenance_lock_timeout;
 
 /*
  * Key of a partition's shared state.  The log relation's OID (not the topic

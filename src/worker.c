@@ -136,6 +136,7 @@ typedef struct EstreamWorkerShared
 bool		estream_enable_worker = true;
 int			estream_worker_naptime = 1000;
 int			estream_transaction_timeout = 0;
+int			estream_maintenance_lock_timeout = 200;
 
 static EstreamWorkerShared *worker_shared = NULL;
 static ProcessUtility_hook_type prev_process_utility = NULL;
@@ -236,6 +237,16 @@ estream_worker_init(void)
 							"produced records in flight for longer.  0 disables the limit.",
 							&estream_transaction_timeout,
 							0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("estream.maintenance_lock_timeout",
+							"Longest wait of a maintenance step for a lock that readers hold.",
+							"Retention, compaction and dropping emptied segments need exclusive "
+							"locks; readers that come meanwhile wait behind.  0: take them only "
+							"when free.",
+							&estream_maintenance_lock_timeout,
+							200, 0, 60000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
@@ -905,6 +916,7 @@ estream_worker_main(Datum main_arg)
 {
 	Oid			dbid;
 	MemoryContext run_cxt;
+	bool		ever_installed = false;
 
 	my_slot = DatumGetInt32(main_arg);
 
@@ -967,13 +979,15 @@ estream_worker_main(Datum main_arg)
 		if (version == NULL)
 		{
 			set_state(WS_NO_EXTENSION);
-			ereport(LOG,
+			/* quietly for a database that never had it: looked at each minute */
+			ereport(ever_installed ? LOG : DEBUG1,
 					(errmsg("estream worker for database \"%s\" is stopping: the extension is not installed",
 							get_database_name(dbid))));
 			CommitTransactionCommand();
 			proc_exit(0);
 		}
 		CommitTransactionCommand();
+		ever_installed = true;
 
 		start = GetCurrentTimestamp();
 		if (!estream_enable_worker)
@@ -992,6 +1006,8 @@ estream_worker_main(Datum main_arg)
 				run_step(i);
 			}
 			run_housekeeping();
+			/* table statistics of the steps' writes, for autovacuum */
+			pgstat_report_stat(false);
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(run_cxt);
 			state = WS_IDLE;
