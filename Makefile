@@ -9,28 +9,38 @@ OBJS = \
 	src/produce.o \
 	src/fetch.o \
 	src/compact.o \
-	src/worker.o
+	src/worker.o \
+	src/cdc.o
 
 EXTENSION = estream
-DATA = estream--1.0.sql estream--1.0--1.1.sql estream--1.1--1.2.sql
+DATA = estream--1.0.sql estream--1.0--1.1.sql estream--1.1--1.2.sql estream--1.2--1.3.sql
 PGFILEDESC = "estream - event streams for PostgreSQL"
 
-REGRESS = partitioner topic produce fetch limits cache groups maintenance reinstall
-REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=./test/estream.conf \
+REGRESS = partitioner topic produce fetch limits cache groups maintenance cdc reinstall
+REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=./tmp_check_conf/estream.conf \
 	--load-extension=estream
 
 ISOLATION = visibility rollback savepoint prepare repeatable_read multi_partition topic_cache group_poll group_members group_member_races retention_inflight retention_order
-ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=./test/estream.conf \
+ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=./tmp_check_conf/estream.conf \
 	--load-extension=estream
 
 TAP_TESTS = 1
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
 
-EXTRA_CLEAN = tmp_check_regress tmp_check_iso output_iso results regression.diffs regression.out
+EXTRA_CLEAN = tmp_check_conf tmp_check_regress tmp_check_iso output_iso results regression.diffs regression.out
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# The test configuration, plus output_plugin_libraries where the server has
+# that setting (Debian's 15.19 and later): slots of plugin "estream" need it.
+REGRESS_PREP = tmp_check_conf/estream.conf
+tmp_check_conf/estream.conf: test/estream.conf
+	mkdir -p tmp_check_conf
+	cp test/estream.conf $@
+	if "$$($(PG_CONFIG) --bindir)/postgres" --describe-config 2>/dev/null | grep -q '^output_plugin_libraries'; then \
+		echo "output_plugin_libraries = 'pgoutput, test_decoding, estream'" >> $@; fi
 
 # every object depends on the shared header (struct layouts)
 $(OBJS): src/estream.h

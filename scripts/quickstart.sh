@@ -141,6 +141,12 @@ listen_addresses = ''
 unix_socket_directories = '$SOCK'
 unix_socket_permissions = 0700
 EOF
+# Debian's 15.19 and later list the output plugins that slots may use: CDC
+# needs estream there.  Older servers do not know the setting.
+if as_owner "$PG_BINDIR/postgres" --describe-config 2>/dev/null | grep -q '^output_plugin_libraries'; then
+	echo "output_plugin_libraries = 'pgoutput, test_decoding, estream'" |
+		as_owner tee -a "$DATA/estream-demo.conf" >/dev/null
+fi
 if ! grep -q "^include_if_exists = 'estream-demo.conf'" "$DATA/postgresql.conf"; then
 	echo "include_if_exists = 'estream-demo.conf'" | as_owner tee -a "$DATA/postgresql.conf" >/dev/null
 fi
@@ -247,6 +253,33 @@ SELECT count(*) AS produced FROM (
 SELECT key, value FROM estream.latest('customer-status') ORDER BY key;
 
 \echo
+\echo '-- CDC: the changes of an ordinary table stream into a topic, with Debezium\'s envelope.'
+\echo '-- The existing rows come first (op r), then inserts, updates and deletes.'
+CREATE TABLE customer (id integer PRIMARY KEY, name text, tier text);
+INSERT INTO customer VALUES (1, 'Ada', 'basic'), (2, 'Grace', 'basic');
+SELECT estream.capture('customer', topic => 'customers');
+-- the worker copies the existing rows within a second or two
+DO $$ BEGIN
+  FOR i IN 1 .. 100 LOOP
+    EXIT WHEN (SELECT state FROM estream.captures WHERE topic = 'customers') = 'streaming';
+    PERFORM pg_sleep(0.1);
+  END LOOP;
+END $$;
+INSERT INTO customer VALUES (3, 'Edsger', 'basic');
+UPDATE customer SET tier = 'gold' WHERE id = 1;
+DELETE FROM customer WHERE id = 2;
+-- and then streams the changes
+DO $$ BEGIN
+  FOR i IN 1 .. 100 LOOP
+    EXIT WHEN (SELECT stable_offset FROM estream.watermarks('customers')) >= 5;
+    PERFORM pg_sleep(0.1);
+  END LOOP;
+END $$;
+SELECT "offset", key, value->>'op' AS op, value->'before' AS before, value->'after' AS after
+FROM estream.fetch('customers', 0, 0);
+SELECT source, topic, state, lag_bytes, events_captured FROM estream.captures;
+
+\echo
 \echo '-- The background worker of this database rolls segments, applies retention and'
 \echo '-- compaction and persists stable offsets (for standbys) every second.'
 SELECT database, kind, state, runs, segments_rolled, errors FROM estream.workers ORDER BY kind DESC;
@@ -260,7 +293,7 @@ SQL
 
 cat <<EOF
 
-== estream is running.  CDC from tables comes in a later version.
+== estream is running.
 
 Open psql on the demo instance:
     psql -h $SOCK -p $PORT -U $OWNER $DB

@@ -65,3 +65,11 @@ BEGIN
 END
 $$;
 SELECT kind, state FROM estream.workers WHERE database = current_database();
+-- 1.2 -> 1.3: change data capture
+ALTER EXTENSION estream UPDATE TO '1.3';
+SELECT extversion FROM pg_extension WHERE extname = 'estream';
+CREATE TABLE upgraded_src (id integer PRIMARY KEY, v text);
+SELECT estream.capture('upgraded_src', 'upgraded-src');
+SELECT source, topic, state FROM estream.captures;
+SELECT estream.uncapture('upgraded_src');
+DROP TABLE upgraded_src;

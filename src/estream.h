@@ -113,6 +113,7 @@ typedef enum EstreamWorkerCounter
 	EWC_DROPPED,				/* empty segments dropped */
 	EWC_REAPED,					/* markers of gone backends removed */
 	EWC_TERMINATED,				/* sessions ended by transaction_timeout */
+	EWC_CAPTURED,				/* change events written by capture */
 	ESTREAM_WORKER_NCOUNTERS
 } EstreamWorkerCounter;
 
@@ -132,7 +133,11 @@ extern bool estream_wait_for_stable(EstreamPartition *part, int64 past,
 									TimestampTz deadline);
 extern void estream_housekeep(int timeout_ms, int *reaped, int *terminated);
 
+/* cdc.c */
+extern int64 estream_cdc_run(void);
+
 /* worker.c */
+extern void estream_worker_cdc_progress(TimestampTz commit_ts);
 struct PlannedStmt;
 extern void estream_worker_init(void);
 extern Size estream_worker_shmem_size(void);

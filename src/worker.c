@@ -120,6 +120,9 @@ typedef struct EstreamWorkerSlot
 	int64		errors;
 	TimestampTz last_error_at;
 	char		last_error[256];
+	TimestampTz cdc_last_commit;	/* source commit last captured */
+	TimestampTz cdc_last_run;	/* end of the last capture step */
+	char		cdc_error[256];	/* last error of the capture step */
 } EstreamWorkerSlot;
 
 typedef struct EstreamWorkerShared
@@ -394,6 +397,7 @@ estream_launcher_main(Datum main_arg)
 	TimestampTz next_scan = 0;
 	List	   *dbs = NIL;
 	bool		warned_full = false;
+	TimestampTz last_rescan = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -456,6 +460,8 @@ estream_launcher_main(Datum main_arg)
 		rescan = worker_shared->rescan;
 		worker_shared->rescan = false;
 		LWLockRelease(worker_shared->lock);
+		if (rescan)
+			last_rescan = now;
 
 		if (now >= next_scan || rescan)
 		{
@@ -486,8 +492,12 @@ estream_launcher_main(Datum main_arg)
 			}
 			else if (s->state == WS_NO_EXTENSION)
 			{
-				/* free the slot; remember not to look again too soon */
+				/*
+				 * Free the slot; remember not to look again too soon, unless
+				 * an extension was created since this worker looked.
+				 */
 				set_no_extension(s->dbid,
+								 s->started_at < last_rescan ? 0 :
 								 TimestampTzPlusMilliseconds(now, ESTREAM_NO_EXTENSION_MS));
 				memset(s, 0, sizeof(*s));
 			}
@@ -880,6 +890,51 @@ run_step(int i)
 }
 
 /*
+ * The capture step (1.3): decode the slot and write captured changes.
+ */
+static void
+run_capture(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile int64 done = 0;
+	volatile bool failed = false;
+
+	PG_TRY();
+	{
+		pgstat_report_activity(STATE_RUNNING, "estream capture");
+		done = estream_cdc_run();
+	}
+	PG_CATCH();
+	{
+		failed = true;
+		step_failed(cxt, "capture changes");
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	worker_shared->slots[my_slot].counters[EWC_CAPTURED] += done;
+	worker_shared->slots[my_slot].cdc_last_run = GetCurrentTimestamp();
+	if (failed)
+		strlcpy(worker_shared->slots[my_slot].cdc_error,
+				worker_shared->slots[my_slot].last_error,
+				sizeof(worker_shared->slots[my_slot].cdc_error));
+	else
+		worker_shared->slots[my_slot].cdc_error[0] = '\0';
+	LWLockRelease(worker_shared->lock);
+}
+
+void
+estream_worker_cdc_progress(TimestampTz commit_ts)
+{
+	if (my_slot < 0)
+		return;
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	worker_shared->slots[my_slot].cdc_last_commit = commit_ts;
+	LWLockRelease(worker_shared->lock);
+}
+
+/*
  * Reap markers of gone backends, enforce estream.transaction_timeout and
  * reclaim shared entries of dropped topics.
  */
@@ -1006,6 +1061,8 @@ estream_worker_main(Datum main_arg)
 				run_step(i);
 			}
 			run_housekeeping();
+			if (strcmp(version, "1.2") != 0)
+				run_capture();
 			/* table statistics of the steps' writes, for autovacuum */
 			pgstat_report_stat(false);
 			MemoryContextSwitchTo(old);
@@ -1113,7 +1170,8 @@ estream_worker_status(PG_FUNCTION_ARGS)
 		nulls[c++] = false;
 		values[c] = Int64GetDatum(s->runs);
 		nulls[c++] = false;
-		for (int k = 0; k < ESTREAM_WORKER_NCOUNTERS; k++)
+		/* the columns of 1.2; estream._capture_status() shows the others */
+		for (int k = 0; k <= EWC_TERMINATED; k++)
 		{
 			values[c] = Int64GetDatum(s->counters[k]);
 			nulls[c++] = false;
@@ -1131,5 +1189,51 @@ estream_worker_status(PG_FUNCTION_ARGS)
 		Assert(c == 19);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+	return (Datum) 0;
+}
+
+/*
+ * estream._capture_status() returns (events, last_commit, last_run,
+ * last_error) of this database's capture step, from its worker.
+ */
+PG_FUNCTION_INFO_V1(estream_capture_status);
+Datum
+estream_capture_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (worker_shared == NULL)
+		return (Datum) 0;
+
+	LWLockAcquire(worker_shared->lock, LW_SHARED);
+	for (int i = 0; i < worker_shared->nslots; i++)
+	{
+		EstreamWorkerSlot *s = &worker_shared->slots[i];
+		Datum		values[4];
+		bool		nulls[4] = {false, true, true, true};
+
+		if (s->state == WS_FREE || s->dbid != MyDatabaseId)
+			continue;
+		values[0] = Int64GetDatum(s->counters[EWC_CAPTURED]);
+		if (s->cdc_last_commit != 0)
+		{
+			values[1] = TimestampTzGetDatum(s->cdc_last_commit);
+			nulls[1] = false;
+		}
+		if (s->cdc_last_run != 0)
+		{
+			values[2] = TimestampTzGetDatum(s->cdc_last_run);
+			nulls[2] = false;
+		}
+		if (s->cdc_error[0] != '\0')
+		{
+			values[3] = CStringGetTextDatum(s->cdc_error);
+			nulls[3] = false;
+		}
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		break;
+	}
+	LWLockRelease(worker_shared->lock);
 	return (Datum) 0;
 }
