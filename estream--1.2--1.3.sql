@@ -24,6 +24,22 @@ COMMENT ON TABLE estream.capture IS
 	'One row per captured table: its topic, options, and the snapshot that separates its initial copy from the stream of changes.';
 SELECT pg_catalog.pg_extension_config_dump('estream.capture', '');
 
+-- The output plugin caches what is captured; a relcache invalidation of
+-- estream.capture, replayed by decoding where the change committed, makes it
+-- look again.
+CREATE TRIGGER capture_invalidate
+	AFTER INSERT OR UPDATE OR DELETE ON estream.capture
+	FOR EACH ROW EXECUTE FUNCTION estream._topic_invalidate();
+CREATE TRIGGER capture_invalidate_truncate
+	AFTER TRUNCATE ON estream.capture
+	FOR EACH STATEMENT EXECUTE FUNCTION estream._topic_invalidate();
+ALTER TABLE estream.capture ENABLE ALWAYS TRIGGER capture_invalidate;
+ALTER TABLE estream.capture ENABLE ALWAYS TRIGGER capture_invalidate_truncate;
+COMMENT ON TRIGGER capture_invalidate ON estream.capture IS
+	'Makes decoding sessions look again at what is captured when a capture is added, changed or removed.';
+COMMENT ON TRIGGER capture_invalidate_truncate ON estream.capture IS
+	'Makes decoding sessions look again at what is captured when estream.capture is truncated.';
+
 CREATE FUNCTION estream._capture_status(
 	OUT events bigint, OUT last_commit timestamptz, OUT last_run timestamptz, OUT last_error text)
 RETURNS SETOF record
@@ -236,7 +252,8 @@ BEGIN
 									 'lsn', pg_current_wal_lsn() - '0/0', 'ts_ms', $1, 'snapshot', 'true'),
 								 'ts_ms', $1) AS v,
 							   %s AS k
-						  FROM (SELECT to_jsonb(t) AS full FROM %s t) x) y
+						  FROM (SELECT to_jsonb(estream_source_row.*) AS full
+								  FROM %s estream_source_row) x) y
 				 GROUP BY (y.n - 1) / 1000) z
 			$q$, c.topic, v_cols, c.source_schema, c.source_table, v_key, p_relid::regclass)
 			INTO v_rows

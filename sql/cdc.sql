@@ -99,6 +99,15 @@ SELECT * FROM cdc.changes();
 INSERT INTO cdc.kinds (id) VALUES (3);
 SELECT source FROM cdc.changes();
 
+-- a table captured while the slot decodes: the change before the capture
+-- is not emitted, the one after is (decoded in one call: what is captured
+-- follows the changes of estream.capture as of each change)
+CREATE TABLE cdc.late (id integer PRIMARY KEY);
+INSERT INTO cdc.late VALUES (1);
+SELECT estream.capture('cdc.late', 'late');
+INSERT INTO cdc.late VALUES (2);
+SELECT topic, key, op FROM cdc.changes();
+
 -- a rolled-back transaction and a rolled-back savepoint leave nothing
 BEGIN;
 INSERT INTO cdc.kinds (id) VALUES (4);

@@ -115,11 +115,50 @@ typedef struct JsonbFn
 
 void		_PG_output_plugin_init(OutputPluginCallbacks *cb);
 
+/*
+ * Set when estream.capture changes: a trigger on it sends a relcache
+ * invalidation, which decoding replays at the point in WAL where the change
+ * committed, so the cache below follows the captures as of each change.
+ */
+static bool capture_cache_stale = false;
+static Oid	capture_table_oid = InvalidOid;
+
+static void
+capture_relcache_inval(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == capture_table_oid)
+		capture_cache_stale = true;
+}
+
+/* called from _PG_init */
+void
+estream_cdc_init(void)
+{
+	CacheRegisterRelcacheCallback(capture_relcache_inval, (Datum) 0);
+}
+
+static void
+reset_capture_cache(PluginState *st)
+{
+	HASHCTL		info;
+
+	MemoryContextReset(st->cache_cxt);
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(Oid);
+	info.entrysize = sizeof(CaptureInfo);
+	info.hcxt = st->cache_cxt;
+	st->captures = hash_create("estream captures", 64, &info,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	info.entrysize = sizeof(JsonbFn);
+	st->jsonb_fns = hash_create("estream to_jsonb", 64, &info,
+								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	capture_cache_stale = false;
+}
+
 static void
 plugin_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 {
 	PluginState *st = palloc0(sizeof(PluginState));
-	HASHCTL		info;
 	char		origin[NAMEDATALEN];
 	ListCell   *lc;
 
@@ -137,15 +176,7 @@ plugin_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_in
 									ALLOCSET_DEFAULT_SIZES);
 	st->cache_cxt = AllocSetContextCreate(ctx->context, "estream capture cache",
 										  ALLOCSET_SMALL_SIZES);
-	memset(&info, 0, sizeof(info));
-	info.keysize = sizeof(Oid);
-	info.entrysize = sizeof(CaptureInfo);
-	info.hcxt = st->cache_cxt;
-	st->captures = hash_create("estream captures", 64, &info,
-							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	info.entrysize = sizeof(JsonbFn);
-	st->jsonb_fns = hash_create("estream to_jsonb", 64, &info,
-								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	reset_capture_cache(st);
 	snprintf(origin, sizeof(origin), "estream_%u", MyDatabaseId);
 	st->own_origin = replorigin_by_name(origin, true);
 	st->dbname = MemoryContextStrdup(ctx->context, get_database_name(MyDatabaseId));
@@ -200,6 +231,8 @@ lookup_capture(PluginState *st, Relation relation)
 	Oid			nsp;
 	Oid			capture_relid;
 
+	if (capture_cache_stale)
+		reset_capture_cache(st);
 	ci = hash_search(st->captures, &relid, HASH_ENTER, &found);
 	if (found)
 		return ci;
@@ -219,6 +252,7 @@ lookup_capture(PluginState *st, Relation relation)
 
 	nsp = get_namespace_oid("estream", true);
 	capture_relid = OidIsValid(nsp) ? get_relname_relid("capture", nsp) : InvalidOid;
+	capture_table_oid = capture_relid;
 	if (OidIsValid(capture_relid))
 	{
 		Relation	rel = table_open(capture_relid, AccessShareLock);

@@ -63,6 +63,7 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	estream_topic_cache_init();
+	estream_cdc_init();
 
 	/*
 	 * Settings of the shared memory size exist only when preloaded:

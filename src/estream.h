@@ -134,6 +134,7 @@ extern bool estream_wait_for_stable(EstreamPartition *part, int64 past,
 extern void estream_housekeep(int timeout_ms, int *reaped, int *terminated);
 
 /* cdc.c */
+extern void estream_cdc_init(void);
 extern int64 estream_cdc_run(void);
 
 /* worker.c */
