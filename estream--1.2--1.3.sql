@@ -22,7 +22,8 @@ CREATE TABLE estream.capture (
 ) WITH (user_catalog_table = true);
 COMMENT ON TABLE estream.capture IS
 	'One row per captured table: its topic, options, and the snapshot that separates its initial copy from the stream of changes.';
-SELECT pg_catalog.pg_extension_config_dump('estream.capture', '');
+-- Not dumped: rows name tables by OID, which a restore changes; capture the
+-- tables again after restoring.
 
 -- The output plugin caches what is captured; a relcache invalidation of
 -- estream.capture, replayed by decoding where the change committed, makes it
@@ -134,8 +135,8 @@ BEGIN
 		v_before := (options->>'before')::boolean;
 	END IF;
 	IF options ? 'partitions' THEN
-		IF jsonb_typeof(options->'partitions') <> 'number' THEN
-			RAISE EXCEPTION 'capture option "partitions" must be a number' USING ERRCODE = 'invalid_parameter_value';
+		IF jsonb_typeof(options->'partitions') <> 'number' OR (options->>'partitions') !~ '^[0-9]+$' THEN
+			RAISE EXCEPTION 'capture option "partitions" must be a positive integer' USING ERRCODE = 'invalid_parameter_value';
 		END IF;
 		v_partitions := (options->>'partitions')::integer;
 	END IF;
@@ -146,6 +147,11 @@ BEGIN
 				USING ERRCODE = 'invalid_parameter_value';
 		END IF;
 		SELECT array_agg(e) INTO v_columns FROM jsonb_array_elements_text(options->'columns') e;
+		IF v_columns IS NULL THEN
+			RAISE EXCEPTION 'capture option "columns" must name at least one column'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Leave the option out to capture every column.';
+		END IF;
 		SELECT string_agg(format('"%s"', col), ', ') INTO v_bad
 		  FROM unnest(v_columns) col
 		 WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = v_root AND a.attname = col
@@ -167,7 +173,16 @@ BEGIN
 		v_topic := left(regexp_replace(format('%s.%s.%s', current_database(), c.nspname, c.relname),
 									   '[^A-Za-z0-9._-]', '_', 'g'), 249);
 	END IF;
-	PERFORM estream.create_topic(v_topic, v_partitions, if_not_exists => true);
+	-- a row can be large: a new topic takes records up to 64 MB
+	IF NOT EXISTS (SELECT 1 FROM estream.topic tp WHERE tp.name = v_topic) THEN
+		PERFORM estream.create_topic(v_topic, v_partitions, '{"max.message.bytes": 67108864}');
+	ELSIF position('compact' IN estream.effective_config(
+			(SELECT tp.config FROM estream.topic tp WHERE tp.name = v_topic))->>'cleanup.policy') > 0
+		  AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = v_root AND i.indisprimary) THEN
+		RAISE EXCEPTION 'table "%" has no primary key, which compacted topic "%" needs', v_root::regclass, v_topic
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'Its events would have no key, and a compacted topic keeps the latest record per key.';
+	END IF;
 
 	INSERT INTO estream.capture (relid, topic, with_before, columns, topic_id, source_schema,
 								 source_table, initial_snapshot)
@@ -228,6 +243,11 @@ BEGIN
 	IF NOT FOUND OR c.snapshot IS NOT NULL THEN
 		RETURN 0;
 	END IF;
+	-- the table was dropped before its copy: the capture ends
+	IF NOT EXISTS (SELECT 1 FROM pg_class cl WHERE cl.oid = p_relid) THEN
+		DELETE FROM estream.capture cp WHERE cp.relid = p_relid;
+		RETURN 0;
+	END IF;
 	IF c.initial_snapshot THEN
 		SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO v_pk
 		  FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
@@ -282,6 +302,11 @@ AS $$
 					   array_agg(CASE WHEN jsonb_typeof(l.j -> 'key') = 'null' THEN NULL
 									  ELSE (l.j -> 'key')::text END ORDER BY l.i) AS keys
 				  FROM (SELECT u.t::jsonb AS j, u.i FROM unnest(lines) WITH ORDINALITY u(t, i)) l
+				 -- a compacted topic takes no record without a key (TRUNCATE)
+				 WHERE jsonb_typeof(l.j -> 'key') <> 'null'
+					OR NOT EXISTS (SELECT 1 FROM estream.topic tp
+								   WHERE tp.name = l.j ->> 'topic'
+									 AND position('compact' IN estream.effective_config(tp.config) ->> 'cleanup.policy') > 0)
 				 GROUP BY 1) g) x
 $$;
 COMMENT ON FUNCTION estream._cdc_apply(text[]) IS
@@ -290,7 +315,8 @@ COMMENT ON FUNCTION estream._cdc_apply(text[]) IS
 CREATE VIEW estream.captures AS
 SELECT c.relid::regclass AS source,
 	   c.topic,
-	   CASE WHEN c.snapshot IS NULL THEN 'waiting for its initial copy' ELSE 'streaming' END AS state,
+	   CASE WHEN c.snapshot IS NULL AND c.initial_snapshot THEN 'waiting for its initial copy'
+			ELSE 'streaming' END AS state,
 	   c.columns,
 	   c.with_before AS before_image,
 	   c.initial_snapshot,

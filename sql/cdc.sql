@@ -47,10 +47,16 @@ SELECT estream.capture('cdc.kinds', options => '{"snapshots": true}');
 SELECT estream.capture('cdc.kinds', options => '{"snapshot": "yes"}');
 SELECT estream.capture('cdc.kinds', options => '{"columns": "id"}');
 SELECT estream.capture('cdc.kinds', options => '{"columns": ["id", "nope", "zilch"]}');
+SELECT estream.capture('cdc.kinds', options => '{"columns": []}');
+SELECT estream.capture('cdc.kinds', options => '{"partitions": 2.5}');
 SELECT estream.capture('cdc.kinds', topic => 'bad topic name');
+-- a compacted topic needs keys
+SELECT estream.create_topic('compacted', 1, '{"cleanup.policy": "compact"}');
+SELECT estream.capture('cdc.nokey', 'compacted');
 -- nothing was left behind by the failed calls
 SELECT count(*) FROM estream.capture;
 SELECT count(*) FROM estream.topic WHERE name LIKE '%kinds%';
+SELECT estream.drop_topic('compacted');
 
 --
 -- Captures

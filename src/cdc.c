@@ -104,7 +104,8 @@ typedef struct PluginState
 	HTAB	   *captures;
 	HTAB	   *jsonb_fns;		/* type -> FmgrInfo of to_jsonb */
 	RepOriginId own_origin;		/* the worker's writes: never decoded */
-	char	   *dbname;
+	char	   *dbname;			/* NULL until looked up */
+	MemoryContext ctx_cxt;
 } PluginState;
 
 typedef struct JsonbFn
@@ -177,9 +178,20 @@ plugin_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_in
 	st->cache_cxt = AllocSetContextCreate(ctx->context, "estream capture cache",
 										  ALLOCSET_SMALL_SIZES);
 	reset_capture_cache(st);
-	snprintf(origin, sizeof(origin), "estream_%u", MyDatabaseId);
-	st->own_origin = replorigin_by_name(origin, true);
-	st->dbname = MemoryContextStrdup(ctx->context, get_database_name(MyDatabaseId));
+	/*
+	 * Catalog lookups need a transaction, which a walsender does not have
+	 * here: the worker's origin and the database name are looked up at the
+	 * first change (changes are replayed in a transaction).
+	 */
+	st->own_origin = InvalidRepOriginId;
+	st->dbname = NULL;
+	if (IsTransactionState())
+	{
+		snprintf(origin, sizeof(origin), "estream_%u", MyDatabaseId);
+		st->own_origin = replorigin_by_name(origin, true);
+		st->dbname = MemoryContextStrdup(ctx->context, get_database_name(MyDatabaseId));
+	}
+	st->ctx_cxt = ctx->context;
 
 	ctx->output_plugin_private = st;
 	opt->output_type = OUTPUT_PLUGIN_TEXTUAL_OUTPUT;
@@ -231,6 +243,14 @@ lookup_capture(PluginState *st, Relation relation)
 	Oid			nsp;
 	Oid			capture_relid;
 
+	if (st->dbname == NULL)
+	{
+		char		origin[NAMEDATALEN];
+
+		snprintf(origin, sizeof(origin), "estream_%u", MyDatabaseId);
+		st->own_origin = replorigin_by_name(origin, true);
+		st->dbname = MemoryContextStrdup(st->ctx_cxt, get_database_name(MyDatabaseId));
+	}
 	if (capture_cache_stale)
 		reset_capture_cache(st);
 	ci = hash_search(st->captures, &relid, HASH_ENTER, &found);
@@ -430,6 +450,9 @@ plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	ci = lookup_capture(st, relation);
 	if (!ci->captured)
 		return;
+	/* the worker's own writes (when filter_by_origin could not tell yet) */
+	if (txn->origin_id != InvalidRepOriginId && txn->origin_id == st->own_origin)
+		return;
 
 	old = MemoryContextSwitchTo(st->cxt);
 
@@ -494,6 +517,8 @@ plugin_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		MemoryContext old;
 
 		if (!ci->captured)
+			continue;
+		if (txn->origin_id != InvalidRepOriginId && txn->origin_id == st->own_origin)
 			continue;
 		old = MemoryContextSwitchTo(st->cxt);
 		begin_line(ctx, txn, ci);
@@ -561,6 +586,7 @@ static char saved_log_min_messages[32];
 
 #define CDC_BATCH_LINES 100000
 #define CDC_APPLY_CHUNK 1000
+#define CDC_APPLY_BYTES (8 * 1024 * 1024)	/* below estream.max_batch_bytes */
 
 static void
 cdc_prepare_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
@@ -661,7 +687,8 @@ load_captures(bool *any_pending)
 	MemoryContext outer = CurrentMemoryContext;
 
 	*any_pending = false;
-	if (SPI_execute("SELECT relid, snapshot::text FROM estream.capture", true, 0) != SPI_OK_SELECT)
+	if (SPI_execute("SELECT relid, snapshot::text, initial_snapshot FROM estream.capture",
+					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read estream.capture");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -672,7 +699,16 @@ load_captures(bool *any_pending)
 
 		cs->relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 		snaptext = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-		if (snaptext != NULL)
+		if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull)))
+		{
+			/*
+			 * No initial copy: every change the plugin emits (those that
+			 * committed once the capture was visible) goes to the topic.
+			 */
+			cs->active = true;
+			cs->xmin = cs->xmax = FullTransactionIdFromU64(0);
+		}
+		else if (snaptext != NULL)
 		{
 			/* xmin:xmax:xip,xip,... */
 			char	   *p = snaptext;
@@ -781,7 +817,7 @@ estream_cdc_run(void)
 	MemoryContext old;
 	XLogRecPtr	start;
 	XLogRecPtr	end_of_wal;
-	int64		written = 0;
+	volatile int64 written = 0;
 	TupleDesc	desc;
 
 	snprintf(slot_name, sizeof(slot_name), "estream_%u", MyDatabaseId);
@@ -910,7 +946,7 @@ estream_cdc_run(void)
 		 * only the first start of a worker is logged.
 		 */
 		if (decoded_once)
-			SetConfigOption("log_min_messages", "warning", PGC_SUSET, PGC_S_SESSION);
+			SetConfigOption("log_min_messages", "fatal", PGC_SUSET, PGC_S_SESSION);
 		ctx = CreateDecodingContext(progress, NIL, false,
 									XL_ROUTINE(.page_read = read_local_xlog_page,
 											   .segment_open = wal_segment_open,
@@ -967,6 +1003,7 @@ estream_cdc_run(void)
 		TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
 		Datum	   *chunk = MemoryContextAlloc(batch_cxt, sizeof(Datum) * CDC_APPLY_CHUNK);
 		int			nchunk = 0;
+		Size		chunk_bytes = 0;
 		List	   *txn_lines = NIL;	/* lines of the current source xact */
 		XLogRecPtr	applied = InvalidXLogRecPtr;
 		TimestampTz applied_ts = 0;
@@ -1007,10 +1044,12 @@ estream_cdc_run(void)
 				foreach(lc, txn_lines)
 				{
 					chunk[nchunk++] = PointerGetDatum(lfirst(lc));
-					if (nchunk == CDC_APPLY_CHUNK)
+					chunk_bytes += VARSIZE_ANY(lfirst(lc));
+					if (nchunk == CDC_APPLY_CHUNK || chunk_bytes >= CDC_APPLY_BYTES)
 					{
 						apply_chunk(chunk, nchunk);
 						nchunk = 0;
+						chunk_bytes = 0;
 					}
 					written++;
 				}

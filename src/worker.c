@@ -62,6 +62,8 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "replication/origin.h"
+#include "replication/slot.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -748,12 +750,31 @@ estream_process_utility(PlannedStmt *pstmt, const char *queryString,
 			pause_worker(dbid);
 	}
 
-	if (prev_process_utility)
-		prev_process_utility(pstmt, queryString, readOnlyTree, context,
-							 params, queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-								params, queryEnv, dest, qc);
+	{
+		Oid			dropped = InvalidOid;
+
+		if (IsA(parsetree, DropdbStmt))
+			dropped = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
+
+		if (prev_process_utility)
+			prev_process_utility(pstmt, queryString, readOnlyTree, context,
+								 params, queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+									params, queryEnv, dest, qc);
+
+		/*
+		 * The database's slot went with it, but replication origins belong
+		 * to the cluster: drop the capture origin of the dropped database.
+		 */
+		if (OidIsValid(dropped) && !OidIsValid(get_database_oid(((DropdbStmt *) parsetree)->dbname, true)))
+		{
+			char		origin[NAMEDATALEN];
+
+			snprintf(origin, sizeof(origin), "estream_%u", dropped);
+			replorigin_drop_by_name(origin, true, false);
+		}
+	}
 }
 
 /*
@@ -907,6 +928,13 @@ run_capture(void)
 	PG_CATCH();
 	{
 		failed = true;
+		/*
+		 * A bgworker has no PostgresMain to release a slot after an error:
+		 * release it (an ephemeral one, left by a failed creation, goes).
+		 */
+		if (MyReplicationSlot != NULL)
+			ReplicationSlotRelease();
+		ReplicationSlotCleanup();
 		step_failed(cxt, "capture changes");
 	}
 	PG_END_TRY();
