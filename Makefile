@@ -29,13 +29,15 @@ PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
 
 EXTRA_CLEAN = tmp_check_conf tmp_check_regress tmp_check_iso output_iso results regression.diffs regression.out
 
+# the test configuration, built below (before the include: pgxs.mk reads it)
+REGRESS_PREP = tmp_check_conf/estream.conf
+
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # The test configuration, plus output_plugin_libraries where the server has
 # that setting (Debian's 15.19 and later): slots of plugin "estream" need it.
-REGRESS_PREP = tmp_check_conf/estream.conf
 tmp_check_conf/estream.conf: test/estream.conf
 	mkdir -p tmp_check_conf
 	cp test/estream.conf $@
