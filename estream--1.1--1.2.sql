@@ -331,20 +331,20 @@ BEGIN
 
 			-- Every offset up to the segment's highest must have ended: a
 			-- transaction still in flight below it would commit a record
-			-- under the new log start.  Read the stable offsets first, so
-			-- that the statements below see every record under them.  The
-			-- segment is sealed: its records cannot change any more.
-			EXECUTE format('SELECT count(*) FROM (SELECT l.partition, max(l."offset") AS m FROM %s l'
-						   ' GROUP BY l.partition) x JOIN estream._shared_partitions() w'
-						   ' ON w.log_relid = $1 AND w.partition = x.partition WHERE w.stable <= x.m',
-						   s.rel)
-				INTO v_blocked USING t.log_relid::oid;
-			EXIT WHEN v_blocked > 0;
-
+			-- under the new log start.  The segment is sealed, so its
+			-- highest offsets cannot change; the stable offsets are read
+			-- before the statements below, which then see every record
+			-- under them.
 			EXECUTE format('SELECT array_agg(x.partition ORDER BY x.partition), array_agg(x.m ORDER BY x.partition)'
 						   ' FROM (SELECT l.partition, max(l."offset") AS m FROM %s l GROUP BY l.partition) x',
 						   s.rel)
 				INTO v_parts, v_maxes;
+			SELECT count(*) INTO v_blocked
+			  FROM unnest(v_parts, v_maxes) u(p, m)
+			  JOIN estream._shared_partitions() w ON w.log_relid = t.log_relid::oid AND w.partition = u.p
+			 WHERE w.stable <= u.m;
+			EXIT WHEN v_blocked > 0;
+
 			-- a reader holds it: come back later
 			EXIT WHEN NOT estream._try_lock(s.rel, 'ACCESS EXCLUSIVE');
 			EXIT WHEN NOT estream._truncate_segment(s.rel::regclass);
