@@ -42,12 +42,13 @@ COMMENT ON TRIGGER capture_invalidate_truncate ON estream.capture IS
 	'Makes decoding sessions look again at what is captured when estream.capture is truncated.';
 
 CREATE FUNCTION estream._capture_status(
-	OUT events bigint, OUT last_commit timestamptz, OUT last_run timestamptz, OUT last_error text)
+	OUT events bigint, OUT last_commit timestamptz, OUT last_run timestamptz, OUT last_error text,
+	OUT caught_up_at timestamptz)
 RETURNS SETOF record
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'estream_capture_status';
 COMMENT ON FUNCTION estream._capture_status() IS
-	'Change events written by this database''s capture step, the last source commit captured, its last run and error.';
+	'Change events written by this database''s capture step, the last source commit captured, its last run and error, and the start of its last run that captured everything committed before.';
 
 CREATE FUNCTION estream.capture(source regclass, topic text DEFAULT NULL, options jsonb DEFAULT '{}')
 RETURNS text
@@ -235,6 +236,7 @@ AS $$
 DECLARE
 	c record;
 	v_pk text[];
+	v_ident text[];
 	v_rows bigint := 0;
 	v_key text;
 	v_cols text;
@@ -252,6 +254,16 @@ BEGIN
 		SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO v_pk
 		  FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
 		 WHERE i.indrelid = p_relid AND i.indisprimary;
+		-- as in the stream: with REPLICA IDENTITY USING INDEX on an index
+		-- that does not cover the primary key, that index's columns
+		SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO v_ident
+		  FROM pg_class cl
+			   JOIN pg_index i ON i.indrelid = cl.oid AND i.indisreplident
+			   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+		 WHERE cl.oid = p_relid AND cl.relreplident = 'i';
+		IF v_ident IS NOT NULL AND (v_pk IS NULL OR NOT v_pk <@ v_ident) THEN
+			v_pk := v_ident;
+		END IF;
 		v_key := CASE WHEN v_pk IS NULL THEN 'NULL::text'
 					  ELSE format('jsonb_build_object(%s)::text',
 								  (SELECT string_agg(format('%L, x.full -> %L', k, k), ', ') FROM unnest(v_pk) k))
@@ -288,35 +300,12 @@ $$;
 COMMENT ON FUNCTION estream._capture_activate(oid) IS
 	'Worker: records the snapshot that separates a capture''s initial copy from its stream, and makes the copy (op "r").';
 
--- Called by the worker with decoded lines of the output plugin, in source
--- commit order: writes them to their topics, per topic in order.
-CREATE FUNCTION estream._cdc_apply(lines text[])
-RETURNS bigint
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
-AS $$
-	SELECT coalesce(sum(x.n), 0)::bigint FROM (
-		SELECT (SELECT count(*) FROM estream.produce_batch(g.topic, g.vals, g.keys)) AS n
-		  FROM (SELECT l.j ->> 'topic' AS topic,
-					   array_agg(l.j -> 'value' ORDER BY l.i) AS vals,
-					   array_agg(CASE WHEN jsonb_typeof(l.j -> 'key') = 'null' THEN NULL
-									  ELSE (l.j -> 'key')::text END ORDER BY l.i) AS keys
-				  FROM (SELECT u.t::jsonb AS j, u.i FROM unnest(lines) WITH ORDINALITY u(t, i)) l
-				 -- a compacted topic takes no record without a key (TRUNCATE)
-				 WHERE jsonb_typeof(l.j -> 'key') <> 'null'
-					OR NOT EXISTS (SELECT 1 FROM estream.topic tp
-								   WHERE tp.name = l.j ->> 'topic'
-									 AND position('compact' IN estream.effective_config(tp.config) ->> 'cleanup.policy') > 0)
-				 GROUP BY 1) g) x
-$$;
-COMMENT ON FUNCTION estream._cdc_apply(text[]) IS
-	'Worker: writes decoded change lines into their topics, in order per topic.';
-
 CREATE VIEW estream.captures AS
 SELECT c.relid::regclass AS source,
 	   c.topic,
-	   CASE WHEN c.snapshot IS NULL AND c.initial_snapshot THEN 'waiting for its initial copy'
-			ELSE 'streaming' END AS state,
+	   CASE WHEN c.snapshot IS NOT NULL THEN 'streaming'
+			WHEN c.initial_snapshot THEN 'waiting for its initial copy'
+			ELSE 'waiting for the worker' END AS state,
 	   c.columns,
 	   c.with_before AS before_image,
 	   c.initial_snapshot,
@@ -329,6 +318,10 @@ SELECT c.relid::regclass AS source,
 	   CASE WHEN s.confirmed_flush_lsn IS NULL THEN NULL
 			ELSE pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint
 	   END AS lag_bytes,
+	   -- every change committed before now() - lag_seconds is in its topic
+	   CASE WHEN c.snapshot IS NULL THEN NULL
+			ELSE round(greatest(0, extract(epoch FROM pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) st.caught_up_at)), 3)
+	   END AS lag_seconds,
 	   st.last_commit AS last_source_commit,
 	   st.events AS events_captured,
 	   st.last_error
@@ -341,7 +334,7 @@ FROM estream.capture c
 		ON o.external_id OPERATOR(pg_catalog.=) s.slot_name
 	 LEFT JOIN estream._capture_status() st ON true;
 COMMENT ON VIEW estream.captures IS
-	'Captured tables with their topic, state, the slot''s confirmed position and origin progress, lag in bytes, and the worker''s capture progress.';
+	'Captured tables with their topic, state, the slot''s confirmed position and origin progress, lag in bytes and seconds, and the worker''s capture progress.';
 
-REVOKE EXECUTE ON FUNCTION estream._capture_activate(oid), estream._cdc_apply(text[])
+REVOKE EXECUTE ON FUNCTION estream._capture_activate(oid)
 FROM PUBLIC;

@@ -277,7 +277,7 @@ DO $$ BEGIN
 END $$;
 SELECT "offset", key, value->>'op' AS op, value->'before' AS before, value->'after' AS after
 FROM estream.fetch('customers', 0, 0);
-SELECT source, topic, state, lag_bytes, events_captured FROM estream.captures;
+SELECT source, topic, state, lag_bytes, lag_seconds, events_captured FROM estream.captures;
 
 \echo
 \echo '-- The background worker of this database rolls segments, applies retention and'

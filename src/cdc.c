@@ -61,6 +61,7 @@
 #include "replication/output_plugin.h"
 #include "replication/slot.h"
 #include "storage/lmgr.h"
+#include "storage/procarray.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -95,6 +96,7 @@ typedef struct CaptureInfo
 	bool		before;
 	int			ncolumns;		/* 0: every column */
 	char	  **columns;
+	TransactionId capture_xmin; /* transaction that made the capture */
 } CaptureInfo;
 
 typedef struct PluginState
@@ -115,6 +117,24 @@ typedef struct JsonbFn
 } JsonbFn;
 
 void		_PG_output_plugin_init(OutputPluginCallbacks *cb);
+
+/*
+ * The pieces of the line being written, for the worker's writer callback,
+ * which stores them as they are: the topic, the key (or none) and the value
+ * (the envelope), or the end of a transaction.
+ */
+typedef struct LinePieces
+{
+	bool		commit;
+	Oid			relid;			/* captured table */
+	TransactionId capture_xmin; /* transaction that made the capture */
+	const char *topic;
+	Jsonb	   *key;			/* NULL: none */
+	Jsonb	   *value;
+	TimestampTz commit_time;
+} LinePieces;
+
+static LinePieces pieces;
 
 /*
  * Set when estream.capture changes: a trigger on it sends a relcache
@@ -225,6 +245,8 @@ plugin_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr com
 	OutputPluginPrepareWrite(ctx, true);
 	appendStringInfo(ctx->out, "{\"commit\": true, \"xid\": %u, \"commit_ts\": \"%s\"}",
 					 txn->xid, timestamptz_to_str(txn->xact_time.commit_time));
+	pieces.commit = true;
+	pieces.commit_time = txn->xact_time.commit_time;
 	OutputPluginWrite(ctx, true);
 }
 
@@ -288,6 +310,7 @@ lookup_capture(PluginState *st, Relation relation)
 			if (isnull || DatumGetObjectId(d) != root)
 				continue;
 			ci->captured = true;
+			ci->capture_xmin = HeapTupleHeaderGetXmin(tup->t_data);
 			d = heap_getattr(tup, 2, desc, &isnull);
 			ci->topic = MemoryContextStrdup(st->cache_cxt, TextDatumGetCString(d));
 			d = heap_getattr(tup, 3, desc, &isnull);
@@ -315,13 +338,59 @@ lookup_capture(PluginState *st, Relation relation)
 	return ci;
 }
 
-/* render one value with to_jsonb(), exactly as SQL would */
+/*
+ * Events are built as jsonb (the type of a topic's records): the worker
+ * stores them as they are, the SQL interface and walsenders get their text.
+ */
 static void
-append_jsonb_value(PluginState *st, StringInfo out, Datum value, Oid typid)
+push_key(JsonbParseState **ps, const char *key)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) key;
+	v.val.string.len = strlen(key);
+	(void) pushJsonbValue(ps, WJB_KEY, &v);
+}
+
+static void
+push_string(JsonbParseState **ps, const char *str)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) str;
+	v.val.string.len = strlen(str);
+	(void) pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+static void
+push_int(JsonbParseState **ps, int64 i)
+{
+	JsonbValue	v;
+
+	v.type = jbvNumeric;
+	v.val.numeric = int64_to_numeric(i);
+	(void) pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+static void
+push_null(JsonbParseState **ps)
+{
+	JsonbValue	v;
+
+	v.type = jbvNull;
+	(void) pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+/* push a column's value rendered by to_jsonb(), exactly as SQL would */
+static void
+push_value(PluginState *st, JsonbParseState **ps, Datum value, Oid typid)
 {
 	JsonbFn    *fn;
 	bool		found;
 	Jsonb	   *jb;
+	JsonbValue	v;
 
 	fn = hash_search(st->jsonb_fns, &typid, HASH_ENTER, &found);
 	if (!found)
@@ -338,7 +407,15 @@ append_jsonb_value(PluginState *st, StringInfo out, Datum value, Oid typid)
 		MemoryContextSwitchTo(old);
 	}
 	jb = DatumGetJsonbP(FunctionCall1(&fn->flinfo, value));
-	(void) JsonbToCString(out, &jb->root, VARSIZE(jb));
+	if (JB_ROOT_IS_SCALAR(jb))
+		(void) JsonbExtractScalar(&jb->root, &v);
+	else
+	{
+		v.type = jbvBinary;
+		v.val.binary.data = &jb->root;
+		v.val.binary.len = VARSIZE(jb) - VARHDRSZ;
+	}
+	(void) pushJsonbValue(ps, WJB_VALUE, &v);
 }
 
 static bool
@@ -353,18 +430,17 @@ column_wanted(CaptureInfo *ci, const char *name)
 }
 
 /*
- * Append a row as a JSON object: every (wanted) column, or only the key
+ * Push a row as a JSON object: every (wanted) column, or only the key
  * columns.  An unchanged TOASTed value, not in the WAL, becomes the
  * placeholder.
  */
-static void
-append_row(PluginState *st, StringInfo out, CaptureInfo *ci, Relation relation,
-		   HeapTuple tuple, Bitmapset *only)
+static JsonbValue *
+push_row(PluginState *st, JsonbParseState **ps, CaptureInfo *ci, Relation relation,
+		 HeapTuple tuple, Bitmapset *only)
 {
 	TupleDesc	desc = RelationGetDescr(relation);
-	bool		first = true;
 
-	appendStringInfoChar(out, '{');
+	(void) pushJsonbValue(ps, WJB_BEGIN_OBJECT, NULL);
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -379,59 +455,114 @@ append_row(PluginState *st, StringInfo out, CaptureInfo *ci, Relation relation,
 		if (only == NULL && !column_wanted(ci, NameStr(att->attname)))
 			continue;
 
-		if (!first)
-			appendStringInfoString(out, ", ");
-		first = false;
-		escape_json(out, NameStr(att->attname));
-		appendStringInfoString(out, ": ");
-
+		push_key(ps, NameStr(att->attname));
 		value = heap_getattr(tuple, i + 1, desc, &isnull);
 		if (isnull)
-			appendStringInfoString(out, "null");
+			push_null(ps);
 		else if (att->attlen == -1 &&
 				 VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(value)))
-			escape_json(out, UNAVAILABLE_VALUE);
+			push_string(ps, UNAVAILABLE_VALUE);
 		else
-			append_jsonb_value(st, out, value, att->atttypid);
+			push_value(st, ps, value, att->atttypid);
 	}
-	appendStringInfoChar(out, '}');
+	return pushJsonbValue(ps, WJB_END_OBJECT, NULL);
 }
 
-static void
-append_source(PluginState *st, StringInfo out, ReorderBufferTXN *txn,
-			  Oid relid, XLogRecPtr lsn)
+static int64
+to_unix_ms(TimestampTz ts)
 {
-	appendStringInfoString(out, "\"source\": {\"version\": \"estream-1.3\", \"connector\": \"estream\", \"name\": ");
-	escape_json(out, st->dbname);
-	appendStringInfoString(out, ", \"db\": ");
-	escape_json(out, st->dbname);
-	appendStringInfoString(out, ", \"schema\": ");
-	escape_json(out, get_namespace_name(get_rel_namespace(relid)));
-	appendStringInfoString(out, ", \"table\": ");
-	escape_json(out, get_rel_name(relid));
-	appendStringInfo(out, ", \"txId\": %u, \"lsn\": " UINT64_FORMAT ", \"ts_ms\": " INT64_FORMAT
-					 ", \"snapshot\": \"false\"}",
-					 txn->xid, (uint64) lsn,
-					 (int64) ((txn->xact_time.commit_time / 1000) +
-							  (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000));
+	return (int64) (ts / 1000) +
+		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
 }
 
+/* the envelope: before, after, op, source, ts_ms */
+static Jsonb *
+envelope(PluginState *st, CaptureInfo *ci, Relation relation, HeapTuple oldtup,
+		 HeapTuple newtup, const char *op, ReorderBufferTXN *txn, XLogRecPtr lsn)
+{
+	JsonbParseState *ps = NULL;
+	JsonbValue *res;
+
+	(void) pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_key(&ps, "before");
+	if (oldtup != NULL && ci->before)
+		(void) push_row(st, &ps, ci, relation, oldtup, NULL);
+	else
+		push_null(&ps);
+	push_key(&ps, "after");
+	if (newtup != NULL)
+		(void) push_row(st, &ps, ci, relation, newtup, NULL);
+	else
+		push_null(&ps);
+	push_key(&ps, "op");
+	push_string(&ps, op);
+
+	push_key(&ps, "source");
+	(void) pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_key(&ps, "version");
+	push_string(&ps, "estream-1.3");
+	push_key(&ps, "connector");
+	push_string(&ps, "estream");
+	push_key(&ps, "name");
+	push_string(&ps, st->dbname);
+	push_key(&ps, "db");
+	push_string(&ps, st->dbname);
+	push_key(&ps, "schema");
+	push_string(&ps, get_namespace_name(get_rel_namespace(ci->root)));
+	push_key(&ps, "table");
+	push_string(&ps, get_rel_name(ci->root));
+	push_key(&ps, "txId");
+	push_int(&ps, txn->xid);
+	push_key(&ps, "lsn");
+	push_int(&ps, (int64) lsn);
+	push_key(&ps, "ts_ms");
+	push_int(&ps, to_unix_ms(txn->xact_time.commit_time));
+	push_key(&ps, "snapshot");
+	push_string(&ps, "false");
+	(void) pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+
+	push_key(&ps, "ts_ms");
+	push_int(&ps, to_unix_ms(GetCurrentTimestamp()));
+	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(res);
+}
+
+static void cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
+					  bool last_write);
+
+/*
+ * Write one event.  The worker's writer takes the pieces as they are; any
+ * other reader gets a line of text:
+ *
+ *	{"topic": ..., "relid": ..., "key": {key columns} | null, "value": envelope}
+ */
 static void
-begin_line(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, CaptureInfo *ci)
+emit_event(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, CaptureInfo *ci,
+		   Jsonb *key, Jsonb *value)
 {
 	/* mark the transaction as having output, for the commit line */
 	txn->output_plugin_private = (void *) 1;
 	OutputPluginPrepareWrite(ctx, true);
-	appendStringInfoString(ctx->out, "{\"topic\": ");
-	escape_json(ctx->out, ci->topic);
-	appendStringInfo(ctx->out, ", \"relid\": %u, \"key\": ", ci->root);
-}
-
-static int64
-now_ms(void)
-{
-	return (int64) (GetCurrentTimestamp() / 1000) +
-		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+	pieces.commit = false;
+	pieces.relid = ci->root;
+	pieces.capture_xmin = ci->capture_xmin;
+	pieces.topic = ci->topic;
+	pieces.key = key;
+	pieces.value = value;
+	if (ctx->write != cdc_write)
+	{
+		appendStringInfoString(ctx->out, "{\"topic\": ");
+		escape_json(ctx->out, ci->topic);
+		appendStringInfo(ctx->out, ", \"relid\": %u, \"key\": ", ci->root);
+		if (key != NULL)
+			(void) JsonbToCString(ctx->out, &key->root, VARSIZE(key));
+		else
+			appendStringInfoString(ctx->out, "null");
+		appendStringInfoString(ctx->out, ", \"value\": ");
+		(void) JsonbToCString(ctx->out, &value->root, VARSIZE(value));
+		appendStringInfoChar(ctx->out, '}');
+	}
+	OutputPluginWrite(ctx, true);
 }
 
 static void
@@ -446,6 +577,7 @@ plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	HeapTuple	keytup;
 	Bitmapset  *pk;
 	const char *op;
+	Jsonb	   *key = NULL;
 
 	ci = lookup_capture(st, relation);
 	if (!ci->captured)
@@ -453,8 +585,6 @@ plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	/* the worker's own writes (when filter_by_origin could not tell yet) */
 	if (txn->origin_id != InvalidRepOriginId && txn->origin_id == st->own_origin)
 		return;
-
-	old = MemoryContextSwitchTo(st->cxt);
 
 	switch (change->action)
 	{
@@ -468,39 +598,40 @@ plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			op = "d";
 			break;
 		default:
-			MemoryContextSwitchTo(old);
 			return;
 	}
+	old = MemoryContextSwitchTo(st->cxt);
 	if (change->data.tp.newtuple != NULL)
 		newtup = &change->data.tp.newtuple->tuple;
 	if (change->data.tp.oldtuple != NULL)
 		oldtup = &change->data.tp.oldtuple->tuple;
 
-	begin_line(ctx, txn, ci);
-
-	/* key: the primary key columns, from the new row or the old key */
+	/*
+	 * key: the primary key columns, from the new row or the old key.  A
+	 * delete carries only the replica identity's columns: with REPLICA
+	 * IDENTITY USING INDEX on an index that does not cover the primary key,
+	 * that index's columns are the key of every event, so that all events
+	 * of a row still go to one partition.
+	 */
 	pk = RelationGetIndexAttrBitmap(relation, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+	if (relation->rd_rel->relreplident == REPLICA_IDENTITY_INDEX)
+	{
+		Bitmapset  *ident = RelationGetIndexAttrBitmap(relation,
+													   INDEX_ATTR_BITMAP_IDENTITY_KEY);
+
+		if (ident != NULL && (pk == NULL || !bms_is_subset(pk, ident)))
+			pk = ident;
+	}
 	keytup = newtup ? newtup : oldtup;
 	if (pk != NULL && keytup != NULL)
-		append_row(st, ctx->out, ci, relation, keytup, pk);
-	else
-		appendStringInfoString(ctx->out, "null");
+	{
+		JsonbParseState *ps = NULL;
 
-	appendStringInfoString(ctx->out, ", \"value\": {\"before\": ");
-	if (oldtup != NULL && ci->before)
-		append_row(st, ctx->out, ci, relation, oldtup, NULL);
-	else
-		appendStringInfoString(ctx->out, "null");
-	appendStringInfoString(ctx->out, ", \"after\": ");
-	if (newtup != NULL)
-		append_row(st, ctx->out, ci, relation, newtup, NULL);
-	else
-		appendStringInfoString(ctx->out, "null");
-	appendStringInfo(ctx->out, ", \"op\": \"%s\", ", op);
-	append_source(st, ctx->out, txn, ci->root, change->lsn);
-	appendStringInfo(ctx->out, ", \"ts_ms\": " INT64_FORMAT "}}", now_ms());
+		key = JsonbValueToJsonb(push_row(st, &ps, ci, relation, keytup, pk));
+	}
 
-	OutputPluginWrite(ctx, true);
+	emit_event(ctx, txn, ci, key,
+			   envelope(st, ci, relation, oldtup, newtup, op, txn, change->lsn));
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(st->cxt);
 }
@@ -521,11 +652,8 @@ plugin_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		if (txn->origin_id != InvalidRepOriginId && txn->origin_id == st->own_origin)
 			continue;
 		old = MemoryContextSwitchTo(st->cxt);
-		begin_line(ctx, txn, ci);
-		appendStringInfoString(ctx->out, "null, \"value\": {\"before\": null, \"after\": null, \"op\": \"t\", ");
-		append_source(st, ctx->out, txn, ci->root, change->lsn);
-		appendStringInfo(ctx->out, ", \"ts_ms\": " INT64_FORMAT "}}", now_ms());
-		OutputPluginWrite(ctx, true);
+		emit_event(ctx, txn, ci, NULL,
+				   envelope(st, ci, relations[i], NULL, NULL, "t", txn, change->lsn));
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(st->cxt);
 	}
@@ -550,36 +678,58 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
  * ------------------------------------------------------------------
  */
 
-/* decoded lines of one batch: (end_lsn, xid, commit?, text) */
-typedef struct Collector
-{
-	Tuplestorestate *lines;
-	TupleDesc	desc;
-	int64		nlines;
-	XLogRecPtr	last_commit_end;	/* end of the last complete transaction */
-} Collector;
-
 /* a capture as the apply side sees it */
 typedef struct CaptureState
 {
 	Oid			relid;
 	bool		active;			/* its copy is made: snapshot known */
+	bool		copy;			/* with an initial copy */
+	bool		pending;		/* the worker has not started it yet */
 	FullTransactionId xmin;
 	FullTransactionId xmax;
 	int			nxip;
 	FullTransactionId *xip;
 } CaptureState;
 
+/*
+ * The decoded lines of one run, filtered as they come: changes of tables
+ * uncaptured since and changes already in a capture's copy are dropped; a
+ * change of a capture whose copy is not made yet ends the collection before
+ * its transaction.  Lines of one source transaction come together, its
+ * commit line last.
+ */
+typedef struct Collector
+{
+	Tuplestorestate *lines;		/* (lsn, line) */
+	TupleDesc	desc;
+	List	   *caps;			/* CaptureState of this run */
+	int64		nlines;			/* lines stored */
+	TransactionId cur_xid;		/* transaction whose lines come now */
+	int64		txn_first;		/* index of its first stored line */
+	bool		stopped;		/* met a capture without its copy */
+	int64		stop_at;		/* lines from this index on are not written */
+	Oid			unknown_relid;	/* stopped at a capture not in caps */
+	TransactionId unknown_xmin; /* the transaction that made it */
+} Collector;
+
+/*
+ * Captured tables not in the captures a run loaded that stopped a run (see
+ * cdc_write): when the next run does not find them either, they were
+ * uncaptured.
+ */
+static List *missing_checked = NIL;
+
 static char slot_name[NAMEDATALEN];
 static bool origin_set_up = false;
 
 /*
- * End of the last source transaction handled by a batch that wrote nothing
- * (every change was in a copy): the origin did not move, so the next batch
- * confirms and starts from here.  Lost at a restart, which merely decodes
- * those transactions again.
+ * The decoding context lives from run to run, holding the slot, so that a
+ * run reads only the WAL written since the last one.  It is rebuilt (from
+ * the slot's restart point, skipping what the origin or the slot say is
+ * done) after an error and after a run stopped at a capture without copy.
  */
-static XLogRecPtr handled_upto = InvalidXLogRecPtr;
+static LogicalDecodingContext *cdc_ctx = NULL;
+static Collector coll;
 
 static bool decoded_once = false;
 static char saved_log_min_messages[32];
@@ -587,6 +737,9 @@ static char saved_log_min_messages[32];
 #define CDC_BATCH_LINES 100000
 #define CDC_APPLY_CHUNK 1000
 #define CDC_APPLY_BYTES (8 * 1024 * 1024)	/* below estream.max_batch_bytes */
+
+static CaptureState *find_capture(List *caps, Oid relid);
+static bool visible_in_copy(CaptureState *cs, TransactionId xid);
 
 static void
 cdc_prepare_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
@@ -600,17 +753,70 @@ cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
 		  bool last_write)
 {
 	Collector  *c = ctx->output_writer_private;
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
+	Datum		values[5];
+	bool		nulls[5] = {false, true, true, true, true};
 
+	if (c->stopped)
+		return;
+	if (xid != c->cur_xid)
+	{
+		c->cur_xid = xid;
+		c->txn_first = c->nlines;
+	}
 	values[0] = LSNGetDatum(lsn);
-	values[1] = TransactionIdGetDatum(xid);
-	values[2] = PointerGetDatum(cstring_to_text_with_len(ctx->out->data, ctx->out->len));
+	if (pieces.commit)
+	{
+		values[4] = TimestampTzGetDatum(pieces.commit_time);
+		nulls[4] = false;
+		c->cur_xid = InvalidTransactionId;
+	}
+	else
+	{
+		CaptureState *cs = find_capture(c->caps, pieces.relid);
+
+		if (cs == NULL)
+		{
+			/*
+			 * Uncaptured since, or captured by a transaction that committed
+			 * (the plugin saw it) but was not visible yet when this run
+			 * loaded the captures.  Stop here; the next run loads them
+			 * again once that transaction is visible, and drops the
+			 * changes if the capture is not there.
+			 */
+			if (list_member_oid(missing_checked, pieces.relid))
+				return;
+			c->stopped = true;
+			c->stop_at = c->txn_first;
+			c->unknown_relid = pieces.relid;
+			c->unknown_xmin = pieces.capture_xmin;
+			return;
+		}
+		if (!cs->active)
+		{
+			/* its copy first, at the next run */
+			c->stopped = true;
+			c->stop_at = c->txn_first;
+			return;
+		}
+		if (visible_in_copy(cs, xid))
+			return;				/* in the copy already */
+
+		values[1] = CStringGetTextDatum(pieces.topic);
+		nulls[1] = false;
+		if (pieces.key != NULL)
+		{
+			StringInfoData buf;
+
+			initStringInfo(&buf);
+			(void) JsonbToCString(&buf, &pieces.key->root, VARSIZE(pieces.key));
+			values[2] = PointerGetDatum(cstring_to_text_with_len(buf.data, buf.len));
+			nulls[2] = false;
+		}
+		values[3] = JsonbPGetDatum(pieces.value);
+		nulls[3] = false;
+	}
 	tuplestore_putvalues(c->lines, c->desc, values, nulls);
 	c->nlines++;
-	/* a commit line: lsn is the end of the transaction */
-	if (strncmp(ctx->out->data, "{\"commit\"", 9) == 0)
-		c->last_commit_end = lsn;
 }
 
 static int64
@@ -647,10 +853,12 @@ end_xact(void)
  * Make the copy of a capture that has none yet: wait until every
  * transaction that could have committed before the capture became visible
  * has ended, take snapshot S in a REPEATABLE READ transaction, copy what S
- * sees, record S.
+ * sees, record S.  A capture without copy is only marked as started: every
+ * change the slot decodes from now on (all those committed after capture()
+ * unless the slot was made since) goes to its topic.
  */
 static void
-activate_capture(Oid relid)
+activate_capture(Oid relid, bool copy)
 {
 	Snapshot	snap;
 	TransactionId *xids;
@@ -658,14 +866,17 @@ activate_capture(Oid relid)
 	Datum		args[1];
 	Oid			argtypes[1] = {OIDOID};
 
-	begin_xact();
-	snap = GetLatestSnapshot();
-	nxids = snap->xcnt;
-	xids = palloc(sizeof(TransactionId) * Max(nxids, 1));
-	memcpy(xids, snap->xip, sizeof(TransactionId) * nxids);
-	for (int i = 0; i < nxids; i++)
-		XactLockTableWait(xids[i], NULL, NULL, XLTW_None);
-	end_xact();
+	if (copy)
+	{
+		begin_xact();
+		snap = GetLatestSnapshot();
+		nxids = snap->xcnt;
+		xids = palloc(sizeof(TransactionId) * Max(nxids, 1));
+		memcpy(xids, snap->xip, sizeof(TransactionId) * nxids);
+		for (int i = 0; i < nxids; i++)
+			XactLockTableWait(xids[i], NULL, NULL, XLTW_None);
+		end_xact();
+	}
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -707,6 +918,12 @@ load_captures(bool *any_pending)
 			 */
 			cs->active = true;
 			cs->xmin = cs->xmax = FullTransactionIdFromU64(0);
+			/* started (state streaming) once the slot is there */
+			if (snaptext == NULL)
+			{
+				cs->pending = true;
+				*any_pending = true;
+			}
 		}
 		else if (snaptext != NULL)
 		{
@@ -727,7 +944,11 @@ load_captures(bool *any_pending)
 			}
 		}
 		else
+		{
+			cs->copy = true;
+			cs->pending = true;
 			*any_pending = true;
+		}
 		result = lappend(result, cs);
 		MemoryContextSwitchTo(old);
 	}
@@ -775,51 +996,232 @@ visible_in_copy(CaptureState *cs, TransactionId xid)
 	return true;
 }
 
-static Oid
-line_relid(const char *line)
+/*
+ * The records of one run for one topic, written by produce_batch() at the
+ * end of every chunk of lines: in order per topic.
+ */
+typedef struct TopicBatch
 {
-	const char *p = strstr(line, "\"relid\": ");
+	char	   *topic;
+	bool		compacted;		/* takes no record without a key */
+	int			n;
+	Datum		values[CDC_APPLY_CHUNK];	/* jsonb */
+	Datum		keys[CDC_APPLY_CHUNK];	/* text */
+	bool		key_nulls[CDC_APPLY_CHUNK];
+} TopicBatch;
 
-	return p ? (Oid) strtoul(p + 9, NULL, 10) : InvalidOid;
+static TopicBatch *
+topic_batch(List **batches, const char *topic)
+{
+	ListCell   *lc;
+	TopicBatch *tb;
+	Datum		args[1];
+	Oid			argtypes[1] = {TEXTOID};
+
+	foreach(lc, *batches)
+	{
+		tb = lfirst(lc);
+		if (strcmp(tb->topic, topic) == 0)
+			return tb;
+	}
+	tb = palloc0(sizeof(TopicBatch));
+	tb->topic = pstrdup(topic);
+	args[0] = CStringGetTextDatum(topic);
+	if (SPI_execute_with_args("SELECT position('compact' IN estream.effective_config(config) ->> 'cleanup.policy') > 0"
+							  " FROM estream.topic WHERE name = $1",
+							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up topic \"%s\"", topic);
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		tb->compacted = !isnull && DatumGetBool(d);
+	}
+	*batches = lappend(*batches, tb);
+	return tb;
 }
 
 static void
-apply_chunk(Datum *chunk, int n)
+write_batches(List *batches)
 {
-	ArrayType  *arr;
-	Datum		args[1];
-	Oid			argtypes[1] = {TEXTARRAYOID};
+	ListCell   *lc;
+	Oid			argtypes[3] = {TEXTOID, JSONBARRAYOID, TEXTARRAYOID};
 
-	if (n == 0)
-		return;
-	arr = construct_array(chunk, n, TEXTOID, -1, false, TYPALIGN_INT);
-	args[0] = PointerGetDatum(arr);
-	if (SPI_execute_with_args("SELECT estream._cdc_apply($1)", 1, argtypes, args,
-							  NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not write captured changes");
+	foreach(lc, batches)
+	{
+		TopicBatch *tb = lfirst(lc);
+		Datum		args[3];
+		int			dims[1];
+		int			lbs[1] = {1};
+
+		if (tb->n == 0)
+			continue;
+		dims[0] = tb->n;
+		args[0] = CStringGetTextDatum(tb->topic);
+		args[1] = PointerGetDatum(construct_array(tb->values, tb->n, JSONBOID, -1, false,
+												  TYPALIGN_INT));
+		args[2] = PointerGetDatum(construct_md_array(tb->keys, tb->key_nulls, 1, dims, lbs,
+													 TEXTOID, -1, false, TYPALIGN_INT));
+		if (SPI_execute_with_args("SELECT count(*) FROM estream.produce_batch($1, $2, $3)",
+								  3, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not write captured changes into topic \"%s\"", tb->topic);
+		pfree(DatumGetPointer(args[1]));
+		pfree(DatumGetPointer(args[2]));
+		for (int i = 0; i < tb->n; i++)
+		{
+			pfree(DatumGetPointer(tb->values[i]));
+			if (!tb->key_nulls[i])
+				pfree(DatumGetPointer(tb->keys[i]));
+		}
+		tb->n = 0;
+	}
 }
 
 /*
- * One capture step of the worker.  Returns the number of change events
- * written.  Runs its own transactions.
+ * Start decoding (in a transaction): acquire the slot and read from its
+ * restart point; transactions that ended before what the origin (the
+ * durable progress of writes) or the slot say is done are skipped.
+ */
+static void
+start_decoding(void)
+{
+	MemoryContext old;
+	XLogRecPtr	progress;
+
+	ReplicationSlotAcquire(slot_name, true);
+	progress = replorigin_session_get_progress(false);
+
+	/*
+	 * Starting to decode logs two LOG lines: only the first start of a
+	 * worker is logged.
+	 */
+	if (decoded_once)
+		SetConfigOption("log_min_messages", "fatal", PGC_SUSET, PGC_S_SESSION);
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	PG_TRY();
+	{
+		cdc_ctx = CreateDecodingContext(progress, NIL, false,
+										XL_ROUTINE(.page_read = read_local_xlog_page,
+												   .segment_open = wal_segment_open,
+												   .segment_close = wal_segment_close),
+										cdc_prepare_write, cdc_write, NULL);
+	}
+	PG_FINALLY();
+	{
+		MemoryContextSwitchTo(old);
+		if (decoded_once)
+			SetConfigOption("log_min_messages", saved_log_min_messages, PGC_SUSET, PGC_S_SESSION);
+	}
+	PG_END_TRY();
+	decoded_once = true;
+	cdc_ctx->output_writer_private = &coll;
+
+	/* after a restart the origin may be ahead of the slot */
+	if (progress != InvalidXLogRecPtr &&
+		progress > MyReplicationSlot->data.confirmed_flush)
+		LogicalConfirmReceivedLocation(progress);
+	XLogBeginRead(cdc_ctx->reader, MyReplicationSlot->data.restart_lsn);
+}
+
+/* stop decoding, keeping the slot; the next run starts again */
+static void
+stop_decoding(void)
+{
+	if (cdc_ctx != NULL)
+	{
+		FreeDecodingContext(cdc_ctx);
+		cdc_ctx = NULL;
+	}
+	if (MyReplicationSlot != NULL)
+		ReplicationSlotRelease();
+}
+
+/*
+ * No capture left (or no extension): drop the slot, so that it keeps no
+ * WAL, and the origin.  Outside a transaction.
+ */
+void
+estream_cdc_drop(void)
+{
+	char		name[NAMEDATALEN];
+
+	stop_decoding();
+	if (origin_set_up)
+	{
+		replorigin_session_reset();
+		replorigin_session_origin = InvalidRepOriginId;
+		origin_set_up = false;
+	}
+	snprintf(name, sizeof(name), "estream_%u", MyDatabaseId);
+	begin_xact();
+	if (SPI_execute(psprintf("SELECT pg_catalog.pg_drop_replication_slot(slot_name)"
+							 " FROM pg_catalog.pg_replication_slots WHERE slot_name = '%s'",
+							 name), false, 0) != SPI_OK_SELECT ||
+		SPI_execute(psprintf("SELECT pg_catalog.pg_replication_origin_drop(roname)"
+							 " FROM pg_catalog.pg_replication_origin WHERE roname = '%s'",
+							 name), false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not drop replication slot and origin \"%s\"", name);
+	end_xact();
+}
+
+/* the worker stops capturing for a while (disabled, waiting for upgrade) */
+void
+estream_cdc_stop(void)
+{
+	stop_decoding();
+}
+
+/*
+ * After an error of the capture step, with the failed transaction aborted:
+ * forget the decoding context (its state may be half-way through a
+ * record) and let go of the slot.  The next run starts again.
+ */
+void
+estream_cdc_abort(void)
+{
+	if (cdc_ctx != NULL)
+	{
+		MemoryContext cxt = cdc_ctx->context;
+
+		if (cdc_ctx->reader != NULL)
+			XLogReaderFree(cdc_ctx->reader);
+		cdc_ctx = NULL;
+		MemoryContextDelete(cxt);
+	}
+	if (MyReplicationSlot != NULL)
+		ReplicationSlotRelease();
+	ReplicationSlotCleanup();
+}
+
+/*
+ * One capture step of the worker: decode the WAL written since the last
+ * run and write the changes of captured tables into their topics.  Returns
+ * the number of change events written; *more is set when the run stopped
+ * at its batch limit with WAL left to read, *active when there are
+ * captures, *caught_up when everything committed before the run started
+ * has been captured.  Runs its own transactions.
  */
 int64
-estream_cdc_run(void)
+estream_cdc_run(bool *more, bool *active, bool *caught_up)
 {
 	int64		ncaptures;
 	bool		slot_exists;
+	bool		origin_exists;
 	RepOriginId origin;
 	char		origin_name[NAMEDATALEN];
-	List	   *caps;
 	bool		any_pending;
-	Collector	coll;
-	MemoryContext batch_cxt;
 	MemoryContext old;
-	XLogRecPtr	start;
 	XLogRecPtr	end_of_wal;
-	volatile int64 written = 0;
-	TupleDesc	desc;
+	XLogRecPtr	applied = InvalidXLogRecPtr;
+	XLogRecPtr	confirm;
+	TimestampTz applied_ts = 0;
+	int64		written = 0;
+	bool		stopped;
 
+	*more = false;
+	*active = false;
+	*caught_up = false;
 	snprintf(slot_name, sizeof(slot_name), "estream_%u", MyDatabaseId);
 	snprintf(origin_name, sizeof(origin_name), "estream_%u", MyDatabaseId);
 	if (saved_log_min_messages[0] == '\0')
@@ -830,29 +1232,18 @@ estream_cdc_run(void)
 	ncaptures = spi_int8("SELECT count(*) FROM estream.capture");
 	slot_exists = spi_int8(psprintf("SELECT count(*) FROM pg_catalog.pg_replication_slots"
 									" WHERE slot_name = '%s'", slot_name)) > 0;
+	origin_exists = spi_int8(psprintf("SELECT count(*) FROM pg_catalog.pg_replication_origin"
+									  " WHERE roname = '%s'", origin_name)) > 0;
 	end_xact();
 
 	if (ncaptures == 0)
 	{
 		/* uncapturing the last table drops the slot: WAL is not kept */
-		if (slot_exists)
-		{
-			if (origin_set_up)
-			{
-				replorigin_session_reset();
-				replorigin_session_origin = InvalidRepOriginId;
-				origin_set_up = false;
-			}
-			begin_xact();
-			SPI_execute(psprintf("SELECT pg_catalog.pg_drop_replication_slot('%s')", slot_name),
-						false, 0);
-			SPI_execute(psprintf("SELECT pg_catalog.pg_replication_origin_drop('%s')"
-								 " FROM pg_catalog.pg_replication_origin WHERE roname = '%s'",
-								 origin_name, origin_name), false, 0);
-			end_xact();
-		}
+		if (slot_exists || origin_exists)
+			estream_cdc_drop();
 		return 0;
 	}
+	*active = true;
 
 	if (wal_level < WAL_LEVEL_LOGICAL)
 		ereport(ERROR,
@@ -861,13 +1252,13 @@ estream_cdc_run(void)
 				 errhint("Set wal_level = logical and restart the server.")));
 
 	/* the origin first: the plugin drops the changes made under it */
-	begin_xact();
-	origin = replorigin_by_name(origin_name, true);
-	if (origin == InvalidRepOriginId)
-		origin = replorigin_create(origin_name);
-	end_xact();
 	if (!origin_set_up)
 	{
+		begin_xact();
+		origin = replorigin_by_name(origin_name, true);
+		if (origin == InvalidRepOriginId)
+			origin = replorigin_create(origin_name);
+		end_xact();
 		begin_xact();
 		replorigin_session_setup(origin);
 		end_xact();
@@ -877,6 +1268,7 @@ estream_cdc_run(void)
 
 	if (!slot_exists)
 	{
+		stop_decoding();
 		/* in a transaction that has written nothing */
 		begin_xact();
 		if (SPI_execute(psprintf("SELECT pg_catalog.pg_create_logical_replication_slot('%s', 'estream')",
@@ -888,26 +1280,32 @@ estream_cdc_run(void)
 	/* copies of new captures, before decoding */
 	begin_xact();
 	old = MemoryContextSwitchTo(TopTransactionContext);
-	caps = load_captures(&any_pending);
+	coll.caps = load_captures(&any_pending);
 	MemoryContextSwitchTo(old);
 	if (any_pending)
 	{
-		List	   *pending = NIL;
+		List	   *copies = NIL;
+		List	   *starts = NIL;
 		ListCell   *lc;
 
 		old = MemoryContextSwitchTo(TopMemoryContext);
-		foreach(lc, caps)
+		foreach(lc, coll.caps)
 		{
 			CaptureState *cs = lfirst(lc);
 
-			if (!cs->active)
-				pending = lappend_oid(pending, cs->relid);
+			if (cs->pending && cs->copy)
+				copies = lappend_oid(copies, cs->relid);
+			else if (cs->pending)
+				starts = lappend_oid(starts, cs->relid);
 		}
 		MemoryContextSwitchTo(old);
 		end_xact();
-		foreach(lc, pending)
-			activate_capture(lfirst_oid(lc));
-		list_free(pending);
+		foreach(lc, copies)
+			activate_capture(lfirst_oid(lc), true);
+		foreach(lc, starts)
+			activate_capture(lfirst_oid(lc), false);
+		list_free(copies);
+		list_free(starts);
 	}
 	else
 		end_xact();
@@ -916,177 +1314,161 @@ estream_cdc_run(void)
 	 * Decode and write in one transaction: whatever it writes commits with
 	 * the origin's progress, or not at all.
 	 */
-	batch_cxt = AllocSetContextCreate(TopMemoryContext, "estream capture batch",
-									  ALLOCSET_DEFAULT_SIZES);
 	begin_xact();
 	old = MemoryContextSwitchTo(TopTransactionContext);
-	caps = load_captures(&any_pending);
+	coll.caps = load_captures(&any_pending);
 	MemoryContextSwitchTo(old);
 
-	desc = CreateTemplateTupleDesc(3);
-	TupleDescInitEntry(desc, 1, "lsn", PG_LSNOID, -1, 0);
-	TupleDescInitEntry(desc, 2, "xid", XIDOID, -1, 0);
-	TupleDescInitEntry(desc, 3, "line", TEXTOID, -1, 0);
-	coll.desc = desc;
+	coll.desc = CreateTemplateTupleDesc(5);
+	TupleDescInitEntry(coll.desc, 1, "lsn", PG_LSNOID, -1, 0);
+	TupleDescInitEntry(coll.desc, 2, "topic", TEXTOID, -1, 0);
+	TupleDescInitEntry(coll.desc, 3, "key", TEXTOID, -1, 0);
+	TupleDescInitEntry(coll.desc, 4, "value", JSONBOID, -1, 0);
+	TupleDescInitEntry(coll.desc, 5, "commit_ts", TIMESTAMPTZOID, -1, 0);
 	coll.lines = tuplestore_begin_heap(false, false, work_mem);
 	coll.nlines = 0;
-	coll.last_commit_end = InvalidXLogRecPtr;
+	coll.cur_xid = InvalidTransactionId;
+	coll.txn_first = 0;
+	coll.stopped = false;
+	coll.stop_at = 0;
+	coll.unknown_relid = InvalidOid;
+	coll.unknown_xmin = InvalidTransactionId;
 
-	ReplicationSlotAcquire(slot_name, true);
-	PG_TRY();
+	if (cdc_ctx == NULL)
+		start_decoding();
+
+	end_of_wal = GetFlushRecPtr(NULL);
+	while (cdc_ctx->reader->EndRecPtr < end_of_wal)
 	{
-		LogicalDecodingContext *ctx;
-		XLogRecPtr	progress = replorigin_session_get_progress(false);
-
-		if (handled_upto > progress)
-			progress = handled_upto;
+		XLogRecord *record;
+		char	   *errm = NULL;
 
 		/*
-		 * Starting to decode logs two LOG lines; at every run that is noise:
-		 * only the first start of a worker is logged.
+		 * The reader allocates its decode buffer and oversized records in
+		 * the current memory context, and frees them at a later read: they
+		 * must live as long as the decoding context.
 		 */
-		if (decoded_once)
-			SetConfigOption("log_min_messages", "fatal", PGC_SUSET, PGC_S_SESSION);
-		ctx = CreateDecodingContext(progress, NIL, false,
-									XL_ROUTINE(.page_read = read_local_xlog_page,
-											   .segment_open = wal_segment_open,
-											   .segment_close = wal_segment_close),
-									cdc_prepare_write, cdc_write, NULL);
-		if (decoded_once)
-			SetConfigOption("log_min_messages", saved_log_min_messages, PGC_SUSET, PGC_S_SESSION);
-		decoded_once = true;
-		ctx->output_writer_private = &coll;
-
-		/* what the last batch wrote is durable now: WAL before it can go */
-		if (progress != InvalidXLogRecPtr &&
-			progress > MyReplicationSlot->data.confirmed_flush)
-			LogicalConfirmReceivedLocation(progress);
-
-		start = MyReplicationSlot->data.restart_lsn;
-		end_of_wal = GetFlushRecPtr(NULL);
-		XLogBeginRead(ctx->reader, start);
-		while (ctx->reader->EndRecPtr < end_of_wal)
+		old = MemoryContextSwitchTo(cdc_ctx->context);
+		record = XLogReadRecord(cdc_ctx->reader, &errm);
+		MemoryContextSwitchTo(old);
+		if (errm)
+			elog(ERROR, "could not read WAL for capture: %s", errm);
+		if (record != NULL)
+			LogicalDecodingProcessRecord(cdc_ctx, cdc_ctx->reader);
+		if (coll.stopped)
+			break;
+		if (coll.nlines >= CDC_BATCH_LINES)
 		{
-			XLogRecord *record;
-			char	   *errm = NULL;
-
-			record = XLogReadRecord(ctx->reader, &errm);
-			if (errm)
-				elog(ERROR, "could not read WAL for capture: %s", errm);
-			if (record != NULL)
-				LogicalDecodingProcessRecord(ctx, ctx->reader);
-			if (coll.nlines >= CDC_BATCH_LINES)
-				break;
-			CHECK_FOR_INTERRUPTS();
+			*more = cdc_ctx->reader->EndRecPtr < end_of_wal;
+			break;
 		}
-
-		/* nothing for us in what was read: the source is idle, move on */
-		if (coll.nlines == 0 && ctx->reader->EndRecPtr != InvalidXLogRecPtr &&
-			ctx->reader->EndRecPtr > MyReplicationSlot->data.confirmed_flush)
-		{
-			LogicalConfirmReceivedLocation(ctx->reader->EndRecPtr);
-			ReplicationSlotMarkDirty();
-		}
-		FreeDecodingContext(ctx);
+		CHECK_FOR_INTERRUPTS();
 	}
-	PG_FINALLY();
-	{
-		if (decoded_once)
-			SetConfigOption("log_min_messages", saved_log_min_messages, PGC_SUSET, PGC_S_SESSION);
-		ReplicationSlotRelease();
-	}
-	PG_END_TRY();
-	InvalidateSystemCaches();
+	stopped = coll.stopped;
+	if (coll.nlines > 0)
+		InvalidateSystemCaches();
 
-	/* write: source transactions in commit order, cut at a pending copy */
+	/* write: source transactions in commit order, up to a stop */
 	{
-		TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
-		Datum	   *chunk = MemoryContextAlloc(batch_cxt, sizeof(Datum) * CDC_APPLY_CHUNK);
+		TupleTableSlot *slot = MakeSingleTupleTableSlot(coll.desc, &TTSOpsMinimalTuple);
+		List	   *batches = NIL;
 		int			nchunk = 0;
 		Size		chunk_bytes = 0;
-		List	   *txn_lines = NIL;	/* lines of the current source xact */
-		XLogRecPtr	applied = InvalidXLogRecPtr;
-		TimestampTz applied_ts = 0;
-		bool		stop = false;
 
-		while (!stop && tuplestore_gettupleslot(coll.lines, true, false, slot))
+		for (int64 i = 0; !(stopped && i >= coll.stop_at); i++)
 		{
 			bool		isnull;
-			XLogRecPtr	lsn = DatumGetLSN(slot_getattr(slot, 1, &isnull));
-			TransactionId xid = DatumGetTransactionId(slot_getattr(slot, 2, &isnull));
-			text	   *line = DatumGetTextPP(slot_getattr(slot, 3, &isnull));
-			char	   *s = text_to_cstring(line);
+			char	   *topic;
+			Datum		key;
+			bool		key_isnull;
+			Datum		value;
+			TopicBatch *tb;
 
-			if (strncmp(s, "{\"commit\"", 9) != 0)
+			if (!tuplestore_gettupleslot(coll.lines, true, false, slot))
+				break;
+			key = slot_getattr(slot, 2, &isnull);
+			if (isnull)
 			{
-				CaptureState *cs = find_capture(caps, line_relid(s));
-
-				if (cs == NULL)
-					continue;	/* uncaptured since */
-				if (!cs->active)
-				{
-					stop = true;	/* its copy first, at the next run */
-					break;
-				}
-				if (visible_in_copy(cs, xid))
-					continue;	/* in the copy already */
-				old = MemoryContextSwitchTo(batch_cxt);
-				txn_lines = lappend(txn_lines, cstring_to_text(s));
-				MemoryContextSwitchTo(old);
+				/* end of a source transaction, written in full */
+				applied = DatumGetLSN(slot_getattr(slot, 1, &isnull));
+				applied_ts = DatumGetTimestampTz(slot_getattr(slot, 5, &isnull));
 				continue;
 			}
-
-			/* end of a source transaction: write its changes */
+			topic = TextDatumGetCString(key);
+			key = slot_getattr(slot, 3, &key_isnull);
+			value = slot_getattr(slot, 4, &isnull);
+			tb = topic_batch(&batches, topic);
+			pfree(topic);
+			/* a compacted topic takes no record without a key (TRUNCATE) */
+			if (key_isnull && tb->compacted)
+				continue;
+			tb->keys[tb->n] = key_isnull ? (Datum) 0 : PointerGetDatum(DatumGetTextPCopy(key));
+			tb->key_nulls[tb->n] = key_isnull;
+			tb->values[tb->n] = PointerGetDatum(DatumGetJsonbPCopy(value));
+			chunk_bytes += VARSIZE_ANY(DatumGetPointer(tb->values[tb->n]));
+			tb->n++;
+			written++;
+			if (++nchunk == CDC_APPLY_CHUNK || chunk_bytes >= CDC_APPLY_BYTES)
 			{
-				ListCell   *lc;
-				char	   *ts = strstr(s, "\"commit_ts\": \"");
-
-				foreach(lc, txn_lines)
-				{
-					chunk[nchunk++] = PointerGetDatum(lfirst(lc));
-					chunk_bytes += VARSIZE_ANY(lfirst(lc));
-					if (nchunk == CDC_APPLY_CHUNK || chunk_bytes >= CDC_APPLY_BYTES)
-					{
-						apply_chunk(chunk, nchunk);
-						nchunk = 0;
-						chunk_bytes = 0;
-					}
-					written++;
-				}
-				list_free(txn_lines);
-				txn_lines = NIL;
-				applied = lsn;
-				if (ts != NULL)
-				{
-					char	   *q = pstrdup(ts + 14);
-					char	   *e = strchr(q, '"');
-
-					if (e)
-						*e = '\0';
-					applied_ts = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
-																		 CStringGetDatum(q),
-																		 ObjectIdGetDatum(InvalidOid),
-																		 Int32GetDatum(-1)));
-				}
+				write_batches(batches);
+				nchunk = 0;
+				chunk_bytes = 0;
 			}
 		}
-		apply_chunk(chunk, nchunk);
+		write_batches(batches);
 		ExecDropSingleTupleTableSlot(slot);
-
-		if (applied != InvalidXLogRecPtr && written > 0)
-		{
-			replorigin_session_origin_lsn = applied;
-			replorigin_session_origin_timestamp = applied_ts;
-		}
-		else if (applied != InvalidXLogRecPtr)
-			handled_upto = applied;
-		tuplestore_end(coll.lines);
-		end_xact();
-		replorigin_session_origin_lsn = InvalidXLogRecPtr;
-		replorigin_session_origin_timestamp = 0;
-		if (applied_ts != 0)
-			estream_worker_cdc_progress(applied_ts);
 	}
-	MemoryContextDelete(batch_cxt);
+	tuplestore_end(coll.lines);
+	coll.lines = NULL;
+	coll.caps = NIL;
+
+	if (OidIsValid(coll.unknown_relid))
+	{
+		MemoryContext oldcxt;
+
+		/* the next run must see the capture if it is there */
+		if (TransactionIdIsValid(coll.unknown_xmin) &&
+			TransactionIdIsInProgress(coll.unknown_xmin))
+			XactLockTableWait(coll.unknown_xmin, NULL, NULL, XLTW_None);
+		oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+		missing_checked = lappend_oid(missing_checked, coll.unknown_relid);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	else if (!stopped)
+	{
+		list_free(missing_checked);
+		missing_checked = NIL;
+	}
+
+	if (applied != InvalidXLogRecPtr && written > 0)
+	{
+		replorigin_session_origin_lsn = applied;
+		replorigin_session_origin_timestamp = applied_ts;
+	}
+	end_xact();
+	replorigin_session_origin_lsn = InvalidXLogRecPtr;
+	replorigin_session_origin_timestamp = 0;
+
+	/*
+	 * Written and durable (synchronous commit): the slot may let go of the
+	 * WAL before it.  Every transaction that ended before the reader's
+	 * position is handled, unless the run stopped at a capture without
+	 * copy: then up to the last transaction written, and the next run reads
+	 * again from the restart point.
+	 */
+	confirm = stopped ? applied : cdc_ctx->reader->EndRecPtr;
+	if (confirm != InvalidXLogRecPtr &&
+		confirm > MyReplicationSlot->data.confirmed_flush)
+	{
+		LogicalConfirmReceivedLocation(confirm);
+		ReplicationSlotMarkDirty();
+	}
+	if (stopped)
+		stop_decoding();
+	else if (!*more)
+		*caught_up = true;
+
+	if (applied_ts != 0)
+		estream_worker_cdc_progress(applied_ts);
 	return written;
 }

@@ -135,7 +135,10 @@ extern void estream_housekeep(int timeout_ms, int *reaped, int *terminated);
 
 /* cdc.c */
 extern void estream_cdc_init(void);
-extern int64 estream_cdc_run(void);
+extern int64 estream_cdc_run(bool *more, bool *active, bool *caught_up);
+extern void estream_cdc_abort(void);
+extern void estream_cdc_stop(void);
+extern void estream_cdc_drop(void);
 
 /* worker.c */
 extern void estream_worker_cdc_progress(TimestampTz commit_ts);

@@ -124,6 +124,8 @@ typedef struct EstreamWorkerSlot
 	char		last_error[256];
 	TimestampTz cdc_last_commit;	/* source commit last captured */
 	TimestampTz cdc_last_run;	/* end of the last capture step */
+	TimestampTz cdc_caught_up;	/* start of the last capture step that
+								 * captured everything committed before */
 	char		cdc_error[256];	/* last error of the capture step */
 } EstreamWorkerSlot;
 
@@ -140,6 +142,7 @@ typedef struct EstreamWorkerShared
 /* GUC variables */
 bool		estream_enable_worker = true;
 int			estream_worker_naptime = 1000;
+int			estream_capture_naptime = 100;
 int			estream_transaction_timeout = 0;
 int			estream_maintenance_lock_timeout = 200;
 
@@ -233,6 +236,15 @@ estream_worker_init(void)
 							"lag behind the primary.",
 							&estream_worker_naptime,
 							1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("estream.capture_naptime",
+							"Time between two capture steps of a database worker that has captures.",
+							"It bounds the capture lag of an idle worker: a change is in its "
+							"topic at most this long plus one step after it committed.",
+							&estream_capture_naptime,
+							100, 10, 60 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
@@ -911,31 +923,40 @@ run_step(int i)
 }
 
 /*
- * The capture step (1.3): decode the slot and write captured changes.
+ * The capture step (1.3): decode the WAL written since the last step and
+ * write captured changes.  *more: it stopped at its batch limit; *active:
+ * there are captures (and the last step did not fail).
  */
 static void
-run_capture(void)
+run_capture(bool *more, bool *active)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile int64 done = 0;
 	volatile bool failed = false;
+	bool		caught_up = false;
+	TimestampTz start = GetCurrentTimestamp();
 
+	*more = false;
+	*active = false;
 	PG_TRY();
 	{
 		pgstat_report_activity(STATE_RUNNING, "estream capture");
-		done = estream_cdc_run();
+		done = estream_cdc_run(more, active, &caught_up);
 	}
 	PG_CATCH();
 	{
 		failed = true;
+		step_failed(cxt, "capture changes");
+
 		/*
 		 * A bgworker has no PostgresMain to release a slot after an error:
-		 * release it (an ephemeral one, left by a failed creation, goes).
+		 * the decoding context goes and the slot is released (an ephemeral
+		 * one, left by a failed creation, is dropped).  A failing step is
+		 * tried again at the pace of maintenance runs.
 		 */
-		if (MyReplicationSlot != NULL)
-			ReplicationSlotRelease();
-		ReplicationSlotCleanup();
-		step_failed(cxt, "capture changes");
+		estream_cdc_abort();
+		*more = false;
+		*active = false;
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -943,6 +964,8 @@ run_capture(void)
 	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
 	worker_shared->slots[my_slot].counters[EWC_CAPTURED] += done;
 	worker_shared->slots[my_slot].cdc_last_run = GetCurrentTimestamp();
+	if (caught_up)
+		worker_shared->slots[my_slot].cdc_caught_up = start;
 	if (failed)
 		strlcpy(worker_shared->slots[my_slot].cdc_error,
 				worker_shared->slots[my_slot].last_error,
@@ -994,12 +1017,35 @@ run_housekeeping(void)
 	LWLockRelease(worker_shared->lock);
 }
 
+/*
+ * After DROP EXTENSION: the captures are gone, so must be the slot (it
+ * would keep WAL forever) and the origin.
+ */
+static void
+drop_capture_slot(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		estream_cdc_drop();
+	}
+	PG_CATCH();
+	{
+		step_failed(cxt, "drop the capture slot");
+		estream_cdc_abort();
+	}
+	PG_END_TRY();
+}
+
 void
 estream_worker_main(Datum main_arg)
 {
 	Oid			dbid;
 	MemoryContext run_cxt;
 	bool		ever_installed = false;
+	TimestampTz next_maintenance = 0;
+	bool		capturing = false;
 
 	my_slot = DatumGetInt32(main_arg);
 
@@ -1043,11 +1089,18 @@ estream_worker_main(Datum main_arg)
 	run_cxt = AllocSetContextCreate(TopMemoryContext, "estream worker run",
 									ALLOCSET_DEFAULT_SIZES);
 
+	/*
+	 * Maintenance runs every estream.worker_naptime; while the database has
+	 * captures, the capture step runs every estream.capture_naptime, and at
+	 * once again when it stopped at its batch limit.
+	 */
 	for (;;)
 	{
 		char	   *version;
-		TimestampTz start;
+		TimestampTz now;
 		EstreamWorkerState state;
+		bool		maintained = false;
+		long		wait_ms;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -1067,12 +1120,13 @@ estream_worker_main(Datum main_arg)
 					(errmsg("estream worker for database \"%s\" is stopping: the extension is not installed",
 							get_database_name(dbid))));
 			CommitTransactionCommand();
+			drop_capture_slot();
 			proc_exit(0);
 		}
 		CommitTransactionCommand();
 		ever_installed = true;
 
-		start = GetCurrentTimestamp();
+		now = GetCurrentTimestamp();
 		if (!estream_enable_worker)
 			state = WS_DISABLED;
 		else if (strcmp(version, "1.0") == 0 || strcmp(version, "1.1") == 0)
@@ -1080,17 +1134,32 @@ estream_worker_main(Datum main_arg)
 		else
 		{
 			MemoryContext old;
+			bool		more = false;
 
-			set_state(WS_RUNNING);
 			old = MemoryContextSwitchTo(run_cxt);
-			for (int i = 0; i < lengthof(maintenance_steps); i++)
+			if (now >= next_maintenance)
 			{
-				CHECK_FOR_INTERRUPTS();
-				run_step(i);
+				set_state(WS_RUNNING);
+				for (int i = 0; i < lengthof(maintenance_steps); i++)
+				{
+					CHECK_FOR_INTERRUPTS();
+					run_step(i);
+				}
+				run_housekeeping();
+				maintained = true;
+				next_maintenance = TimestampTzPlusMilliseconds(now, estream_worker_naptime);
 			}
-			run_housekeeping();
-			if (strcmp(version, "1.2") != 0)
-				run_capture();
+			if (strcmp(version, "1.2") != 0 && (maintained || capturing))
+			{
+				do
+				{
+					CHECK_FOR_INTERRUPTS();
+					run_capture(&more, &capturing);
+					MemoryContextReset(run_cxt);
+				} while (more);
+			}
+			else
+				capturing = false;
 			/* table statistics of the steps' writes, for autovacuum */
 			pgstat_report_stat(false);
 			MemoryContextSwitchTo(old);
@@ -1098,21 +1167,40 @@ estream_worker_main(Datum main_arg)
 			state = WS_IDLE;
 		}
 		pfree(version);
+		if (state != WS_IDLE)
+		{
+			/* not capturing: the slot is not held meanwhile */
+			estream_cdc_stop();
+			capturing = false;
+			next_maintenance = 0;
+		}
 
 		LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
-		worker_shared->slots[my_slot].state = state;
-		worker_shared->slots[my_slot].naptime_ms = estream_worker_naptime;
-		if (state == WS_IDLE)
+		if (state != WS_IDLE || maintained)
+		{
+			worker_shared->slots[my_slot].state = state;
+			worker_shared->slots[my_slot].naptime_ms = estream_worker_naptime;
+		}
+		if (maintained)
 		{
 			worker_shared->slots[my_slot].runs++;
-			worker_shared->slots[my_slot].last_run_at = start;
+			worker_shared->slots[my_slot].last_run_at = now;
 			worker_shared->slots[my_slot].last_run_us =
-				GetCurrentTimestamp() - start;
+				GetCurrentTimestamp() - now;
 		}
 		LWLockRelease(worker_shared->lock);
 
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 estream_worker_naptime, PG_WAIT_EXTENSION);
+		if (state != WS_IDLE)
+			wait_ms = estream_worker_naptime;
+		else
+		{
+			wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_maintenance);
+			if (capturing && wait_ms > estream_capture_naptime)
+				wait_ms = estream_capture_naptime;
+		}
+		if (wait_ms > 0)
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 wait_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
 }
@@ -1238,8 +1326,8 @@ estream_capture_status(PG_FUNCTION_ARGS)
 	for (int i = 0; i < worker_shared->nslots; i++)
 	{
 		EstreamWorkerSlot *s = &worker_shared->slots[i];
-		Datum		values[4];
-		bool		nulls[4] = {false, true, true, true};
+		Datum		values[5];
+		bool		nulls[5] = {false, true, true, true, true};
 
 		if (s->state == WS_FREE || s->dbid != MyDatabaseId)
 			continue;
@@ -1258,6 +1346,11 @@ estream_capture_status(PG_FUNCTION_ARGS)
 		{
 			values[3] = CStringGetTextDatum(s->cdc_error);
 			nulls[3] = false;
+		}
+		if (s->cdc_caught_up != 0)
+		{
+			values[4] = TimestampTzGetDatum(s->cdc_caught_up);
+			nulls[4] = false;
 		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		break;

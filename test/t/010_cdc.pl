@@ -24,11 +24,13 @@
 #    updates run; every row is in the copy or later events exactly once:
 #    the per-row version counter seen in the topic goes up by exactly one
 #    from event to event, and the state rebuilt equals the table.
-# 4. One transaction of many rows with logical_decoding_work_mem = 64kB:
-#    it spills to disk, and every row gives exactly one event.
+# 4. One transaction of 1M rows with logical_decoding_work_mem = 64kB:
+#    it spills to disk, every row gives exactly one event, and the worker's
+#    private memory stays bounded.
 
 use strict;
 use warnings;
+use Time::HiRes qw(usleep);
 
 use IPC::Run;
 use PostgreSQL::Test::Cluster;
@@ -453,21 +455,50 @@ WHERE t.row IS NULL OR s.row IS NULL}),
 	'0', 'the state rebuilt from the topic (copy and changes) equals the table');
 
 #
-# 4. A large transaction (200k rows) with logical_decoding_work_mem = 64kB.
+# 4. A large transaction (1M rows) with logical_decoding_work_mem = 64kB.
 #
 
 $node->safe_psql(
 	'postgres', q{
 ALTER SYSTEM SET logical_decoding_work_mem = '64kB';
 SELECT pg_reload_conf();
-CREATE TABLE big (id int PRIMARY KEY);
+CREATE TABLE big (id int PRIMARY KEY, note text);
 SELECT estream.capture('big', options => '{"snapshot": false}');
 });
 wait_streaming('big');
-# 1M rows take over a minute on a 2-core machine: 200k spill as well
-my $nbig = 200000;
-$node->safe_psql('postgres', "INSERT INTO big SELECT generate_series(1, $nbig)");
-wait_caught_up('large transaction');
+my $nbig = 1000000;
+$node->safe_psql('postgres',
+	"INSERT INTO big SELECT g, 'row ' || g FROM generate_series(1, $nbig) g");
+my $big_lsn = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+
+# the worker's private memory while it decodes, spills and writes
+my $worker_pid = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'estream worker'");
+my $max_anon_kb = 0;
+my $caught_up = 0;
+for (my $i = 0; $i < 10 * $PostgreSQL::Test::Utils::timeout_default; $i++)
+{
+	if (open(my $fh, '<', "/proc/$worker_pid/status"))
+	{
+		while (<$fh>)
+		{
+			$max_anon_kb = $1 if /^RssAnon:\s+(\d+)/ && $1 > $max_anon_kb;
+		}
+		close($fh);
+	}
+	$caught_up = $node->safe_psql('postgres',
+		"SELECT confirmed_flush_lsn >= '$big_lsn' FROM pg_replication_slots WHERE slot_name = '$slot'");
+	last if $caught_up eq 't';
+	usleep(100_000);
+}
+is($caught_up, 't', 'capture caught up: large transaction');
+note "worker private memory at most $max_anon_kb kB";
+SKIP:
+{
+	skip 'no /proc', 1 if !-e "/proc/$worker_pid/status" && $max_anon_kb == 0;
+	cmp_ok($max_anon_kb, '<', 256 * 1024,
+		'the worker captured it in bounded memory (private RSS below 256 MB)');
+}
 my $big_log = log_of('postgres.public.big');
 is( $node->safe_psql(
 		'postgres',
