@@ -145,6 +145,18 @@ UPDATE cdc.full_ident SET v = 'b';
 DELETE FROM cdc.full_ident;
 SELECT * FROM cdc.changes();
 
+-- a primary key change is a delete under the old key and a create under
+-- the new one (with the default replica identity the old key is in the WAL
+-- only then; under FULL the keys are compared)
+INSERT INTO cdc.kinds (id, t) VALUES (20, 'moved');
+UPDATE cdc.kinds SET id = 21 WHERE id = 20;
+UPDATE cdc.kinds SET t = 'stays' WHERE id = 21;
+INSERT INTO cdc.full_ident VALUES (1, 'a');
+UPDATE cdc.full_ident SET id = 2;
+UPDATE cdc.full_ident SET v = 'b';
+DELETE FROM cdc.full_ident;
+SELECT topic, key, op, before, after->>'id' AS after_id FROM cdc.changes();
+
 -- partitions: the root's topic, and the root's name in the source block
 INSERT INTO cdc.parted VALUES (1, 'eu'), (2, 'us');
 SELECT topic, key, op, after, source->>'table' AS source_table FROM cdc.changes();

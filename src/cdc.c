@@ -630,6 +630,30 @@ plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		key = JsonbValueToJsonb(push_row(st, &ps, ci, relation, keytup, pk));
 	}
 
+	/*
+	 * An update that changes the key is a delete under the old key and a
+	 * create under the new one, as in Debezium: each key's partition gets
+	 * the end or the start of the row's history.  (Under REPLICA IDENTITY
+	 * DEFAULT or USING INDEX the old key is in the WAL only when it
+	 * changed; under FULL it always is.)
+	 */
+	if (change->action == REORDER_BUFFER_CHANGE_UPDATE && key != NULL && oldtup != NULL)
+	{
+		JsonbParseState *ps = NULL;
+		Jsonb	   *oldkey = JsonbValueToJsonb(push_row(st, &ps, ci, relation, oldtup, pk));
+
+		if (compareJsonbContainers(&oldkey->root, &key->root) != 0)
+		{
+			emit_event(ctx, txn, ci, oldkey,
+					   envelope(st, ci, relation, oldtup, NULL, "d", txn, change->lsn));
+			emit_event(ctx, txn, ci, key,
+					   envelope(st, ci, relation, NULL, newtup, "c", txn, change->lsn));
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(st->cxt);
+			return;
+		}
+	}
+
 	emit_event(ctx, txn, ci, key,
 			   envelope(st, ci, relation, oldtup, newtup, op, txn, change->lsn));
 	MemoryContextSwitchTo(old);
