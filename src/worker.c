@@ -1100,6 +1100,7 @@ estream_worker_main(Datum main_arg)
 		TimestampTz now;
 		EstreamWorkerState state;
 		bool		maintained = false;
+		bool		more = false;	/* the capture has WAL left to read */
 		long		wait_ms;
 
 		CHECK_FOR_INTERRUPTS();
@@ -1134,7 +1135,6 @@ estream_worker_main(Datum main_arg)
 		else
 		{
 			MemoryContext old;
-			bool		more = false;
 
 			old = MemoryContextSwitchTo(run_cxt);
 			if (now >= next_maintenance)
@@ -1156,7 +1156,7 @@ estream_worker_main(Datum main_arg)
 					CHECK_FOR_INTERRUPTS();
 					run_capture(&more, &capturing);
 					MemoryContextReset(run_cxt);
-				} while (more);
+				} while (more && GetCurrentTimestamp() < next_maintenance);
 			}
 			else
 				capturing = false;
@@ -1197,6 +1197,8 @@ estream_worker_main(Datum main_arg)
 			wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_maintenance);
 			if (capturing && wait_ms > estream_capture_naptime)
 				wait_ms = estream_capture_naptime;
+			if (more)
+				wait_ms = 0;	/* maintenance came first; go on */
 		}
 		if (wait_ms > 0)
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
