@@ -142,8 +142,9 @@ unix_socket_directories = '$SOCK'
 unix_socket_permissions = 0700
 EOF
 # Debian's 15.19 and later list the output plugins that slots may use: CDC
-# needs estream there.  Older servers do not know the setting.
-if as_owner "$PG_BINDIR/postgres" --describe-config 2>/dev/null | grep -q '^output_plugin_libraries'; then
+# needs estream there.  Older servers do not know the setting.  (grep reads
+# all the output: with -q, postgres could die of SIGPIPE and pipefail say no.)
+if as_owner "$PG_BINDIR/postgres" --describe-config 2>/dev/null | grep '^output_plugin_libraries' >/dev/null; then
 	echo "output_plugin_libraries = 'pgoutput, test_decoding, estream'" |
 		as_owner tee -a "$DATA/estream-demo.conf" >/dev/null
 fi
@@ -264,6 +265,11 @@ DO $$ BEGIN
     EXIT WHEN (SELECT state FROM estream.captures WHERE topic = 'customers') = 'streaming';
     PERFORM pg_sleep(0.1);
   END LOOP;
+  IF (SELECT state FROM estream.captures WHERE topic = 'customers') <> 'streaming' THEN
+    RAISE EXCEPTION 'the capture of table customer did not start'
+      USING DETAIL = coalesce((SELECT last_error FROM estream.captures WHERE topic = 'customers'), 'no error'),
+            HINT = 'Look at estream.workers and the server log.';
+  END IF;
 END $$;
 INSERT INTO customer VALUES (3, 'Edsger', 'basic');
 UPDATE customer SET tier = 'gold' WHERE id = 1;
@@ -274,6 +280,10 @@ DO $$ BEGIN
     EXIT WHEN (SELECT stable_offset FROM estream.watermarks('customers')) >= 5;
     PERFORM pg_sleep(0.1);
   END LOOP;
+  IF (SELECT stable_offset FROM estream.watermarks('customers')) < 5 THEN
+    RAISE EXCEPTION 'the changes of table customer were not captured'
+      USING HINT = 'Look at estream.captures and the server log.';
+  END IF;
 END $$;
 SELECT "offset", key, value->>'op' AS op, value->'before' AS before, value->'after' AS after
 FROM estream.fetch('customers', 0, 0);
