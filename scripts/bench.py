@@ -9,6 +9,12 @@ same run) and writes it as JSON and CSV under bench/results/.
 
 Runs of a workload and of its reference are interleaved (A B A B ...) so that
 drift of a shared, noisy machine hits both alike.
+
+The CDC workload compares estream.capture() (source row changes written into a
+topic by the worker) with wal2json read through pg_logical_slot_get_changes(),
+under the same pgbench load: changes/s and the lag from the source commit until
+a reader has the change.  It also checks that each side delivered every
+committed change exactly once, and fails the run otherwise.
 """
 
 import argparse
@@ -33,6 +39,24 @@ VALUE_SQL = ("('{\"id\": ' || :id || ', \"type\": \"order.created\", \"customer\
 VALUE_ROW_SQL = VALUE_SQL.replace(":id", "(:id + g)")
 
 
+def server_has_setting(name):
+    """Does this server know the setting?  (Debian's 15.19 and later have
+    output_plugin_libraries; older servers refuse to start with it.)"""
+    r = subprocess.run([f"{PGBIN}/postgres", "--describe-config"], capture_output=True, text=True)
+    return any(line.split("\t", 1)[0] == name for line in r.stdout.splitlines())
+
+
+def library_version():
+    """md5 and modification time of the installed estream.so: what the
+    instances load at their start."""
+    import hashlib
+    libdir = subprocess.run([f"{PGBIN}/pg_config", "--pkglibdir"], capture_output=True, text=True).stdout.strip()
+    path = os.path.join(libdir, "estream.so")
+    with open(path, "rb") as f:
+        md5 = hashlib.md5(f.read()).hexdigest()
+    return dict(md5=md5, mtime=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(os.path.getmtime(path))))
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -44,15 +68,19 @@ def free_port():
 class Instance:
     """A private PostgreSQL instance with estream preloaded."""
 
-    def __init__(self, root, sync_commit):
+    def __init__(self, root, sync_commit, settings=()):
         self.root = root
         self.data = os.path.join(root, "data")
         self.port = free_port()
         self.sync_commit = sync_commit
+        self.settings = settings    # more lines of postgresql.conf
 
     def start(self):
         subprocess.run([f"{PGBIN}/initdb", "-D", self.data, "-A", "trust", "-U", "postgres",
                         "--no-sync"], check=True, stdout=subprocess.DEVNULL)
+        # CDC: the estream worker's slot and the wal2json reference's slot
+        plugins = ("output_plugin_libraries = 'pgoutput, test_decoding, estream, wal2json'\n"
+                   if server_has_setting("output_plugin_libraries") else "")
         with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
             f.write(f"""
 port = {self.port}
@@ -66,7 +94,10 @@ max_wal_size = 8GB
 checkpoint_timeout = 30min
 synchronous_commit = {'on' if self.sync_commit else 'off'}
 autovacuum = on
-""")
+max_replication_slots = 10
+{plugins}""")
+            for line in self.settings:
+                f.write(line + "\n")
         subprocess.run([f"{PGBIN}/pg_ctl", "-D", self.data, "-l", os.path.join(self.root, "log"),
                         "-w", "start"], check=True, stdout=subprocess.DEVNULL)
 
@@ -85,18 +116,27 @@ autovacuum = on
         return r.stdout.strip()
 
     def pgbench(self, script, clients, seconds, workdir):
+        return self.pgbench_tx(script, clients, seconds, workdir)[0]
+
+    def pgbench_tx(self, script, clients, seconds, workdir, rate=0):
+        """Run pgbench (at most rate transactions/s if given); returns (tps,
+        transactions processed)."""
         path = os.path.join(workdir, "script.sql")
         with open(path, "w") as f:
             f.write(script)
         r = subprocess.run(["pgbench", "-n", "-M", "prepared", "-c", str(clients),
-                            "-j", str(min(clients, 2)), "-T", str(seconds), "-f", path],
+                            "-j", str(min(clients, 2)), "-T", str(seconds), "-f", path]
+                           + (["-R", str(rate)] if rate else []),
                            env=self.env(), capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"pgbench failed:\n{r.stdout}\n{r.stderr}")
         m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", r.stdout)
         if not m:
             raise RuntimeError(f"no tps in pgbench output:\n{r.stdout}")
-        return float(m.group(1))
+        n = re.search(r"number of transactions actually processed: ([0-9]+)", r.stdout)
+        if not n:
+            raise RuntimeError(f"no transaction count in pgbench output:\n{r.stdout}")
+        return float(m.group(1)), int(n.group(1))
 
 
 SETUP_SQL = """
@@ -181,20 +221,40 @@ def plan(quick):
     ]
 
 
+def cdc_plan(args):
+    """(clients, seconds per side, runs, loads) of the CDC workload; a load
+    is "full", "backlog" or a number of transactions per second."""
+    loads = ["full", CDC_STEADY_RATE, "backlog"]
+    if args.smoke:
+        clients, seconds, runs, loads = 4, 5, 1, ["full"]
+    elif args.mode == "quick":
+        clients, seconds, runs = 8, 10, 1
+    else:
+        clients, seconds, runs = 8, 30, max(3, args.runs)
+    if args.cdc_loads:
+        loads = [int(x) if x.isdigit() else x for x in args.cdc_loads.split(",")]
+        if any(x not in ("full", "backlog") and not isinstance(x, int) for x in loads):
+            raise SystemExit(f"--cdc-loads: full, backlog or transactions/s, not {args.cdc_loads}")
+    return clients, args.cdc_seconds or seconds, runs, loads
+
+
 def run(args):
+    """Returns (rows, metadata of the CDC part or None, failed correctness checks)."""
     quick = args.mode == "quick"
     seconds = args.seconds or (2 if quick else 5)
     runs = max(3, args.runs)
     results = []
+    cdc_meta, problems = None, []
+    only_sync = args.only_client or args.only_cdc
     workdir = tempfile.mkdtemp(prefix="estream-bench-")
     steps = plan(quick)
-    for sync in sorted({st[0] for st in steps} if not args.only_client else {True}, reverse=True):
-        inst = Instance(os.path.join(workdir, "sync" if sync else "async"), sync)
+    for sync in sorted({st[0] for st in steps} if not only_sync else {True}, reverse=True):
+        inst = Instance(os.path.join(workdir, "sync" if sync else "async"), sync, args.set)
         os.makedirs(inst.root)
         inst.start()
         try:
             for st_sync, partitions, wls in steps:
-                if st_sync != sync or args.only_client:
+                if st_sync != sync or only_sync:
                     continue
                 inst.psql(SETUP_SQL.format(partitions=partitions))
                 groups = {}
@@ -222,7 +282,14 @@ def run(args):
                         results.append(row)
                         print_row(row)
                 inst.psql("CHECKPOINT")
-            if sync and not args.skip_client:
+            if sync and not args.skip_cdc and not args.only_client:
+                cdc_clients, cdc_seconds, cdc_runs, cdc_loads = cdc_plan(args)
+                settings, problems = cdc_workload(inst, cdc_clients, cdc_seconds, cdc_runs, cdc_loads, workdir,
+                                                  lambda row: (results.append(row), print_row(row)))
+                cdc_meta = dict(settings, clients=cdc_clients, seconds_per_run=cdc_seconds, runs=cdc_runs,
+                                loads=cdc_loads)
+                inst.psql("CHECKPOINT")
+            if sync and not args.skip_client and not args.only_cdc:
                 if args.only_client:
                     inst.psql(SETUP_SQL.format(partitions=8))
                 client_workloads(inst, quick, runs, seconds, workdir,
@@ -231,7 +298,7 @@ def run(args):
             inst.stop()
     shutil.rmtree(workdir, ignore_errors=True)
     print_targets(results)
-    return results
+    return results, cdc_meta, problems
 
 
 def print_targets(results):
@@ -543,6 +610,9 @@ def fill_topic(inst, topic, n, partitions):
 # latency runs, 5 WAL measurements, 2 produce rates (empty and large topic)
 CLIENT_ROWS = 15
 
+# rows cdc_workload() emits per load: wal2json and estream
+CDC_ROWS = 2
+
 
 def client_workloads(inst, quick, runs, seconds, workdir, emit):
     n_backlog = 100000 if quick else 1000000
@@ -618,6 +688,285 @@ def client_workloads(inst, quick, runs, seconds, workdir, emit):
                   ratio=None if topic == "empty" else round(med / ref, 3)))
 
 
+# ---------------------------------------------------------------------------
+# CDC: changes of a source table under steady load, captured into a topic by
+# the estream worker, against decoding the same WAL with wal2json through
+# pg_logical_slot_get_changes().  Both sides run on the same instance, table
+# and pgbench load, interleaved; only one of them decodes at a time.
+
+CDC_PREFILL = 100000
+CDC_TOPIC = "cdc_bench"
+CDC_W2J_SLOT = "cdc_w2j"
+
+
+def cdc_names(load):
+    """Row names (wal2json, estream) of a CDC load: "full" (as fast as the
+    clients go), "backlog", or a rate in transactions/s."""
+    label = {"full": "full load", "backlog": "backlog"}.get(load, f"{load} tx/s")
+    return f"cdc {label}: wal2json get_changes", f"cdc {label}: estream capture"
+
+
+CDC_SETUP_SQL = f"""
+CREATE EXTENSION IF NOT EXISTS estream;
+SELECT estream.uncapture(relid::regclass) FROM estream.capture WHERE relid = to_regclass('public.cdc_src');
+SELECT estream.drop_topic('{CDC_TOPIC}', if_exists => true);
+DROP TABLE IF EXISTS cdc_src;
+CREATE TABLE cdc_src (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, account int NOT NULL,
+                      amount numeric(12,2) NOT NULL, status text NOT NULL, note text,
+                      updated_at timestamptz NOT NULL DEFAULT now());
+INSERT INTO cdc_src (id, account, amount, status, note)
+SELECT g, g % 1000, (g % 100000) / 100.0, 'new', 'order ' || g || ' of account ' || g % 1000
+FROM generate_series(1, {CDC_PREFILL}) g;
+SELECT setval(pg_get_serial_sequence('cdc_src', 'id'), {CDC_PREFILL});
+"""
+
+# Two row changes per transaction: a new row, and an update of a random row
+# of the pre-filled ones (they all exist: nothing deletes, so every UPDATE
+# changes exactly one row and a run commits exactly 2 x transactions changes).
+CDC_SCRIPT = f"""\\set acc random(1, 1000)
+\\set row random(1, {CDC_PREFILL})
+BEGIN;
+INSERT INTO cdc_src (account, amount, status, note) VALUES (:acc, random() * 1000, 'new', 'order of account ' || :acc);
+UPDATE cdc_src SET amount = amount + 1, status = 'paid', updated_at = now() WHERE id = :row;
+END;
+"""
+
+# wal2json: one line per change (no B/C lines), each with its transaction's
+# commit time and the change's LSN; only the source table.  The lines begin
+# {"action":"I","timestamp":"...","lsn":"0/...", so split_part() takes the
+# three fields: parsing every line as JSON would take longer than decoding.
+CDC_W2J_SQL = ("SELECT split_part(data, '\"', 4), "
+               "extract(epoch FROM split_part(data, '\"', 8)::timestamptz)::float8 * 1000, "
+               "split_part(data, '\"', 12) "
+               f"FROM pg_logical_slot_get_changes('{CDC_W2J_SLOT}', NULL, %s, 'format-version', '2', "
+               "'include-timestamp', '1', 'include-lsn', '1', 'include-transaction', '0', "
+               "'add-tables', 'public.cdc_src')")
+CDC_W2J_CHANGES = 10000     # upto_nchanges of one call
+CDC_W2J_IDLE = 0.1          # seconds between calls that returned nothing
+
+# The second load: 1,000 transactions (2,000 changes) per second, which both
+# sides keep up with here, so that the lag is not that of a CPU-bound machine.
+CDC_STEADY_RATE = 1000
+
+
+def wait_for(inst, sql, what, timeout=60):
+    """Poll until sql returns 't'."""
+    deadline = time.time() + timeout
+    while inst.psql(sql) != "t":
+        if time.time() > deadline:
+            raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def set_worker(inst, on):
+    """Turn the estream worker on or off, and wait until it is so."""
+    if on:
+        inst.psql("ALTER SYSTEM RESET estream.enable_worker")
+    else:
+        inst.psql("ALTER SYSTEM SET estream.enable_worker = off")
+    inst.psql("SELECT pg_reload_conf()")
+    if not on:
+        wait_for(inst, "SELECT bool_and(state = 'disabled') FROM estream.workers "
+                       "WHERE database = current_database()", "the worker to stop")
+
+
+def cdc_run(inst, kind, clients, seconds, load, workdir):
+    """One side of the CDC comparison: set up the capture (or the wal2json
+    slot), run the pgbench load ("full": as fast as the clients go; a number:
+    at most that many transactions/s) while a reader takes every change as
+    soon as it is readable, then wait until every committed change has been
+    read.  "backlog": the full load with capture held back (the worker off;
+    nobody reading the wal2json slot), then the time it takes to catch up.
+
+    Lag of a change: the reader's wall clock when the change was returned
+    minus its source transaction's commit time (source.ts_ms for estream, the
+    timestamp wal2json writes), both from this machine's clock."""
+    import threading
+    backlog = load == "backlog"
+    rate = load if isinstance(load, int) else 0
+    if kind == "estream":
+        inst.psql(f"SELECT estream.uncapture('cdc_src', if_exists => true); "
+                  f"SELECT estream.drop_topic('{CDC_TOPIC}', if_exists => true);")
+        inst.psql(f"SELECT estream.capture('cdc_src', '{CDC_TOPIC}', '{{\"snapshot\": false}}')")
+        # streaming at once (no copy), but changes are decoded only once the
+        # worker has created the database's slot
+        wait_for(inst, f"SELECT bool_and(slot_name IS NOT NULL AND state = 'streaming') "
+                       f"FROM estream.captures WHERE topic = '{CDC_TOPIC}'", "the capture's slot")
+        if backlog:
+            set_worker(inst, False)
+    else:
+        inst.psql(f"SELECT pg_create_logical_replication_slot('{CDC_W2J_SLOT}', 'wal2json')")
+    first_new = int(inst.psql("SELECT max(id) FROM cdc_src"))
+    # a backlog is read in one call: with a limit, every call would decode
+    # again from the slot's restart point the WAL the calls before consumed
+    w2j_limit = None if backlog else CDC_W2J_CHANGES
+
+    st = dict(lags=[], ops={}, lsns=set(), got=0, last=None, target=None, error=None, reads=0)
+    load_done = threading.Event()
+
+    def reader():
+        try:
+            c = connect(inst)
+            cur = c.cursor()
+            # every call of pg_logical_slot_get_changes() logs two lines
+            cur.execute("SET log_min_messages = warning")
+            pos = 0
+            drain_deadline = None
+            while True:
+                if kind == "estream":
+                    # long poll: returns as soon as the worker's batch commits
+                    cur.execute("SELECT \"offset\", value->>'op', (value->'source'->>'ts_ms')::float8, "
+                                "value->'source'->>'lsn' FROM estream.fetch(%s, 0, %s, 10000, 200)",
+                                (CDC_TOPIC, pos))
+                else:
+                    cur.execute(CDC_W2J_SQL, (w2j_limit,))
+                rows = cur.fetchall()
+                now = time.time() * 1000
+                for r in rows:
+                    if kind == "estream":
+                        pos = r[0] + 1
+                    op, commit_ms, lsn = r[-3], r[-2], r[-1]
+                    st["lags"].append(now - commit_ms)
+                    st["ops"][op] = st["ops"].get(op, 0) + 1
+                    st["lsns"].add(lsn)
+                if rows:
+                    st["got"] += len(rows)
+                    st["reads"] += 1
+                    st["last"] = now / 1000
+                if load_done.is_set():
+                    if st["got"] >= st["target"]:
+                        break
+                    if drain_deadline is None:
+                        drain_deadline = time.time() + max(60, 4 * seconds)
+                    elif time.time() > drain_deadline:
+                        break
+                if not rows and kind != "estream":
+                    time.sleep(CDC_W2J_IDLE)
+            if kind != "estream":
+                # nothing more: the next call must return no change
+                cur.execute(CDC_W2J_SQL, (w2j_limit,))
+                st["got"] += len(cur.fetchall())
+            c.close()
+        except Exception as e:  # noqa: BLE001 - reported below
+            st["error"] = e
+
+    t = threading.Thread(target=reader)
+    if not backlog:
+        t.start()
+    t0 = time.time()
+    try:
+        tps, tx = inst.pgbench_tx(CDC_SCRIPT, clients, seconds, workdir, rate)
+        inserted = int(inst.psql(f"SELECT count(*) FROM cdc_src WHERE id > {first_new}"))
+        st["target"] = 2 * inserted
+    finally:
+        if st["target"] is None:
+            st["target"] = 0    # the load failed: stop reading
+        load_done.set()
+        if backlog:
+            # catching up starts now
+            t0 = time.time()
+            t.start()
+            if kind == "estream":
+                set_worker(inst, True)
+        t.join()
+    if kind == "estream":
+        # end the capture; once the worker has dropped the slot nothing more
+        # can be written: the topic must hold exactly what the reader got
+        inst.psql("SELECT estream.uncapture('cdc_src')")
+        wait_for(inst, "SELECT count(*) = 0 FROM pg_replication_slots WHERE slot_name LIKE 'estream\\_%'",
+                 "the worker to drop its slot")
+        in_topic = int(inst.psql(f"SELECT sum(next_offset) FROM estream.watermarks('{CDC_TOPIC}')"))
+    else:
+        inst.psql(f"SELECT pg_drop_replication_slot('{CDC_W2J_SLOT}')")
+        in_topic = st["got"]
+    if st["error"]:
+        raise RuntimeError(f"CDC reader ({kind}) failed: {st['error']}")
+    committed = 2 * tx
+    lags = sorted(st["lags"])
+    problems = []
+    if inserted != tx:
+        problems.append(f"pgbench counted {tx} transactions, the table got {inserted} new rows")
+    if st["got"] != committed or in_topic != committed:
+        problems.append(f"{committed} changes committed, {st['got']} read, {in_topic} in all")
+    if st["ops"] != {("c" if kind == "estream" else "I"): tx, ("u" if kind == "estream" else "U"): tx}:
+        problems.append(f"changes by kind {st['ops']}, expected {tx} of each")
+    if len(st["lsns"]) != len(lags):
+        problems.append(f"{len(lags) - len(st['lsns'])} changes read twice (same LSN)")
+    return dict(source_rate=2 * tps, committed=committed, read=st["got"],
+                rate=st["got"] / (st["last"] - t0) if st["last"] else 0.0,
+                p50=percentile(lags, 0.5), p99=percentile(lags, 0.99), max=lags[-1] if lags else float("nan"),
+                drain=(st["last"] - t0 - (0 if backlog else seconds)) if st["last"] else float("nan"),
+                reads=st["reads"], problems=problems)
+
+
+def cdc_settings(inst):
+    """The settings CDC figures depend on, for the results' metadata."""
+    def show(name):
+        try:
+            return inst.psql(f"SHOW {name}")
+        except subprocess.CalledProcessError:
+            return None     # not a setting of this build
+    w2j = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "postgresql-15-wal2json"],
+                         capture_output=True, text=True)
+    return {"estream.worker_naptime": show("estream.worker_naptime"),
+            "estream.capture_naptime": show("estream.capture_naptime"),
+            "output_plugin_libraries": show("output_plugin_libraries"),
+            "wal2json": w2j.stdout.strip() or None}
+
+
+def cdc_workload(inst, clients, seconds, runs, loads, workdir, emit):
+    """For each load (see cdc_run()), interleaved runs (wal2json, estream,
+    wal2json, ...) of both sides; emits their two rows.  Returns (settings,
+    problems)."""
+    if not os.path.exists(os.path.join(
+            subprocess.run([f"{PGBIN}/pg_config", "--pkglibdir"], capture_output=True,
+                           text=True).stdout.strip(), "wal2json.so")):
+        raise RuntimeError("wal2json is not installed (Debian: postgresql-15-wal2json)")
+    inst.psql(CDC_SETUP_SQL)
+    inst.psql("VACUUM ANALYZE cdc_src")
+    inst.psql("CHECKPOINT")
+    problems = []
+    for load in loads:
+        problems += cdc_load(inst, clients, seconds, runs, load, workdir, emit)
+    return cdc_settings(inst), problems
+
+
+def cdc_load(inst, clients, seconds, runs, load, workdir, emit):
+    """The runs of one load and its two rows; returns the failed checks."""
+    samples = {"wal2json": [], "estream": []}
+    for _ in range(runs):
+        for kind in ("wal2json", "estream"):
+            samples[kind].append(cdc_run(inst, kind, clients, seconds, load, workdir))
+    problems = []
+    ref = None
+    w2j_name, estream_name = cdc_names(load)
+    for kind, name in (("wal2json", w2j_name), ("estream", estream_name)):
+        s = samples[kind]
+        measured = [x["rate"] for x in s]
+        med = statistics.median(measured)
+        if kind == "wal2json":
+            ref = med
+        row = dict(workload=name, clients=clients, partitions=1, synchronous_commit="on",
+                   events_per_s_median=round(med, 1), min=round(min(measured), 1), max=round(max(measured), 1),
+                   runs=len(s), reference="" if kind == "wal2json" else w2j_name,
+                   ratio=None if kind == "wal2json" else round(med / ref, 3),
+                   # for a backlog: how old the changes were when read
+                   lag_ms=dict(p50=round(statistics.median(x["p50"] for x in s), 1),
+                               p99=round(statistics.median(x["p99"] for x in s), 1),
+                               max=round(max(x["max"] for x in s), 1),
+                               events=sum(x["read"] for x in s)),
+                   source_changes_per_s=round(statistics.median(x["source_rate"] for x in s), 1),
+                   committed_changes=sum(x["committed"] for x in s),
+                   # from the end of the load (the start of catching up, for a backlog) until the last change
+                   drain_s=round(max(x["drain"] for x in s), 2),
+                   reads=sum(x["reads"] for x in s),
+                   load=load,
+                   exact=not any(x["problems"] for x in s))
+        emit(row)
+        problems += [f"{name}: {p}" for x in s for p in x["problems"]]
+    return problems
+
+
 HEADER = f"{'workload':40} {'sync':>4} {'parts':>5} {'clients':>7} {'events/s':>10} {'min':>10} {'max':>10} {'ratio':>7}  reference"
 
 
@@ -636,6 +985,15 @@ def print_row(row):
         extra = f"  latency ms p50 {lm['p50']:.2f} p99 {lm['p99']:.2f} max {lm['max']:.2f} ({lm['events']} events)"
     if "wal_bytes_per_event" in row:
         extra = f"  {row['wal_bytes_per_event']:.0f} WAL bytes/event"
+    if "lag_ms" in row and row["load"] == "backlog":
+        extra = (f"  caught up in {row['drain_s']:.1f} s ({row['lag_ms']['events']} events"
+                 f"{'' if row['exact'] else ', NOT EXACT'}, {row['reads']} reads); "
+                 f"source {row['source_changes_per_s']:.0f} changes/s")
+    elif "lag_ms" in row:
+        lm = row["lag_ms"]
+        extra = (f"  lag ms p50 {lm['p50']:.0f} p99 {lm['p99']:.0f} max {lm['max']:.0f} ({lm['events']} events"
+                 f"{'' if row['exact'] else ', NOT EXACT'}, {row['reads']} reads); "
+                 f"source {row['source_changes_per_s']:.0f} changes/s")
     print(f"{row['workload'][:40]:40} {row['synchronous_commit']:>4} {row['partitions']:>5} {row['clients']:>7} "
           f"{num(row['events_per_s_median'])} {num(row['min'])} {num(row['max'])} {ratio:>7}  {row['reference']}{extra}",
           flush=True)
@@ -647,31 +1005,73 @@ def main():
     ap.add_argument("--seconds", type=int, default=0, help="seconds per pgbench run")
     ap.add_argument("--runs", type=int, default=3, help="runs per workload (at least 3)")
     ap.add_argument("--out", default="bench/results")
-    ap.add_argument("--skip-client", action="store_true", help="only the pgbench workloads")
+    ap.add_argument("--skip-client", action="store_true",
+                    help="without the client-side workloads (backlog, consume, latency, WAL, large topic)")
     ap.add_argument("--only-client", action="store_true",
                     help="only the client-side workloads (backlog, consume, latency, WAL, large topic)")
+    ap.add_argument("--skip-cdc", action="store_true", help="without the CDC workload")
+    ap.add_argument("--only-cdc", action="store_true",
+                    help="only the CDC workload (estream capture against wal2json)")
+    ap.add_argument("--cdc-seconds", type=int, default=0,
+                    help="seconds of load per CDC run (default 30; 10 in quick mode, 5 with --smoke)")
+    ap.add_argument("--cdc-loads", default="",
+                    help="CDC loads to run, comma-separated: full (as fast as the clients go), a number of "
+                         "transactions/s, backlog (capture held back during the load, then catching up); "
+                         f"default full,{CDC_STEADY_RATE},backlog (full with --smoke)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="another server setting for the instances, e.g. --set estream.capture_naptime=20ms")
     ap.add_argument("--smoke", action="store_true",
-                    help="exit non-zero unless every planned row was measured (for CI; figures are not checked)")
+                    help="exit non-zero unless every planned row was measured (for CI; figures are not "
+                         "checked); a shorter CDC run")
     args = ap.parse_args()
+    if sum((args.skip_client and args.only_client, args.only_client and args.only_cdc,
+            args.skip_cdc and args.only_cdc)):
+        ap.error("contradictory --skip-*/--only-* options")
+    cdc_plan(args)     # checks --cdc-loads
+    for i, setting in enumerate(args.set):
+        name, sep, value = setting.partition("=")
+        if not sep or not name.strip():
+            ap.error(f"--set {setting}: expected NAME=VALUE")
+        args.set[i] = "{} = '{}'".format(name.strip(), value.strip().replace("'", "''"))
     started = time.time()
-    results = run(args)
+    load_before = os.getloadavg()
+    library = library_version()
+    results, cdc_meta, problems = run(args)
     os.makedirs(args.out, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     meta = dict(mode=args.mode, started=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)),
                 seconds=round(time.time() - started), cpus=os.cpu_count(),
+                # a shared machine: the load average (1, 5, 15 min) before and after
+                loadavg=[[round(x, 2) for x in load_before], [round(x, 2) for x in os.getloadavg()]],
                 postgres=subprocess.run([f"{PGBIN}/postgres", "--version"], capture_output=True,
-                                        text=True).stdout.strip())
+                                        text=True).stdout.strip(),
+                estream_so=library, settings=args.set)
+    if library_version()["md5"] != library["md5"]:
+        # instances started after the change loaded the new build
+        print("WARNING: estream.so was replaced during the run: rows may come from different builds")
+        meta["estream_so_replaced"] = True
+    if cdc_meta:
+        meta["cdc"] = cdc_meta
     with open(os.path.join(args.out, f"bench-{stamp}.json"), "w") as f:
         json.dump(dict(meta=meta, results=results), f, indent=1)
     with open(os.path.join(args.out, f"bench-{stamp}.csv"), "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=sorted({k for r in results for k in r}, key=lambda k: list(results[0]).index(k) if k in results[0] else 99))
+        # every key of every row, in the order they first appear
+        wr = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in results for k in r)))
         wr.writeheader()
         wr.writerows(results)
     print(f"\n{len(results)} rows in {meta['seconds']} s; written to {args.out}/bench-{stamp}.json and .csv")
+    if problems:
+        # CDC must deliver every committed change exactly once, in every mode
+        print("CDC check FAILED:\n  " + "\n  ".join(problems))
+        return 1
     if args.smoke:
-        expected = 0 if args.only_client else sum(len(wls) for _s, _p, wls in plan(args.mode == "quick"))
-        if not args.skip_client:
+        expected = 0
+        if not args.only_client and not args.only_cdc:
+            expected += sum(len(wls) for _s, _p, wls in plan(args.mode == "quick"))
+        if not args.skip_client and not args.only_cdc:
             expected += CLIENT_ROWS
+        if not args.skip_cdc and not args.only_client:
+            expected += CDC_ROWS * len(cdc_plan(args)[3])
         missing = [r["workload"] for r in results
                    if r.get("events_per_s_median") is None and "latency_ms" not in r and "wal_bytes_per_event" not in r]
         if len(results) != expected or missing:
