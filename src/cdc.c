@@ -81,6 +81,9 @@
 
 #define UNAVAILABLE_VALUE "__debezium_unavailable_value"
 
+/* estream.capture.created_at: tells a capture of a table from a later one */
+#define CAPTURE_CREATED_AT_ATTNUM 11
+
 /* ------------------------------------------------------------------
  * Output plugin
  * ------------------------------------------------------------------
@@ -96,7 +99,8 @@ typedef struct CaptureInfo
 	bool		before;
 	int			ncolumns;		/* 0: every column */
 	char	  **columns;
-	TransactionId capture_xmin; /* transaction that made the capture */
+	TransactionId capture_xmin; /* transaction that wrote the capture row */
+	TimestampTz created_at;		/* which capture of the table */
 } CaptureInfo;
 
 typedef struct PluginState
@@ -127,7 +131,8 @@ typedef struct LinePieces
 {
 	bool		commit;
 	Oid			relid;			/* captured table */
-	TransactionId capture_xmin; /* transaction that made the capture */
+	TransactionId capture_xmin; /* transaction that wrote the capture row */
+	TimestampTz created_at;		/* which capture of the table */
 	const char *topic;
 	Jsonb	   *key;			/* NULL: none */
 	Jsonb	   *value;
@@ -311,6 +316,8 @@ lookup_capture(PluginState *st, Relation relation)
 				continue;
 			ci->captured = true;
 			ci->capture_xmin = HeapTupleHeaderGetXmin(tup->t_data);
+			d = heap_getattr(tup, CAPTURE_CREATED_AT_ATTNUM, desc, &isnull);
+			ci->created_at = isnull ? 0 : DatumGetTimestampTz(d);
 			d = heap_getattr(tup, 2, desc, &isnull);
 			ci->topic = MemoryContextStrdup(st->cache_cxt, TextDatumGetCString(d));
 			d = heap_getattr(tup, 3, desc, &isnull);
@@ -546,6 +553,7 @@ emit_event(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, CaptureInfo *ci,
 	pieces.commit = false;
 	pieces.relid = ci->root;
 	pieces.capture_xmin = ci->capture_xmin;
+	pieces.created_at = ci->created_at;
 	pieces.topic = ci->topic;
 	pieces.key = key;
 	pieces.value = value;
@@ -709,6 +717,7 @@ typedef struct CaptureState
 	bool		active;			/* its copy is made: snapshot known */
 	bool		copy;			/* with an initial copy */
 	bool		pending;		/* the worker has not started it yet */
+	TimestampTz created_at;		/* which capture of the table */
 	FullTransactionId xmin;
 	FullTransactionId xmax;
 	int			nxip;
@@ -734,14 +743,36 @@ typedef struct Collector
 	int64		stop_at;		/* lines from this index on are not written */
 	Oid			unknown_relid;	/* stopped at a capture not in caps */
 	TransactionId unknown_xmin; /* the transaction that made it */
+	TimestampTz unknown_created_at;
 } Collector;
 
 /*
- * Captured tables not in the captures a run loaded that stopped a run (see
- * cdc_write): when the next run does not find them either, they were
- * uncaptured.
+ * Captures (relid, created_at) not in the captures a run loaded, that
+ * stopped that run (see cdc_write): when a later run does not find them
+ * either, they were uncaptured.
  */
+typedef struct MissingCapture
+{
+	Oid			relid;
+	TimestampTz created_at;
+} MissingCapture;
+
 static List *missing_checked = NIL;
+
+static bool
+missing_was_checked(Oid relid, TimestampTz created_at)
+{
+	ListCell   *lc;
+
+	foreach(lc, missing_checked)
+	{
+		MissingCapture *mc = lfirst(lc);
+
+		if (mc->relid == relid && mc->created_at == created_at)
+			return true;
+	}
+	return false;
+}
 
 static char slot_name[NAMEDATALEN];
 static bool origin_set_up = false;
@@ -798,6 +829,13 @@ cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
 	{
 		CaptureState *cs = find_capture(c->caps, pieces.relid);
 
+		/*
+		 * A change decoded under an earlier capture of the table (dropped
+		 * with its topic, say, and captured again since): that capture is
+		 * over, and the current one starts after it.
+		 */
+		if (cs != NULL && cs->created_at != pieces.created_at)
+			return;
 		if (cs == NULL)
 		{
 			/*
@@ -807,12 +845,13 @@ cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
 			 * again once that transaction is visible, and drops the
 			 * changes if the capture is not there.
 			 */
-			if (list_member_oid(missing_checked, pieces.relid))
+			if (missing_was_checked(pieces.relid, pieces.created_at))
 				return;
 			c->stopped = true;
 			c->stop_at = c->txn_first;
 			c->unknown_relid = pieces.relid;
 			c->unknown_xmin = pieces.capture_xmin;
+			c->unknown_created_at = pieces.created_at;
 			return;
 		}
 		if (!cs->active)
@@ -874,32 +913,81 @@ end_xact(void)
 }
 
 /*
- * Make the copy of a capture that has none yet: wait until every
- * transaction that could have committed before the capture became visible
- * has ended, take snapshot S in a REPEATABLE READ transaction, copy what S
- * sees, record S.  A capture without copy is only marked as started: every
- * change the slot decodes from now on (all those committed after capture()
- * unless the slot was made since) goes to its topic.
+ * The transactions a capture's copy waits for: those running when the
+ * worker first saw the capture (they could have committed before it became
+ * visible, with their commit records before it in WAL).  Kept from step to
+ * step, so that newer transactions do not hold the copy back.
  */
-static void
+typedef struct CopyWait
+{
+	Oid			relid;
+	int			nxids;
+	TransactionId xids[FLEXIBLE_ARRAY_MEMBER];
+} CopyWait;
+
+static List *copy_waits = NIL;
+
+/* in a transaction: may the copy of relid start? */
+static bool
+copy_may_start(Oid relid)
+{
+	ListCell   *lc;
+	CopyWait   *cw = NULL;
+	MemoryContext old;
+
+	foreach(lc, copy_waits)
+	{
+		if (((CopyWait *) lfirst(lc))->relid == relid)
+		{
+			cw = lfirst(lc);
+			break;
+		}
+	}
+	if (cw == NULL)
+	{
+		Snapshot	snap = GetLatestSnapshot();
+
+		cw = MemoryContextAlloc(TopMemoryContext,
+								offsetof(CopyWait, xids) + sizeof(TransactionId) * Max(snap->xcnt, 1));
+		cw->relid = relid;
+		cw->nxids = snap->xcnt;
+		memcpy(cw->xids, snap->xip, sizeof(TransactionId) * snap->xcnt);
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		copy_waits = lappend(copy_waits, cw);
+		MemoryContextSwitchTo(old);
+	}
+	for (int i = 0; i < cw->nxids; i++)
+		if (TransactionIdIsInProgress(cw->xids[i]))
+			return false;
+	copy_waits = list_delete_ptr(copy_waits, cw);
+	pfree(cw);
+	return true;
+}
+
+/*
+ * Make the copy of a capture that has none yet, once every transaction
+ * that could have committed before the capture became visible has ended
+ * (else it is tried again at the next step, and the capture waits): take
+ * snapshot S in a REPEATABLE READ transaction, copy what S sees, record S.
+ * A capture without copy is only marked as started: every change the slot
+ * decodes from now on (all those committed after capture() unless the slot
+ * was made since) goes to its topic.  Returns whether it was done.
+ */
+static bool
 activate_capture(Oid relid, bool copy)
 {
-	Snapshot	snap;
-	TransactionId *xids;
-	int			nxids;
 	Datum		args[1];
 	Oid			argtypes[1] = {OIDOID};
 
 	if (copy)
 	{
+		bool		ready;
+
 		begin_xact();
-		snap = GetLatestSnapshot();
-		nxids = snap->xcnt;
-		xids = palloc(sizeof(TransactionId) * Max(nxids, 1));
-		memcpy(xids, snap->xip, sizeof(TransactionId) * nxids);
-		for (int i = 0; i < nxids; i++)
-			XactLockTableWait(xids[i], NULL, NULL, XLTW_None);
+		ready = copy_may_start(relid);
 		end_xact();
+		if (!ready)
+			return false;
 	}
 
 	SetCurrentStatementStartTimestamp();
@@ -913,6 +1001,7 @@ activate_capture(Oid relid, bool copy)
 							  args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not make the initial copy of relation %u", relid);
 	end_xact();
+	return true;
 }
 
 static List *
@@ -922,7 +1011,7 @@ load_captures(bool *any_pending)
 	MemoryContext outer = CurrentMemoryContext;
 
 	*any_pending = false;
-	if (SPI_execute("SELECT relid, snapshot::text, initial_snapshot FROM estream.capture",
+	if (SPI_execute("SELECT relid, snapshot::text, initial_snapshot, created_at FROM estream.capture",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read estream.capture");
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -934,6 +1023,7 @@ load_captures(bool *any_pending)
 
 		cs->relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 		snaptext = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		cs->created_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4, &isnull));
 		if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull)))
 		{
 			/*
@@ -1216,6 +1306,11 @@ estream_cdc_abort(void)
 	if (MyReplicationSlot != NULL)
 		ReplicationSlotRelease();
 	ReplicationSlotCleanup();
+
+	/* entries a failed decoding may have built from old catalogs */
+	StartTransactionCommand();
+	InvalidateSystemCaches();
+	CommitTransactionCommand();
 }
 
 /*
@@ -1242,6 +1337,7 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 	TimestampTz applied_ts = 0;
 	int64		written = 0;
 	bool		stopped;
+	bool		copy_postponed = false;
 
 	*more = false;
 	*active = false;
@@ -1325,7 +1421,10 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 		MemoryContextSwitchTo(old);
 		end_xact();
 		foreach(lc, copies)
-			activate_capture(lfirst_oid(lc), true);
+		{
+			if (!activate_capture(lfirst_oid(lc), true))
+				copy_postponed = true;
+		}
 		foreach(lc, starts)
 			activate_capture(lfirst_oid(lc), false);
 		list_free(copies);
@@ -1357,11 +1456,19 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 	coll.stop_at = 0;
 	coll.unknown_relid = InvalidOid;
 	coll.unknown_xmin = InvalidTransactionId;
+	coll.unknown_created_at = 0;
 
 	if (cdc_ctx == NULL)
 		start_decoding();
 
+	/*
+	 * Decoding builds catalog cache entries from the catalogs as they were
+	 * at each change, and must not use entries built from today's: flush
+	 * the caches before and after it, as logicalfuncs.c does.
+	 */
 	end_of_wal = GetFlushRecPtr(NULL);
+	if (cdc_ctx->reader->EndRecPtr < end_of_wal)
+		InvalidateSystemCaches();
 	while (cdc_ctx->reader->EndRecPtr < end_of_wal)
 	{
 		XLogRecord *record;
@@ -1389,8 +1496,7 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 		CHECK_FOR_INTERRUPTS();
 	}
 	stopped = coll.stopped;
-	if (coll.nlines > 0)
-		InvalidateSystemCaches();
+	InvalidateSystemCaches();
 
 	/* write: source transactions in commit order, up to a stop */
 	{
@@ -1448,19 +1554,31 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 
 	if (OidIsValid(coll.unknown_relid))
 	{
+		MissingCapture *mc;
 		MemoryContext oldcxt;
 
-		/* the next run must see the capture if it is there */
+		/*
+		 * The next run must see the capture if it is there: the
+		 * transaction that wrote its row has committed (its commit record
+		 * precedes the change), it may not have ended yet.  A short wait,
+		 * without lock_timeout.
+		 */
 		if (TransactionIdIsValid(coll.unknown_xmin) &&
 			TransactionIdIsInProgress(coll.unknown_xmin))
+		{
+			SPI_execute("SET LOCAL lock_timeout = 0", false, 0);
 			XactLockTableWait(coll.unknown_xmin, NULL, NULL, XLTW_None);
+		}
+		mc = MemoryContextAlloc(TopMemoryContext, sizeof(MissingCapture));
+		mc->relid = coll.unknown_relid;
+		mc->created_at = coll.unknown_created_at;
 		oldcxt = MemoryContextSwitchTo(TopMemoryContext);
-		missing_checked = lappend_oid(missing_checked, coll.unknown_relid);
+		missing_checked = lappend(missing_checked, mc);
 		MemoryContextSwitchTo(oldcxt);
 	}
 	else if (!stopped)
 	{
-		list_free(missing_checked);
+		list_free_deep(missing_checked);
 		missing_checked = NIL;
 	}
 
@@ -1488,7 +1606,16 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 		ReplicationSlotMarkDirty();
 	}
 	if (stopped)
+	{
 		stop_decoding();
+
+		/*
+		 * A copy waits for an old transaction and the stream reached the
+		 * table's changes: decode again at the maintenance pace only.
+		 */
+		if (copy_postponed)
+			*active = false;
+	}
 	else if (!*more)
 		*caught_up = true;
 

@@ -36,6 +36,9 @@
 #    that the worker had not written when uncapture() committed.
 # 9. (second node) DROP EXTENSION while a capture streams: the worker drops
 #    the slot and the origin.
+# 10. A copy waiting for a transaction open longer than the worker's
+#    lock_timeout, with a column type change meanwhile: no failed step;
+#    copy, stream and another capture exact afterwards.
 
 use strict;
 use warnings;
@@ -601,6 +604,48 @@ is(count_records($node, 'postgres', 'postgres.public.rl', "value->'after'->>'id'
 	'1', 'the other database still captures');
 
 unlike(slurp_file($node->logfile), qr/terminated by signal/, 'no process terminated by a signal');
+
+#
+# 10. A copy that waits for a transaction open longer than the worker's
+#     lock_timeout (2 s), while the table's type changes meanwhile: no step
+#     fails, and once the transaction ends the copy and the stream hold
+#     every row once, with the new type, and a change of another capture
+#     made meanwhile (held back behind the table's changes) arrives once.
+#
+$node->safe_psql('postgres',
+	'CREATE TABLE lt (id int PRIMARY KEY, b int); INSERT INTO lt VALUES (1, 1)');
+my $long = $node->background_psql('postgres');
+$long->query_safe('BEGIN; SELECT pg_current_xact_id()');
+my $lt_errors = $node->safe_psql('postgres',
+	"SELECT errors FROM estream.workers WHERE database = 'postgres'");
+$node->safe_psql(
+	'postgres', q{
+SELECT estream.capture('lt');
+INSERT INTO lt VALUES (2, 2);
+ALTER TABLE lt ALTER b TYPE text;
+INSERT INTO lt VALUES (3, 'three');
+});
+sleep(3);
+$node->safe_psql('postgres', "INSERT INTO rl VALUES (10, 'while a copy waits')");
+is( $node->safe_psql(
+		'postgres',
+		"SELECT state || ';' || coalesce(last_error, 'none') FROM estream.captures WHERE source = 'lt'::regclass"),
+	'waiting for its initial copy;none', 'the copy waits, without error');
+$long->query_safe('COMMIT');
+$long->quit;
+wait_streaming($node, 'postgres', 'lt');
+$node->safe_psql('postgres', "UPDATE lt SET b = 'two' WHERE id = 2");
+wait_caught_up($node, 'postgres', 'after the wait');
+is( count_records($node, 'postgres', 'postgres.public.rl', "value->'after'->>'id' = '10'"),
+	'1', 'the other capture\'s change made while the copy waited: once');
+is( events($node, 'postgres', 'postgres.public.lt'),
+	qq(r:{"id": 1}:{"b": "1", "id": 1}
+r:{"id": 2}:{"b": "2", "id": 2}
+r:{"id": 3}:{"b": "three", "id": 3}
+u:{"id": 2}:{"b": "two", "id": 2}),
+	'the copy (new type) and the change after it, once each');
+is( $node->safe_psql('postgres', "SELECT errors FROM estream.workers WHERE database = 'postgres'"),
+	$lt_errors, 'no failed step meanwhile');
 
 #
 # 5. The slot cannot be created (second node: max_replication_slots = 2,
