@@ -241,6 +241,9 @@ plugin_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 {
 }
 
+static void cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
+					  bool last_write);
+
 static void
 plugin_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
 {
@@ -248,8 +251,10 @@ plugin_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr com
 	if (txn->output_plugin_private == NULL)
 		return;
 	OutputPluginPrepareWrite(ctx, true);
-	appendStringInfo(ctx->out, "{\"commit\": true, \"xid\": %u, \"commit_ts\": \"%s\"}",
-					 txn->xid, timestamptz_to_str(txn->xact_time.commit_time));
+	/* the worker's writer takes the pieces; other readers get a line */
+	if (ctx->write != cdc_write)
+		appendStringInfo(ctx->out, "{\"commit\": true, \"xid\": %u, \"commit_ts\": \"%s\"}",
+						 txn->xid, timestamptz_to_str(txn->xact_time.commit_time));
 	pieces.commit = true;
 	pieces.commit_time = txn->xact_time.commit_time;
 	OutputPluginWrite(ctx, true);
@@ -533,9 +538,6 @@ envelope(PluginState *st, CaptureInfo *ci, Relation relation, HeapTuple oldtup,
 	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
 	return JsonbValueToJsonb(res);
 }
-
-static void cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
-					  bool last_write);
 
 /*
  * Write one event.  The worker's writer takes the pieces as they are; any
