@@ -267,6 +267,10 @@ open_segment(EstreamTopic **topicp)
 						topic->segment, topic->name),
 				 errhint("The topic may have been dropped concurrently.")));
 
+	/*
+	 * From 1.4 on the caller's write right was checked, and this runs as
+	 * the extension's owner; before, the caller's table privilege decides.
+	 */
 	aclresult = pg_class_aclcheck(RelationGetRelid(rel), GetUserId(), ACL_INSERT);
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, get_relkind_objtype(rel->rd_rel->relkind),
@@ -572,9 +576,12 @@ produce_single(FunctionCallInfo fcinfo, bool binary)
 	Datum		result[2];
 	bool		rnulls[2] = {false, false};
 	TimestampTz ts = DT_NOBEGIN;
+	EstreamUserSwitch sw;
+	Oid			caller;
 
 	check_can_produce();
-	topic = estream_lookup_topic(name, false);
+	caller = estream_enter(&sw);
+	topic = estream_authorize_topic(caller, name, ESTREAM_OP_WRITE);
 
 	rec.value_null = PG_ARGISNULL(1);
 	rec.value = rec.value_null ? (Datum) 0 :
@@ -594,6 +601,7 @@ produce_single(FunctionCallInfo fcinfo, bool binary)
 
 	produce_records(topic, &rec, 1, binary,
 					!PG_ARGISNULL(3), PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3), ts);
+	estream_leave(&sw);
 
 	/* the result row descriptor is resolved once per call site */
 	tupdesc = (TupleDesc) fcinfo->flinfo->fn_extra;
@@ -667,9 +675,12 @@ produce_batch(FunctionCallInfo fcinfo, bool binary)
 	ProduceRecord *recs;
 	Size		total = 0;
 	TimestampTz ts = DT_NOBEGIN;
+	EstreamUserSwitch sw;
+	Oid			caller;
 
 	check_can_produce();
-	topic = estream_lookup_topic(name, false);
+	caller = estream_enter(&sw);
+	topic = estream_authorize_topic(caller, name, ESTREAM_OP_WRITE);
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -744,6 +755,7 @@ produce_batch(FunctionCallInfo fcinfo, bool binary)
 						!PG_ARGISNULL(3), PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3), ts);
 	else if (!PG_ARGISNULL(3))
 		estream_check_partition(topic, PG_GETARG_INT32(3));
+	estream_leave(&sw);
 
 	InitMaterializedSRF(fcinfo, 0);
 	for (int i = 0; i < n; i++)
