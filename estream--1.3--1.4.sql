@@ -1374,6 +1374,32 @@ $$;
 COMMENT ON FUNCTION estream._add_segment(integer, integer) IS
 	'Creates a segment owned by the log''s owner, with no other privilege, and attaches it to the topic''s log without blocking producers or readers.';
 
+-- The worker's step: a dropped role's rights go, and its topics pass to
+-- the extension's owner (estream's rows are not tracked by pg_shdepend, so
+-- DROP ROLE does not see them).
+CREATE FUNCTION estream._forget_dropped_roles()
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict error
+DECLARE
+	v_rights bigint;
+	v_topics bigint;
+BEGIN
+	DELETE FROM estream.acl a
+	 WHERE a.role::oid <> 0 AND NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = a.role::oid);
+	GET DIAGNOSTICS v_rights = ROW_COUNT;
+	UPDATE estream.topic t
+	   SET owner = (SELECT e.extowner FROM pg_extension e WHERE e.extname = 'estream')
+	 WHERE NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = t.owner::oid);
+	GET DIAGNOSTICS v_topics = ROW_COUNT;
+	RETURN v_rights + v_topics;
+END
+$$;
+COMMENT ON FUNCTION estream._forget_dropped_roles() IS
+	'Worker: deletes the rights of dropped roles and gives their topics to the extension''s owner; returns how many rows changed.';
+
 --
 -- Rights administration
 --

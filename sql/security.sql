@@ -317,6 +317,20 @@ FROM estream.acls WHERE role = 'regress_none' ORDER BY operation;
 SELECT estream.revoke_acl('regress_none', 'all', 'topic', 'sec.a');
 SELECT count(*) FROM estream.acls WHERE role = 'regress_none';
 
+-- a dropped role's rights go, and its topics pass to the extension's owner
+-- (the worker does this at every run; called here by hand)
+CREATE ROLE regress_gone;
+SELECT estream.grant_acl('regress_gone', 'create', 'topic', 'gone.', pattern_type => 'prefixed');
+SET ROLE regress_gone;
+SELECT estream.create_topic('gone.t', 1);
+RESET ROLE;
+DROP ROLE regress_gone;
+SELECT estream._forget_dropped_roles();
+SELECT count(*) AS rights_left FROM estream.acl WHERE role::oid NOT IN (SELECT oid FROM pg_roles);
+SELECT t.owner::oid = e.extowner AS owned_by_extension_owner
+FROM estream.topic t, pg_extension e WHERE t.name = 'gone.t' AND e.extname = 'estream';
+SELECT estream.drop_topic('gone.t');
+
 -- after all this, none of the roles is a superuser
 SELECT rolname, rolsuper FROM pg_roles WHERE rolname LIKE 'regress\_%' ORDER BY 1;
 

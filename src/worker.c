@@ -189,15 +189,28 @@ static const struct
 	const char *name;
 	const char *sql;
 	int			counter;
+	int			since;			/* extension version: 10 * major + minor */
 }			maintenance_steps[] =
 {
-	{"persist stable offsets", "SELECT estream._persist_watermarks()", EWC_PERSISTED},
-	{"roll segments", "SELECT estream._roll_segments()", EWC_ROLLED},
-	{"seal segments", "SELECT estream._seal_segments()", -1},
-	{"apply retention", "SELECT estream._apply_retention()", EWC_DELETED},
-	{"compact", "SELECT estream._compact()", EWC_COMPACTED},
-	{"drop empty segments", "SELECT estream._drop_empty_segments()", EWC_DROPPED},
+	{"persist stable offsets", "SELECT estream._persist_watermarks()", EWC_PERSISTED, 12},
+	{"roll segments", "SELECT estream._roll_segments()", EWC_ROLLED, 12},
+	{"seal segments", "SELECT estream._seal_segments()", -1, 12},
+	{"apply retention", "SELECT estream._apply_retention()", EWC_DELETED, 12},
+	{"compact", "SELECT estream._compact()", EWC_COMPACTED, 12},
+	{"drop empty segments", "SELECT estream._drop_empty_segments()", EWC_DROPPED, 12},
+	{"forget the rights of dropped roles", "SELECT estream._forget_dropped_roles()", -1, 14},
 };
+
+/* "1.4" -> 14 */
+static int
+version_number(const char *version)
+{
+	int			major = 0;
+	int			minor = 0;
+
+	(void) sscanf(version, "%d.%d", &major, &minor);
+	return 10 * major + minor;
+}
 
 Size
 estream_worker_shmem_size(void)
@@ -1252,7 +1265,8 @@ estream_worker_main(Datum main_arg)
 				for (int i = 0; i < lengthof(maintenance_steps); i++)
 				{
 					CHECK_FOR_INTERRUPTS();
-					run_step(i);
+					if (version_number(version) >= maintenance_steps[i].since)
+						run_step(i);
 				}
 				run_housekeeping();
 				maintained = true;
