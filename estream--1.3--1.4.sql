@@ -1199,7 +1199,8 @@ BEGIN
 		v_root := pg_partition_root(source);
 	END IF;
 	IF NOT estream._allowed('alter', 'cluster', NULL, NULL)
-	   AND NOT pg_has_role(estream._caller(), (SELECT relowner FROM pg_class WHERE oid = v_root), 'USAGE') THEN
+	   AND NOT coalesce(pg_has_role(estream._caller(), (SELECT relowner FROM pg_class WHERE oid = v_root),
+									'USAGE'), false) THEN
 		RAISE EXCEPTION 'must be owner of table %', source
 			USING ERRCODE = 'insufficient_privilege',
 				  HINT = 'Its owner, or a role with the alter right on the cluster, can stop its capture.';
