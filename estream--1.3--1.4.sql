@@ -259,10 +259,15 @@ BEGIN
 	END IF;
 	EXECUTE format('DROP TABLE estream.log_%s', t.topic_id);
 	DELETE FROM estream.topic x WHERE x.topic_id = t.topic_id;
+	-- rights granted on this topic by name go with it, as privileges go
+	-- with a table: a topic created again under the name starts without
+	-- them (prefixed and "*" rights stay)
+	DELETE FROM estream.acl a
+	 WHERE a.resource_type = 'topic' AND a.pattern_type = 'literal' AND a.resource_name = topic;
 END
 $$;
 COMMENT ON FUNCTION estream._drop_topic_impl(text, boolean) IS
-	'Body of drop_topic(): needs the delete right on the topic.';
+	'Body of drop_topic(): needs the delete right on the topic; the literal rights on it go too.';
 
 CREATE OR REPLACE FUNCTION estream.drop_topic(topic text, if_exists boolean DEFAULT false)
 RETURNS void

@@ -171,7 +171,7 @@ SELECT estream.create_topic('benchread', 8);
 SELECT estream.grant_acl('bench_app', 'read', 'topic', 'benchread');
 SELECT count(*) FROM generate_series(0, 7) p,
     LATERAL estream.produce_batch('benchread',
-        ARRAY(SELECT ('{"id": ' || g || ', "type": "order.created"}')::jsonb FROM generate_series(1, 20000) g),
+        ARRAY(SELECT ('{{"id": ' || g || ', "type": "order.created"}}')::jsonb FROM generate_series(1, 20000) g),
         partition => p);
 """
 

@@ -317,6 +317,15 @@ FROM estream.acls WHERE role = 'regress_none' ORDER BY operation;
 SELECT estream.revoke_acl('regress_none', 'all', 'topic', 'sec.a');
 SELECT count(*) FROM estream.acls WHERE role = 'regress_none';
 
+-- the rights granted on a topic by name go with the topic: a topic created
+-- again under that name does not inherit them
+SELECT estream.create_topic('sec.reborn', 1);
+SELECT estream.grant_acl('regress_none', 'read', 'topic', 'sec.reborn');
+SELECT estream.grant_acl('regress_none', 'read', 'topic', 'sec.reb', pattern_type => 'prefixed');
+SELECT estream.drop_topic('sec.reborn');
+SELECT pattern_type, resource_name, operation FROM estream.acls WHERE role = 'regress_none';
+SELECT estream.revoke_acl('regress_none', 'read', 'topic', 'sec.reb', pattern_type => 'prefixed');
+
 -- a dropped role's rights go, and its topics pass to the extension's owner
 -- (the worker does this at every run; called here by hand)
 CREATE ROLE regress_gone;
