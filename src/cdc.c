@@ -1052,7 +1052,19 @@ static char saved_log_min_messages[32];
 
 #define CDC_BATCH_LINES 100000
 #define CDC_APPLY_CHUNK 1000
-#define CDC_APPLY_BYTES (8 * 1024 * 1024)	/* below estream.max_batch_bytes */
+#define CDC_APPLY_BYTES (8 * 1024 * 1024)
+
+/*
+ * Bytes of events per produce_batch() call: at most 8 MB, and never above
+ * estream.max_batch_bytes (which produce_batch() enforces).  A batch that
+ * would pass it is written before the event that would; a single event
+ * larger than it fails as any produce would.
+ */
+static Size
+apply_bytes(void)
+{
+	return Min((Size) CDC_APPLY_BYTES, (Size) estream_max_batch_bytes);
+}
 
 static CaptureState *find_capture(List *caps, Oid relid);
 static bool visible_in_copy(CaptureState *cs, TransactionId xid);
@@ -1467,7 +1479,8 @@ become_worker(SavedIdentity *saved)
 	SetUserIdAndSecContext(saved->userid, saved->sec_context);
 }
 
-#define CDC_COPY_BATCH 1000		/* rows per produce_batch() of a copy */
+#define CDC_COPY_BATCH 1000		/* rows per produce_batch() of a copy, in
+								 * slices of CDC_APPLY_BYTES */
 
 /*
  * Copy the rows of a captured table that the transaction's snapshot sees
@@ -1598,7 +1611,27 @@ copy_table(Oid relid, const char *topic, char **columns, int ncolumns,
 
 		if (n == 0)
 			break;
-		rows += produce_events(topic, (int) n, values, keys, key_nulls);
+		/* in slices below estream.max_batch_bytes (see apply_bytes()) */
+		for (uint64 first = 0; first < n;)
+		{
+			uint64		last = first;
+			Size		bytes = 0;
+
+			while (last < n)
+			{
+				Size		size = VARSIZE_ANY(DatumGetPointer(values[last]));
+
+				if (!key_nulls[last])
+					size += VARSIZE_ANY(DatumGetPointer(keys[last]));
+				if (last > first && bytes + size > apply_bytes())
+					break;
+				bytes += size;
+				last++;
+			}
+			rows += produce_events(topic, (int) (last - first), values + first, keys + first,
+								   key_nulls + first);
+			first = last;
+		}
 		MemoryContextReset(batch_cxt);
 	}
 	MemoryContextDelete(copy_cxt);
@@ -2216,6 +2249,7 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 			bool		key_isnull;
 			Datum		value;
 			TopicBatch *tb;
+			Size		size;
 
 			if (!tuplestore_gettupleslot(coll.lines, true, false, slot))
 				break;
@@ -2235,13 +2269,22 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 			/* a compacted topic takes no record without a key (TRUNCATE) */
 			if (key_isnull && tb->compacted)
 				continue;
+			size = VARSIZE_ANY(DatumGetPointer(value)) +
+				(key_isnull ? 0 : VARSIZE_ANY(DatumGetPointer(key)));
+			/* a batch stays below estream.max_batch_bytes */
+			if (nchunk > 0 && chunk_bytes + size > apply_bytes())
+			{
+				write_batches(batches);
+				nchunk = 0;
+				chunk_bytes = 0;
+			}
 			tb->keys[tb->n] = key_isnull ? (Datum) 0 : PointerGetDatum(DatumGetTextPCopy(key));
 			tb->key_nulls[tb->n] = key_isnull;
 			tb->values[tb->n] = PointerGetDatum(DatumGetJsonbPCopy(value));
-			chunk_bytes += VARSIZE_ANY(DatumGetPointer(tb->values[tb->n]));
+			chunk_bytes += size;
 			tb->n++;
 			written++;
-			if (++nchunk == CDC_APPLY_CHUNK || chunk_bytes >= CDC_APPLY_BYTES)
+			if (++nchunk == CDC_APPLY_CHUNK)
 			{
 				write_batches(batches);
 				nchunk = 0;
