@@ -37,7 +37,8 @@ CREATE TABLE estream.acl (
 	pattern_type text NOT NULL DEFAULT 'literal' CHECK (pattern_type IN ('literal', 'prefixed')),
 	resource_name text NOT NULL,
 	operation text NOT NULL CHECK (operation IN ('read', 'write', 'describe', 'describe_configs',
-												 'alter_configs', 'alter', 'create', 'delete', 'all')),
+												 'alter_configs', 'alter', 'create', 'delete',
+												 'cluster_action', 'all')),
 	granted_by regrole,
 	granted_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	PRIMARY KEY (role, resource_type, pattern_type, resource_name, operation)
@@ -69,6 +70,16 @@ UPDATE estream.topic SET owner = (SELECT e.extowner FROM pg_catalog.pg_extension
 ALTER TABLE estream.topic ALTER COLUMN owner SET NOT NULL;
 COMMENT ON COLUMN estream.topic.owner IS
 	'The role that created the topic: it has every right on the topic and may grant rights on it.';
+
+-- Who captured a table.  The worker writes a capture's events only while
+-- that role still owns the table and may write the topic; captures made
+-- before 1.4 were made by superusers, as the extension's owner.
+ALTER TABLE estream.capture ADD COLUMN capturer regrole;
+UPDATE estream.capture SET capturer = (SELECT e.extowner FROM pg_catalog.pg_extension e
+									   WHERE e.extname OPERATOR(pg_catalog.=) 'estream');
+ALTER TABLE estream.capture ALTER COLUMN capturer SET NOT NULL;
+COMMENT ON COLUMN estream.capture.capturer IS
+	'The role that captured the table; its events are written while it owns the table and may write the topic.';
 
 CREATE FUNCTION estream._allowed(operation text, resource_type text, resource_name text, owner regrole)
 RETURNS boolean
@@ -174,6 +185,10 @@ CREATE FUNCTION estream._create_topic_impl(topic text, partitions integer, confi
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the caller's settings must not choose where or how the owner creates
+-- tables (its tablespace rights are not the owner's)
+SET default_tablespace = ''
+SET default_table_access_method = heap
 AS $$
 #variable_conflict error
 DECLARE
@@ -441,10 +456,16 @@ BEGIN
 		PERFORM estream._group(_delete_group_impl."group", NULL, false);
 	END IF;
 	-- its committed offsets go too: only for a role that may read them
+	-- (without naming a topic the caller may not even describe)
 	FOR t IN SELECT tp.* FROM estream.topic tp
 			  WHERE tp.topic_id IN (SELECT o.topic_id FROM estream.group_offset o
 									 WHERE o.group_id = g.group_id)
 			  ORDER BY tp.name LOOP
+		IF NOT estream._allowed('describe', 'topic', t.name, t.owner) THEN
+			RAISE EXCEPTION 'permission denied for consumer group "%"', g.name
+				USING ERRCODE = 'insufficient_privilege',
+					  DETAIL = 'The group has committed offsets on topics the role may not read.';
+		END IF;
 		PERFORM estream._require('read', 'topic', t.name, t.owner);
 	END LOOP;
 	SELECT count(*) INTO n FROM estream.group_member m
@@ -929,6 +950,7 @@ BEGIN
 	JOIN estream."group" g USING (group_id)
 	JOIN estream.topic t USING (topic_id)
 	WHERE g.name = _assignment_impl."group" AND o.member_id = _assignment_impl.member_id
+	  AND estream._allowed('describe', 'topic', t.name, t.owner)
 	ORDER BY t.name, o.partition;
 END
 $$;
@@ -1014,6 +1036,7 @@ AS $$
 #variable_conflict error
 DECLARE
 	c record;
+	t estream.topic;
 	v_root oid;
 	v_topic text := _capture_impl.topic;
 	v_snapshot boolean := true;
@@ -1090,8 +1113,16 @@ BEGIN
 	IF c.relispartition THEN
 		v_root := pg_partition_root(source);
 		RAISE NOTICE 'capturing partitioned table "%", the root of "%"', v_root::regclass, source;
-		SELECT n.nspname, cl.relname INTO c.nspname, c.relname
+		SELECT n.nspname, cl.relname, cl.relowner INTO c.nspname, c.relname, c.relowner
 		  FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace WHERE cl.oid = v_root;
+		-- the root's rows are all captured: only for the root's owner
+		IF NOT pg_has_role(estream._caller(), c.relowner, 'USAGE') THEN
+			RAISE EXCEPTION 'must be owner of table %', v_root::regclass
+				USING ERRCODE = 'insufficient_privilege',
+					  DETAIL = format('Capturing "%s" captures its partitioned table "%s", every partition of it.',
+									  source, v_root::regclass),
+					  HINT = 'The owner of the partitioned table can capture it.';
+		END IF;
 	END IF;
 
 	IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
@@ -1161,7 +1192,17 @@ BEGIN
 	IF NOT EXISTS (SELECT 1 FROM estream.topic tp WHERE tp.name = v_topic) THEN
 		PERFORM estream.create_topic(v_topic, v_partitions, '{"max.message.bytes": 67108864}');
 	ELSE
-		PERFORM estream._authorize_topic(v_topic, 'write');
+		-- a table's rows go only into a topic of its owner's: the write right
+		-- (every producer has it on every topic) would let anyone who made a
+		-- topic of the default name first read what is captured into it
+		t := estream._authorize_topic(v_topic, 'write');
+		IF NOT pg_has_role(estream._caller(), t.owner, 'USAGE')
+		   AND NOT estream._allowed('alter', 'cluster', NULL, NULL) THEN
+			RAISE EXCEPTION 'topic "%" belongs to role "%"', v_topic, t.owner
+				USING ERRCODE = 'insufficient_privilege',
+					  DETAIL = 'A table is captured only into a new topic or one its capturer owns.',
+					  HINT = 'Pass another topic name, or have the topic''s owner give it to you (estream.alter_topic_owner()).';
+		END IF;
 	END IF;
 	IF position('compact' IN estream.effective_config(
 			(SELECT tp.config FROM estream.topic tp WHERE tp.name = v_topic))->>'cleanup.policy') > 0
@@ -1172,9 +1213,10 @@ BEGIN
 	END IF;
 
 	INSERT INTO estream.capture (relid, topic, with_before, columns, topic_id, source_schema,
-								 source_table, initial_snapshot)
-	SELECT v_root, v_topic, v_before, v_columns, t.topic_id, c.nspname, c.relname, v_snapshot
-	  FROM estream.topic t WHERE t.name = v_topic;
+								 source_table, initial_snapshot, capturer)
+	SELECT v_root, v_topic, v_before, v_columns, x.topic_id, c.nspname, c.relname, v_snapshot,
+		   estream._caller()
+	  FROM estream.topic x WHERE x.name = v_topic;
 	RETURN v_topic;
 END
 $$;
@@ -1203,12 +1245,17 @@ BEGIN
 	IF (SELECT relispartition FROM pg_class WHERE oid = source) THEN
 		v_root := pg_partition_root(source);
 	END IF;
+	-- the table's owner, the topic's owner (it may refuse what is written
+	-- into its topic) or the cluster's admin
 	IF NOT estream._allowed('alter', 'cluster', NULL, NULL)
 	   AND NOT coalesce(pg_has_role(estream._caller(), (SELECT relowner FROM pg_class WHERE oid = v_root),
-									'USAGE'), false) THEN
-		RAISE EXCEPTION 'must be owner of table %', source
+									'USAGE'), false)
+	   AND NOT coalesce((SELECT pg_has_role(estream._caller(), t.owner, 'USAGE')
+						   FROM estream.capture cp JOIN estream.topic t ON t.topic_id = cp.topic_id
+						  WHERE cp.relid = v_root), false) THEN
+		RAISE EXCEPTION 'must be owner of table % or of its topic', source
 			USING ERRCODE = 'insufficient_privilege',
-				  HINT = 'Its owner, or a role with the alter right on the cluster, can stop its capture.';
+				  HINT = 'The table''s owner, the topic''s owner, or a role with the alter right on the cluster can stop a capture.';
 	END IF;
 	DELETE FROM estream.capture cp WHERE cp.relid = v_root;
 	IF NOT FOUND THEN
@@ -1223,14 +1270,14 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION estream._uncapture_impl(regclass, boolean) IS
-	'Body of uncapture(): needs ownership of the table or the alter right on the cluster.';
+	'Body of uncapture(): needs ownership of the table or of its topic, or the alter right on the cluster.';
 
 CREATE OR REPLACE FUNCTION estream.uncapture(source regclass, if_exists boolean DEFAULT false)
 RETURNS void
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'estream_gateway';
 COMMENT ON FUNCTION estream.uncapture(regclass, boolean) IS
-	'Stops capturing a table; its topic stays. When no table is captured any more, the worker drops the replication slot. Needs ownership of the table or alter on the cluster.';
+	'Stops capturing a table; its topic stays. When no table is captured any more, the worker drops the replication slot. Needs ownership of the table or of its topic, or alter on the cluster.';
 
 --
 -- Maintenance, latest values, statistics
@@ -1240,12 +1287,14 @@ CREATE FUNCTION estream._run_maintenance_impl(topic text)
 RETURNS TABLE (step text, done bigint)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET default_tablespace = ''
+SET default_table_access_method = heap
 AS $$
 #variable_conflict error
 DECLARE
 	v_id integer;
 BEGIN
-	PERFORM estream._require('alter', 'cluster', NULL, NULL);
+	PERFORM estream._require('cluster_action', 'cluster', NULL, NULL);
 	PERFORM estream._require_read_committed();
 	IF topic IS NOT NULL THEN
 		SELECT t.topic_id INTO v_id FROM estream.topic t WHERE t.name = _run_maintenance_impl.topic;
@@ -1264,14 +1313,14 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION estream._run_maintenance_impl(text) IS
-	'Body of run_maintenance(): needs the alter right on the cluster.';
+	'Body of run_maintenance(): needs the cluster_action right on the cluster.';
 
 CREATE OR REPLACE FUNCTION estream.run_maintenance(topic text DEFAULT NULL)
 RETURNS TABLE (step text, done bigint)
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'estream_gateway';
 COMMENT ON FUNCTION estream.run_maintenance(text) IS
-	'Runs the worker''s maintenance steps now, in this transaction, for one topic or all; returns what each step did. Needs the alter right on the cluster.';
+	'Runs the worker''s maintenance steps now, in this transaction, for one topic or all; returns what each step did. Needs the cluster_action right on the cluster.';
 
 CREATE FUNCTION estream._latest_impl(topic text)
 RETURNS TABLE (partition integer, "offset" bigint, "timestamp" timestamptz,
@@ -1770,32 +1819,53 @@ WHERE estream._allowed('describe', 'topic', t.name, t.owner);
 COMMENT ON VIEW estream.captures IS
 	'Captured tables whose topic the caller may describe, with their state, the slot''s confirmed position, lag in bytes and seconds, and (with describe on the cluster) the origin''s progress and the worker''s capture progress.';
 
-CREATE VIEW estream.acls WITH (security_barrier) AS
-SELECT CASE WHEN a.role::oid OPERATOR(pg_catalog.=) 0 THEN 'public' ELSE a.role::text END AS role,
-	   a.resource_type,
-	   a.pattern_type,
-	   NULLIF(a.resource_name, '') AS resource_name,
-	   a.operation,
-	   false AS predefined,
-	   a.granted_by,
-	   a.granted_at
-FROM estream.acl a
-WHERE estream._allowed('describe', 'cluster', NULL, NULL)
-   OR a.role::oid OPERATOR(pg_catalog.=) 0
-   OR pg_catalog.pg_has_role(a.role::oid, 'USAGE')
-UNION ALL
-SELECT p.role, p.resource_type, 'literal', p.resource_name, p.operation, true, NULL, NULL
-FROM (VALUES ('estream_admin', 'cluster', NULL, 'all'),
-			 ('estream_admin', 'topic', '*', 'all'),
-			 ('estream_admin', 'group', '*', 'all'),
-			 ('estream_producer', 'topic', '*', 'write'),
-			 ('estream_consumer', 'topic', '*', 'read'),
-			 ('estream_consumer', 'group', '*', 'read'),
-			 ('estream_monitor', 'cluster', NULL, 'describe'),
-			 ('estream_monitor', 'topic', '*', 'describe'),
-			 ('estream_monitor', 'topic', '*', 'describe_configs'),
-			 ('estream_monitor', 'group', '*', 'describe'))
-	 AS p(role, resource_type, resource_name, operation);
+-- The rights a caller may see, from a function: the view has a UNION, and
+-- PostgreSQL flattens a UNION ALL view into branches that lose the
+-- security barrier, so a caller's function could see hidden rows.
+CREATE FUNCTION estream._acls_impl()
+RETURNS TABLE (role text, resource_type text, pattern_type text, resource_name text, operation text,
+			   predefined boolean, granted_by regrole, granted_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict error
+DECLARE
+	v_all boolean := estream._allowed('describe', 'cluster', NULL, NULL);
+BEGIN
+	RETURN QUERY
+	SELECT CASE WHEN a.role::oid = 0 THEN 'public' ELSE a.role::text END,
+		   a.resource_type, a.pattern_type, NULLIF(a.resource_name, ''), a.operation, false,
+		   a.granted_by, a.granted_at
+	  FROM estream.acl a
+	 WHERE v_all OR a.role::oid = 0 OR pg_has_role(estream._caller(), a.role::oid, 'USAGE')
+	UNION ALL
+	SELECT p.r, p.rt, 'literal', p.rn, p.op, true, NULL::regrole, NULL::timestamptz
+	  FROM (VALUES ('estream_admin', 'cluster', NULL, 'all'),
+				   ('estream_admin', 'topic', '*', 'all'),
+				   ('estream_admin', 'group', '*', 'all'),
+				   ('estream_producer', 'topic', '*', 'write'),
+				   ('estream_consumer', 'topic', '*', 'read'),
+				   ('estream_consumer', 'group', '*', 'read'),
+				   ('estream_monitor', 'cluster', NULL, 'describe'),
+				   ('estream_monitor', 'topic', '*', 'describe'),
+				   ('estream_monitor', 'topic', '*', 'describe_configs'),
+				   ('estream_monitor', 'group', '*', 'describe'))
+		   AS p(r, rt, rn, op);
+END
+$$;
+COMMENT ON FUNCTION estream._acls_impl() IS
+	'Body of _acls(): every right to roles that may describe the cluster, else those of public and of the caller''s roles, and the predefined roles'' rights.';
+
+CREATE FUNCTION estream._acls()
+RETURNS TABLE (role text, resource_type text, pattern_type text, resource_name text, operation text,
+			   predefined boolean, granted_by regrole, granted_at timestamptz)
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'estream_gateway';
+COMMENT ON FUNCTION estream._acls() IS
+	'The rights the caller may see (source of estream.acls).';
+
+CREATE VIEW estream.acls AS
+SELECT * FROM estream._acls();
 COMMENT ON VIEW estream.acls IS
 	'Rights granted with grant_acl() (all of them to roles that may describe the cluster; else those of public and of the caller''s roles), and the fixed rights of the predefined roles.';
 
@@ -1856,9 +1926,9 @@ BEGIN
 	 WHERE a.grantee <> c.relowner AND a.privilege_type = m.privilege
 	ON CONFLICT DO NOTHING;
 
-	-- run_maintenance(): the alter right on the cluster
+	-- run_maintenance(): the cluster_action right on the cluster
 	INSERT INTO estream.acl (role, resource_type, pattern_type, resource_name, operation, granted_by)
-	SELECT DISTINCT a.grantee::regrole, 'cluster', 'literal', '', 'alter', v_owner::regrole
+	SELECT DISTINCT a.grantee::regrole, 'cluster', 'literal', '', 'cluster_action', v_owner::regrole
 	  FROM pg_catalog.pg_proc p
 	  CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
 	 WHERE p.oid = 'estream.run_maintenance(text)'::regprocedure
@@ -1885,7 +1955,7 @@ BEGIN
 						   FROM pg_catalog.pg_class c CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
 						  WHERE c.oid = r.rel AND a.grantee <> c.relowner
 		LOOP
-			EXECUTE format('REVOKE ALL ON %s FROM %s', r.rel,
+			EXECUTE format('REVOKE ALL ON %s FROM %s CASCADE', r.rel,
 						   CASE WHEN v_grantee = 0 THEN 'PUBLIC'
 								ELSE quote_ident((SELECT rolname FROM pg_catalog.pg_roles WHERE oid = v_grantee)) END);
 		END LOOP;
@@ -1893,22 +1963,100 @@ BEGIN
 					 FROM pg_catalog.pg_attribute att CROSS JOIN LATERAL pg_catalog.aclexplode(att.attacl) a
 					WHERE att.attrelid = r.rel AND att.attacl IS NOT NULL
 		LOOP
-			EXECUTE format('REVOKE ALL (%I) ON %s FROM %s', col.attname, r.rel,
+			EXECUTE format('REVOKE ALL (%I) ON %s FROM %s CASCADE', col.attname, r.rel,
 						   CASE WHEN col.grantee = 0 THEN 'PUBLIC'
 								ELSE quote_ident((SELECT rolname FROM pg_catalog.pg_roles WHERE oid = col.grantee)) END);
 		END LOOP;
 	END LOOP;
 
-	-- Triggers on logs and segments run in every producer's transaction,
-	-- the worker's (a superuser) among them: those whose function a
-	-- non-superuser owns go.  Rules (only an owner could make them) go too.
+	-- A log or segment may carry what its owner put there before 1.4 (a
+	-- role could own one, or hold TRIGGER on it), and estream now writes it
+	-- as the extension's owner: code that a non-superuser controls would
+	-- run with those rights.  A log gets back exactly the shape
+	-- create_topic() gives it.  Its columns must be those of a log.
+	FOR r IN SELECT t.name, t.log_relid FROM estream.topic t
+			  WHERE (SELECT pg_catalog.array_agg(a.attname::text || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod)
+												 ORDER BY a.attnum)
+					   FROM pg_catalog.pg_attribute a
+					  WHERE a.attrelid = t.log_relid AND a.attnum > 0 AND NOT a.attisdropped)
+					IS DISTINCT FROM ARRAY['segment integer', 'partition integer', 'offset bigint',
+										   'ts timestamp with time zone', 'key bytea', 'value jsonb',
+										   'value_bin bytea', 'headers jsonb']
+	LOOP
+		RAISE EXCEPTION 'the log % of topic "%" was changed: its columns are not those of an estream log', r.log_relid, r.name
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = 'Columns were added to it, or their types changed, outside estream.',
+				  HINT = 'Give it back the columns segment integer, partition integer, "offset" bigint, ts timestamptz, key bytea, value jsonb, value_bin bytea, headers jsonb, then update again.';
+	END LOOP;
+	FOR r IN SELECT c.oid::regclass AS rel, a.attname
+			   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
+			  WHERE c.oid IN (SELECT t.log_relid FROM estream.topic t UNION SELECT s.relid FROM estream.segment s)
+				AND a.attnum > 0 AND a.atthasdef
+	LOOP
+		EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', r.rel, r.attname);
+		RAISE WARNING 'estream: dropped the default of column % of %', r.attname, r.rel;
+	END LOOP;
+	-- constraints on them (but the segments' primary keys), and foreign keys
+	-- that point at them
+	FOR r IN SELECT cn.conname, cn.conrelid::regclass AS rel
+			   FROM pg_catalog.pg_constraint cn
+			  WHERE (cn.conrelid IN (SELECT t.log_relid FROM estream.topic t UNION SELECT s.relid FROM estream.segment s)
+					 AND cn.contype <> 'p' AND cn.conislocal)
+				 OR (cn.confrelid IN (SELECT t.log_relid FROM estream.topic t UNION SELECT s.relid FROM estream.segment s)
+					 AND cn.contype = 'f')
+	LOOP
+		EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', r.rel, r.conname);
+		RAISE WARNING 'estream: dropped constraint "%" of %', r.conname, r.rel;
+	END LOOP;
+	FOR r IN SELECT i.indexrelid::regclass AS idx
+			   FROM pg_catalog.pg_index i
+			  WHERE i.indrelid IN (SELECT t.log_relid FROM estream.topic t UNION SELECT s.relid FROM estream.segment s)
+				AND NOT i.indisprimary
+				AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h WHERE h.inhrelid = i.indexrelid)
+	LOOP
+		EXECUTE format('DROP INDEX %s', r.idx);
+		RAISE WARNING 'estream: dropped index %', r.idx;
+	END LOOP;
+	FOR r IN SELECT pg_catalog.format('%I.%I', n.nspname, x.stxname) AS stat
+			   FROM pg_catalog.pg_statistic_ext x JOIN pg_catalog.pg_namespace n ON n.oid = x.stxnamespace
+			  WHERE x.stxrelid IN (SELECT t.log_relid FROM estream.topic t UNION SELECT s.relid FROM estream.segment s)
+	LOOP
+		EXECUTE format('DROP STATISTICS %s', r.stat);
+		RAISE WARNING 'estream: dropped statistics %', r.stat;
+	END LOOP;
+	FOR r IN SELECT pol.polname, pol.polrelid::regclass AS rel
+			   FROM pg_catalog.pg_policy pol
+			  WHERE pol.polrelid IN (SELECT t.log_relid FROM estream.topic t UNION SELECT s.relid FROM estream.segment s)
+	LOOP
+		EXECUTE format('DROP POLICY %I ON %s', r.polname, r.rel);
+		RAISE WARNING 'estream: dropped policy "%" on %', r.polname, r.rel;
+	END LOOP;
+	FOR r IN SELECT c.oid::regclass AS rel FROM pg_catalog.pg_class c
+			  WHERE c.oid IN (SELECT t.log_relid FROM estream.topic t UNION SELECT s.relid FROM estream.segment s)
+				AND (c.relrowsecurity OR c.relforcerowsecurity)
+	LOOP
+		EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY', r.rel);
+	END LOOP;
+	FOR r IN SELECT rw.rulename, rw.ev_class::regclass AS rel
+			   FROM pg_catalog.pg_rewrite rw
+			  WHERE rw.ev_class IN (SELECT t.log_relid FROM estream.topic t UNION SELECT s.relid FROM estream.segment s)
+				AND rw.rulename <> '_RETURN'
+	LOOP
+		EXECUTE format('DROP RULE %I ON %s', r.rulename, r.rel);
+		RAISE WARNING 'estream: dropped rule "%" on %', r.rulename, r.rel;
+	END LOOP;
+	-- Triggers on estream's tables, logs and segments run in every
+	-- producer's transaction, the worker's (a superuser) among them: those
+	-- whose function a non-superuser owns go.
 	FOR r IN SELECT tg.tgname, tg.tgrelid::regclass AS rel, p.oid::regprocedure AS fn, ro.rolsuper
 			   FROM pg_catalog.pg_trigger tg
 			   JOIN pg_catalog.pg_class c ON c.oid = tg.tgrelid
 			   JOIN pg_catalog.pg_proc p ON p.oid = tg.tgfoid
 			   JOIN pg_catalog.pg_roles ro ON ro.oid = p.proowner
-			  WHERE c.relnamespace = 'estream'::regnamespace AND c.oid IN (SELECT t.log_relid FROM estream.topic t UNION SELECT s.relid FROM estream.segment s)
-				AND NOT tg.tgisinternal
+			  WHERE NOT tg.tgisinternal
+				AND ((c.relnamespace = 'estream'::regnamespace AND c.relname !~ '^log_[0-9]+(_[0-9]+)?$')
+					 OR c.oid IN (SELECT t.log_relid FROM estream.topic t UNION SELECT s.relid FROM estream.segment s))
+				AND tg.tgfoid <> 'estream._topic_invalidate()'::regprocedure
 	LOOP
 		IF r.rolsuper THEN
 			RAISE WARNING 'estream: trigger "%" on % (function %) runs in every producer''s transaction', r.tgname, r.rel, r.fn
@@ -1918,20 +2066,37 @@ BEGIN
 			RAISE WARNING 'estream: dropped trigger "%" on % (function %): it would run as the worker', r.tgname, r.rel, r.fn;
 		END IF;
 	END LOOP;
-	FOR r IN SELECT rw.rulename, rw.ev_class::regclass AS rel
-			   FROM pg_catalog.pg_rewrite rw
-			   JOIN pg_catalog.pg_class c ON c.oid = rw.ev_class
-			  WHERE c.relnamespace = 'estream'::regnamespace AND c.oid IN (SELECT t.log_relid FROM estream.topic t UNION SELECT s.relid FROM estream.segment s)
-				AND rw.rulename <> '_RETURN'
+
+	-- Only the owner creates objects in schema estream: a function put
+	-- there by another role could be what a body's call resolves to (an
+	-- overload of estream.fetch() with a closer signature, say), and run
+	-- with the owner's rights.  Such objects made before 1.4 go.
+	FOR v_grantee IN SELECT a.grantee
+					   FROM pg_catalog.pg_namespace n CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) a
+					  WHERE n.nspname = 'estream' AND a.grantee <> n.nspowner AND a.privilege_type = 'CREATE'
 	LOOP
-		EXECUTE format('DROP RULE %I ON %s', r.rulename, r.rel);
-		RAISE WARNING 'estream: dropped rule "%" on %', r.rulename, r.rel;
+		EXECUTE format('REVOKE CREATE ON SCHEMA estream FROM %s CASCADE',
+					   CASE WHEN v_grantee = 0 THEN 'PUBLIC'
+							ELSE quote_ident((SELECT rolname FROM pg_catalog.pg_roles WHERE oid = v_grantee)) END);
 	END LOOP;
-	FOR r IN SELECT c.oid::regclass AS rel FROM pg_catalog.pg_class c
-			  WHERE c.relnamespace = 'estream'::regnamespace AND c.oid IN (SELECT t.log_relid FROM estream.topic t UNION SELECT s.relid FROM estream.segment s)
-				AND (c.relrowsecurity OR c.relforcerowsecurity)
+	FOR r IN SELECT p.oid::regprocedure AS fn, p.prokind
+			   FROM pg_catalog.pg_proc p
+			  WHERE p.pronamespace = 'estream'::regnamespace
+				AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+								 WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
 	LOOP
-		EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY', r.rel);
+		EXECUTE format('DROP %s %s CASCADE',
+					   CASE r.prokind WHEN 'a' THEN 'AGGREGATE' WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, r.fn);
+		RAISE WARNING 'estream: dropped %, which is not estream''s, from schema estream', r.fn;
+	END LOOP;
+	FOR r IN SELECT o.oid::regoperator AS op
+			   FROM pg_catalog.pg_operator o
+			  WHERE o.oprnamespace = 'estream'::regnamespace
+				AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+								 WHERE d.classid = 'pg_operator'::regclass AND d.objid = o.oid AND d.deptype = 'e')
+	LOOP
+		EXECUTE format('DROP OPERATOR %s CASCADE', r.op);
+		RAISE WARNING 'estream: dropped operator %, which is not estream''s, from schema estream', r.op;
 	END LOOP;
 
 	-- comments are readable by every role: no topic names in them
@@ -1947,7 +2112,7 @@ $$;
 -- rights decide.  Internal functions are for the bodies and the worker.
 --
 GRANT USAGE ON SCHEMA estream TO PUBLIC;
--- checks the alter right on the cluster (it was the owner's only before)
+-- checks the cluster_action right on the cluster (it was the owner's only before)
 GRANT EXECUTE ON FUNCTION estream.run_maintenance(text) TO PUBLIC;
 GRANT SELECT ON estream.config_option TO PUBLIC;
 GRANT SELECT ON estream.topics, estream.partitions, estream.segments, estream.groups,
@@ -1959,9 +2124,9 @@ DECLARE
 	f regprocedure;
 BEGIN
 	FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
-			  WHERE p.pronamespace = 'estream'::regnamespace AND p.proname LIKE '\_%'
+			  WHERE p.pronamespace = 'estream'::regnamespace AND left(p.proname, 1) = '_'
 				AND p.proname NOT IN ('_allowed', '_timestamp_at', '_partition_stats', '_capture_status',
-									  '_worker_status', '_capture_origin_lsn')
+									  '_worker_status', '_capture_origin_lsn', '_acls')
 	LOOP
 		EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
 	END LOOP;

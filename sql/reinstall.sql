@@ -106,6 +106,26 @@ SELECT format('estream.log_%s', topic_id) AS own_log, format('estream.log_%s_0',
 FROM estream.topic WHERE name = 'owned-log' \gset
 ALTER TABLE :own_log OWNER TO regress_old_owner;
 ALTER TABLE :own_seg OWNER TO regress_old_owner;
+-- as the log's owner: code it controls, on the log, that would run as
+-- whoever writes the log (the extension's owner, from 1.4)
+GRANT USAGE, CREATE ON SCHEMA estream TO regress_old_owner;
+CREATE SCHEMA regress_owner_s AUTHORIZATION regress_old_owner;
+SET ROLE regress_old_owner;
+CREATE FUNCTION regress_owner_s.yes(jsonb) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT true';
+ALTER TABLE :own_log ADD CONSTRAINT regress_check CHECK (regress_owner_s.yes(value));
+CREATE INDEX regress_expr ON :own_seg ((regress_owner_s.yes(value)));
+ALTER TABLE :own_seg ALTER COLUMN headers SET DEFAULT '{}';
+CREATE STATISTICS regress_owner_s.regress_stat ON (regress_owner_s.yes(value)), partition FROM :own_seg;
+CREATE POLICY regress_policy ON :own_seg USING (regress_owner_s.yes(value));
+-- and an overload of estream.fetch() closer to the call in poll()'s body
+CREATE FUNCTION estream.fetch(text, integer, bigint, integer) RETURNS SETOF estream.consumer_record
+	LANGUAGE sql AS 'SELECT NULL::estream.consumer_record WHERE false';
+ALTER TABLE :own_seg ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+GRANT INSERT ON :own_seg TO regress_old_consumer WITH GRANT OPTION;
+RESET ROLE;
+SET ROLE regress_old_consumer;
+GRANT INSERT ON :own_seg TO regress_old_admin;
+RESET ROLE;
 SET client_min_messages = error;
 ALTER EXTENSION estream UPDATE TO '1.4';
 RESET client_min_messages;
@@ -124,6 +144,14 @@ FROM pg_class c, pg_extension e
 WHERE e.extname = 'estream' AND c.relnamespace = 'estream'::regnamespace
   AND c.relname ~ '^log_' AND c.relowner <> e.extowner;
 SELECT count(*) AS old_trigger FROM pg_trigger WHERE tgname = 'regress_old_trigger';
+SELECT (SELECT count(*) FROM pg_constraint WHERE conname = 'regress_check') AS checks,
+	   (SELECT count(*) FROM pg_class WHERE relname = 'regress_expr') AS indexes,
+	   (SELECT count(*) FROM pg_attribute WHERE attrelid = :'own_seg'::regclass AND atthasdef) AS defaults,
+	   (SELECT count(*) FROM pg_statistic_ext WHERE stxname = 'regress_stat') AS statistics,
+	   (SELECT count(*) FROM pg_policy WHERE polname = 'regress_policy') AS policies,
+	   (SELECT relrowsecurity OR relforcerowsecurity FROM pg_class WHERE oid = :'own_seg'::regclass) AS rls,
+	   (SELECT count(*) FROM pg_proc WHERE proname = 'fetch' AND pronamespace = 'estream'::regnamespace) AS fetch_functions,
+	   has_schema_privilege('regress_old_owner', 'estream', 'CREATE') AS owner_creates_in_estream;
 SELECT count(*) AS comments_naming_topics FROM pg_description d JOIN estream.topic t ON t.log_relid = d.objoid
 WHERE d.description LIKE '%' || t.name || '%';
 -- the old roles go on through their rights, and nothing else
@@ -149,5 +177,6 @@ SELECT estream.drop_topic('owned-log');
 RESET ROLE;
 DELETE FROM estream.acl;
 DROP SCHEMA regress_old CASCADE;
+DROP SCHEMA regress_owner_s CASCADE;
 DROP OWNED BY regress_old_producer, regress_old_consumer, regress_old_admin, regress_old_owner;
 DROP ROLE regress_old_producer, regress_old_consumer, regress_old_admin, regress_old_owner;

@@ -326,6 +326,91 @@ SELECT estream.drop_topic('sec.reborn');
 SELECT pattern_type, resource_name, operation FROM estream.acls WHERE role = 'regress_none';
 SELECT estream.revoke_acl('regress_none', 'read', 'topic', 'sec.reb', pattern_type => 'prefixed');
 
+-- has_right() about other roles only with describe on the cluster (it
+-- would tell which topics exist and who may read them)
+SET ROLE regress_none;
+SELECT estream.has_right('regress_none', 'read', 'topic', 'sec.a') AS about_itself;
+SELECT estream.has_right('regress_app', 'read', 'topic', 'sec.a');
+RESET ROLE;
+SET ROLE regress_mon;
+SELECT estream.has_right('regress_app', 'read', 'topic', 'sec.a') AS monitor_asks;
+RESET ROLE;
+
+-- the acls view is a function: a caller's function in WHERE sees nothing
+-- hidden (a UNION ALL view would lose its security barrier)
+SELECT estream.grant_acl('regress_app', 'read', 'topic', 'hidden.', pattern_type => 'prefixed');
+SET ROLE regress_none;
+CREATE FUNCTION pg_temp.leak(text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS
+$$ BEGIN RAISE NOTICE 'saw %', $1; RETURN true; END $$;
+SELECT count(*) FROM estream.acls WHERE NOT predefined AND pg_temp.leak(resource_name);
+DROP FUNCTION pg_temp.leak(text);
+RESET ROLE;
+SELECT estream.revoke_acl('regress_app', 'read', 'topic', 'hidden.', pattern_type => 'prefixed');
+
+-- assignment() lists only the topics the caller may describe
+SELECT member_id FROM estream.join_group('app-shared', ARRAY['team-b.orders'], member_id => 'mx');
+SET ROLE regress_app;
+SELECT * FROM estream.assignment('app-shared', 'mx');
+RESET ROLE;
+SELECT estream.leave_group('app-shared', 'mx');
+SELECT estream.delete_group('app-shared');
+
+-- maintenance needs cluster_action, which does not manage rights
+SELECT estream.grant_acl('regress_none', 'cluster_action', 'cluster');
+SET ROLE regress_none;
+SELECT count(*) FROM estream.run_maintenance('sec.a');
+SELECT estream.grant_acl('regress_none', 'read', 'topic', 'sec.a');
+RESET ROLE;
+SELECT estream.revoke_acl('regress_none', 'cluster_action', 'cluster');
+
+-- the tables of a topic go where the database says, whatever the
+-- caller's default_tablespace (its rights on a tablespace are not the
+-- extension owner's)
+CREATE SCHEMA regress_app_s AUTHORIZATION regress_app;
+SET allow_in_place_tablespaces = on;
+CREATE TABLESPACE regress_ts LOCATION '';
+RESET allow_in_place_tablespaces;
+SET ROLE regress_app;
+SET default_tablespace = regress_ts;
+CREATE TABLE regress_app_s.try_ts (i int);
+SELECT estream.create_topic('app.ts', 1);
+RESET default_tablespace;
+RESET ROLE;
+SELECT count(*) AS logs_in_regress_ts FROM pg_class c JOIN estream.topic t
+  ON c.oid = t.log_relid OR c.oid IN (SELECT s.relid FROM estream.segment s WHERE s.topic_id = t.topic_id)
+WHERE t.name = 'app.ts' AND c.reltablespace <> 0;
+SELECT estream.drop_topic('app.ts');
+DROP TABLESPACE regress_ts;
+
+-- Captures.  A partition stands for its partitioned table, whose owner
+-- alone may capture it; a table goes only into a new topic or one its
+-- capturer owns; the topic's owner may end a capture into its topic.
+CREATE TABLE regress_salary (id int, amount int) PARTITION BY RANGE (id);
+CREATE TABLE regress_salary_a PARTITION OF regress_salary FOR VALUES FROM (0) TO (100);
+ALTER TABLE regress_salary_a OWNER TO regress_app;
+SET ROLE regress_app;
+SELECT estream.capture('regress_salary_a', 'app.salary');
+CREATE TABLE regress_app_s.src (id int PRIMARY KEY);
+RESET ROLE;
+SELECT estream.create_topic('regress.squat');
+SELECT estream.grant_acl('regress_app', 'write', 'topic', 'regress.squat');
+SET ROLE regress_app;
+SELECT estream.capture('regress_app_s.src', 'regress.squat');
+SELECT estream.capture('regress_app_s.src', 'app.src');
+RESET ROLE;
+SELECT 'regress_app_s.src'::regclass::oid AS src_oid \gset
+SELECT estream.alter_topic_owner('app.src', 'regress_member');
+SET ROLE regress_none;
+SELECT estream.uncapture(:src_oid);
+RESET ROLE;
+SET ROLE regress_member;
+SELECT estream.uncapture(:src_oid);
+RESET ROLE;
+SELECT count(*) AS captures_left FROM estream.capture;
+SELECT estream.drop_topic(t) FROM unnest(ARRAY['regress.squat', 'app.src']) t;
+DROP TABLE regress_salary;
+DROP SCHEMA regress_app_s CASCADE;
+
 -- a dropped role's rights go, and its topics pass to the extension's owner
 -- (the worker does this at every run; called here by hand)
 CREATE ROLE regress_gone;

@@ -136,14 +136,15 @@ static const struct
 	{"alter", ESTREAM_OP_ALTER},
 	{"create", ESTREAM_OP_CREATE},
 	{"delete", ESTREAM_OP_DELETE},
+	{"cluster_action", ESTREAM_OP_CLUSTER_ACTION},
 	{"all", ESTREAM_OP_ALL},
 };
 
 /* the operations that make sense on each kind of resource */
 static const uint32 valid_ops[ESTREAM_NRESOURCES] = {
-	ESTREAM_OP_ALL,
+	ESTREAM_OP_ALL & ~ESTREAM_OP_CLUSTER_ACTION,
 	ESTREAM_OP_READ | ESTREAM_OP_DESCRIBE | ESTREAM_OP_DELETE,
-	ESTREAM_OP_CREATE | ESTREAM_OP_ALTER | ESTREAM_OP_DESCRIBE,
+	ESTREAM_OP_CREATE | ESTREAM_OP_ALTER | ESTREAM_OP_DESCRIBE | ESTREAM_OP_CLUSTER_ACTION,
 };
 
 static void
@@ -360,7 +361,7 @@ estream_parse_operations(const char *s, EstreamResource resource)
 							   resource == ESTREAM_TOPIC ?
 							   "read, write, describe, describe_configs, alter_configs, alter, create, delete, all" :
 							   resource == ESTREAM_GROUP ? "read, describe, delete, all" :
-							   "create, alter, describe, all")));
+							   "create, alter, describe, cluster_action, all")));
 		ops |= op;
 	}
 	pfree(copy);
@@ -731,6 +732,7 @@ estream_has_right(PG_FUNCTION_ARGS)
 	uint32		ops;
 	char	   *name;
 	Oid			owner = InvalidOid;
+	Oid			caller;
 	bool		result = true;
 
 	if (PG_ARGISNULL(0))
@@ -744,7 +746,20 @@ estream_has_right(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("resource_name must not be null for a %s", estream_resource_name(resource))));
-	(void) estream_enter(&sw);
+	caller = estream_enter(&sw);
+
+	/*
+	 * About its own roles, anyone; about others, only who may describe the
+	 * cluster (the answer tells which topics exist, and others' rights).
+	 */
+	if (!has_privs_of_role(caller, PG_GETARG_OID(0)) &&
+		!estream_allowed(caller, ESTREAM_OP_DESCRIBE, ESTREAM_CLUSTER, NULL, InvalidOid))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to look at the rights of role \"%s\"",
+						GetUserNameFromId(PG_GETARG_OID(0), true) ?
+						GetUserNameFromId(PG_GETARG_OID(0), true) : "?"),
+				 errdetail("A role may ask about the roles whose privileges it has; about others, only with the describe right on the cluster.")));
 	if (resource == ESTREAM_TOPIC)
 	{
 		EstreamTopic *topic = estream_lookup_topic(name, true);
@@ -752,7 +767,7 @@ estream_has_right(PG_FUNCTION_ARGS)
 		if (topic != NULL)
 			owner = topic->owner;
 	}
-	for (int bit = 0; bit < 32; bit++)
+	for (int bit = 0; bit < 16; bit++)
 	{
 		uint32		op = ((uint32) 1) << bit;
 

@@ -1037,6 +1037,7 @@ missing_was_checked(Oid relid, TimestampTz created_at)
 
 static char slot_name[NAMEDATALEN];
 static bool origin_set_up = false;
+static RepOriginId cdc_origin = InvalidRepOriginId;	/* when origin_set_up */
 
 /*
  * The decoding context lives from run to run, holding the slot, so that a
@@ -1742,6 +1743,13 @@ activate_capture(Oid relid, bool copy)
 			return false;
 	}
 
+	/*
+	 * Not under the worker's origin: code of the table's owner that runs
+	 * during the copy (a row security policy) may write to captured tables,
+	 * and those changes must be decoded like anyone's.  estream_cdc_abort()
+	 * sets the origin again after an error.
+	 */
+	replorigin_session_origin = InvalidRepOriginId;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	XactIsoLevel = XACT_REPEATABLE_READ;
@@ -1750,6 +1758,8 @@ activate_capture(Oid relid, bool copy)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	capture_activate(relid);
 	end_xact();
+	if (origin_set_up)
+		replorigin_session_origin = cdc_origin;
 	return true;
 }
 
@@ -2001,6 +2011,7 @@ estream_cdc_drop(void)
 	{
 		replorigin_session_reset();
 		replorigin_session_origin = InvalidRepOriginId;
+		cdc_origin = InvalidRepOriginId;
 		origin_set_up = false;
 	}
 	snprintf(name, sizeof(name), "estream_%u", MyDatabaseId);
@@ -2042,6 +2053,8 @@ estream_cdc_abort(void)
 	if (MyReplicationSlot != NULL)
 		ReplicationSlotRelease();
 	ReplicationSlotCleanup();
+	if (origin_set_up)
+		replorigin_session_origin = cdc_origin;
 
 	/* entries a failed decoding may have built from old catalogs */
 	StartTransactionCommand();
@@ -2057,6 +2070,40 @@ estream_cdc_abort(void)
  * captures, *caught_up when everything committed before the run started
  * has been captured.  Runs its own transactions.
  */
+/*
+ * A capture writes a table's rows into a topic for the role that captured
+ * it (1.4): while that role owns the table and may write the topic.  A
+ * capture whose role lost either (the table was given to another role,
+ * the write right was revoked, the topic given away) ends here, at the
+ * start of a step, as if uncaptured: nothing more of the table goes to
+ * the topic.  In a transaction, SPI connected.
+ */
+static void
+end_unauthorized_captures(void)
+{
+	Oid			capture_rel = get_relname_relid("capture", get_namespace_oid("estream", false));
+
+	if (!OidIsValid(capture_rel) || get_attnum(capture_rel, "capturer") == InvalidAttrNumber)
+		return;					/* before 1.4 */
+	if (SPI_execute("DELETE FROM estream.capture c"
+					" USING pg_catalog.pg_class cl, estream.topic t"
+					" WHERE cl.oid OPERATOR(pg_catalog.=) c.relid"
+					" AND t.topic_id OPERATOR(pg_catalog.=) c.topic_id"
+					" AND NOT (pg_catalog.pg_has_role(c.capturer::pg_catalog.oid, cl.relowner, 'USAGE')"
+					"          AND estream.has_right(c.capturer, 'write', 'topic', t.name))"
+					" RETURNING c.relid::pg_catalog.regclass::pg_catalog.text, t.name,"
+					" c.capturer::pg_catalog.text",
+					false, 0) != SPI_OK_DELETE_RETURNING)
+		elog(ERROR, "could not check the rights of captures");
+	for (uint64 i = 0; i < SPI_processed; i++)
+		ereport(LOG,
+				(errmsg("estream stopped capturing table %s into topic \"%s\"",
+						SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
+						SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2)),
+				 errdetail("Role \"%s\", which captured it, no longer owns the table or may no longer write the topic.",
+						   SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3))));
+}
+
 int64
 estream_cdc_run(bool *more, bool *active, bool *caught_up)
 {
@@ -2085,6 +2132,7 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 				sizeof(saved_log_min_messages));
 
 	begin_xact();
+	end_unauthorized_captures();
 	ncaptures = spi_int8("SELECT pg_catalog.count(*) FROM estream.capture");
 	slot_exists = spi_int8(psprintf("SELECT pg_catalog.count(*) FROM pg_catalog.pg_replication_slots"
 									" WHERE slot_name OPERATOR(pg_catalog.=) '%s'", slot_name)) > 0;
@@ -2119,6 +2167,7 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 		replorigin_session_setup(origin);
 		end_xact();
 		replorigin_session_origin = origin;
+		cdc_origin = origin;
 		origin_set_up = true;
 	}
 

@@ -136,7 +136,8 @@ typedef enum EstreamResource
 #define ESTREAM_OP_ALTER			0x0020
 #define ESTREAM_OP_CREATE			0x0040
 #define ESTREAM_OP_DELETE			0x0080
-#define ESTREAM_OP_ALL				0x00FF
+#define ESTREAM_OP_CLUSTER_ACTION	0x0100
+#define ESTREAM_OP_ALL				0x01FF
 
 /* the identity estream_enter() switched from */
 typedef struct EstreamUserSwitch

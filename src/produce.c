@@ -445,8 +445,9 @@ insert_many(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
  */
 static void
 produce_records(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
-				bool has_partition, int32 partition, TimestampTz ts)
+				bool has_partition, int32 partition, TimestampTz ts, Oid caller)
 {
+	EstreamTopic *authorized = topic;
 	int32		sticky = -1;
 	Relation	segrel = NULL;
 	int64	   *counts;
@@ -458,6 +459,14 @@ produce_records(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
 	 * partitions), so everything else uses the topic it returns.
 	 */
 	segrel = open_segment(&topic);
+
+	/*
+	 * The lookup done again after the lock may have found another topic of
+	 * that name (dropped and created again meanwhile, by another role):
+	 * the caller's right is checked again on what it found.
+	 */
+	if (topic != authorized)
+		estream_require(caller, ESTREAM_OP_WRITE, ESTREAM_TOPIC, topic->name, topic->owner);
 
 	if (has_partition)
 		estream_check_partition(topic, partition);
@@ -600,7 +609,7 @@ produce_single(FunctionCallInfo fcinfo, bool binary)
 	check_record_size(topic, &rec, -1);
 
 	produce_records(topic, &rec, 1, binary,
-					!PG_ARGISNULL(3), PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3), ts);
+					!PG_ARGISNULL(3), PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3), ts, caller);
 	estream_leave(&sw);
 
 	/* the result row descriptor is resolved once per call site */
@@ -752,7 +761,7 @@ produce_batch(FunctionCallInfo fcinfo, bool binary)
 
 	if (n > 0)
 		produce_records(topic, recs, n, binary,
-						!PG_ARGISNULL(3), PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3), ts);
+						!PG_ARGISNULL(3), PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3), ts, caller);
 	else if (!PG_ARGISNULL(3))
 		estream_check_partition(topic, PG_GETARG_INT32(3));
 	estream_leave(&sw);

@@ -669,16 +669,18 @@ estream_start_worker(PG_FUNCTION_ARGS)
 
 /*
  * Stop the worker of a database and keep it stopped for a while, so that
- * a command that needs the database to itself can run.
+ * a command that needs the database to itself can run.  Returns whether
+ * the database has a worker slot (then resume_worker() must follow).
  */
-static void
+static bool
 pause_worker(Oid dbid)
 {
 	pid_t		pid = 0;
 	TimestampTz deadline;
+	bool		found = false;
 
 	if (worker_shared == NULL || !OidIsValid(dbid))
-		return;
+		return false;
 
 	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < worker_shared->nslots; i++)
@@ -692,12 +694,13 @@ pause_worker(Oid dbid)
 			if (s->retry_at < s->paused_until)
 				s->retry_at = s->paused_until;
 			pid = s->pid;
+			found = true;
 		}
 	}
 	LWLockRelease(worker_shared->lock);
 
 	if (pid == 0)
-		return;
+		return found;
 
 	(void) kill(pid, SIGTERM);
 
@@ -722,15 +725,22 @@ pause_worker(Oid dbid)
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
+	return found;
 }
 
 /*
  * The worker of a database that a command paused comes back at once: the
- * command failed.
+ * command failed.  (After a command that succeeded it stays paused for
+ * ESTREAM_PAUSE_MS, so that commands in a row find the database free;
+ * only the database's owner can run them.)  Only a database whose worker
+ * was paused is looked at again: a rescan for nothing would make the
+ * launcher look at every database without the extension at once.
  */
 static void
 resume_worker(Oid dbid)
 {
+	bool		found = false;
+
 	if (worker_shared == NULL)
 		return;
 	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
@@ -738,15 +748,15 @@ resume_worker(Oid dbid)
 	{
 		EstreamWorkerSlot *s = &worker_shared->slots[i];
 
-		if (s->state != WS_FREE && s->dbid == dbid)
+		if (s->state != WS_FREE && s->dbid == dbid && s->paused_until != 0)
 		{
 			s->paused_until = 0;
 			s->retry_at = 0;
 			s->resumed = true;
+			found = true;
 		}
 	}
-	worker_shared->rescan = true;
-	if (worker_shared->launcher_latch != NULL)
+	if (found && worker_shared->launcher_latch != NULL)
 		SetLatch(worker_shared->launcher_latch);
 	LWLockRelease(worker_shared->lock);
 }
@@ -855,11 +865,10 @@ estream_process_utility(PlannedStmt *pstmt, const char *queryString,
 	{
 		Oid			dbid = get_database_oid(dbname, true);
 
-		if (OidIsValid(dbid) && may_run_database_command(parsetree, dbid))
+		if (OidIsValid(dbid) && may_run_database_command(parsetree, dbid) &&
+			pause_worker(dbid))
 			paused = dbid;
 	}
-	if (OidIsValid(paused))
-		pause_worker(paused);
 
 	{
 		Oid			dropped = InvalidOid;
@@ -1147,6 +1156,13 @@ drop_capture_slot(void)
 	PG_END_TRY();
 }
 
+/* settings of the server that the database's settings may not change */
+static const char *const server_settings[] = {
+	"DateStyle", "IntervalStyle", "TimeZone", "extra_float_digits", "bytea_output",
+	"lc_monetary", "lc_numeric", "lc_time", "xmlbinary", "xmloption"
+};
+static char *server_values[lengthof(server_settings)];
+
 void
 estream_worker_main(Datum main_arg)
 {
@@ -1179,8 +1195,25 @@ estream_worker_main(Datum main_arg)
 	LWLockRelease(worker_shared->lock);
 	before_shmem_exit(worker_exit, (Datum) 0);
 
+	/*
+	 * The settings that shape how values are rendered as text and JSON
+	 * (CDC events) are the server's: a database's own settings (ALTER
+	 * DATABASE ... SET, chosen by its owner) must not change what the
+	 * worker writes for tables of other roles.  Noted before connecting,
+	 * which applies the database's settings, and put back after.
+	 */
+	for (int i = 0; i < lengthof(server_settings); i++)
+		server_values[i] = MemoryContextStrdup(TopMemoryContext,
+											   GetConfigOption(server_settings[i], true, false) ?
+											   GetConfigOption(server_settings[i], true, false) : "");
+
 	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
 	pgstat_report_appname("estream worker");
+	for (int i = 0; i < lengthof(server_settings); i++)
+	{
+		if (server_values[i][0] != '\0')
+			SetConfigOption(server_settings[i], server_values[i], PGC_SUSET, PGC_S_OVERRIDE);
+	}
 
 	/*
 	 * The persisted floor must survive a crash; never wait long for a lock;

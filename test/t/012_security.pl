@@ -33,6 +33,15 @@
 #    runs keep counting).  The victim's owner with CREATEDB renames the
 #    database it is connected to (checks pass, the command fails): the
 #    worker comes back at once rather than after the 10 s pause.
+# 5. Captures are authorized while they run, not only when made: a table
+#    given to another role, or a topic given away, ends the capture at the
+#    worker's next step, and nothing the table's new owner writes reaches
+#    the old capturer's topic.  Code of a table's owner that runs during
+#    the initial copy (a row security policy forced on itself) and writes
+#    into another captured table is captured like any write.  A database
+#    owner's ALTER DATABASE ... SET extra_float_digits and bytea_output do
+#    not change the events written for a superuser's table.
+#
 #
 # User-defined casts to json on captured columns (enum, domain, composite,
 # array, range) are tried in 013_cdc_user_code.pl.
@@ -316,6 +325,99 @@ ok( $node->poll_query_until(
 		"SELECT pid IS NOT NULL AND pid <> $pid AND state IN ('idle', 'running') FROM estream.workers WHERE database = 'victim'"),
 	'the worker is back');
 cmp_ok(time() - $t0, '<', 8, 'well before the 10 s pause would end');
+
+#
+# 5. Captures authorized while they run
+#
+$node->safe_psql(
+	'victim', q{
+CREATE ROLE capt LOGIN;
+CREATE SCHEMA capt AUTHORIZATION capt;
+SELECT estream.grant_acl('capt', 'create', 'topic', 'capt.', pattern_type => 'prefixed');
+});
+as_role('victim', 'capt', q{
+CREATE TABLE capt.src (id integer PRIMARY KEY, v text);
+CREATE TABLE capt.src2 (id integer PRIMARY KEY, v text);
+SELECT estream.capture('capt.src', 'capt.src');
+SELECT estream.capture('capt.src2', 'capt.src2');
+INSERT INTO capt.src VALUES (1, 'mine');
+INSERT INTO capt.src2 VALUES (1, 'mine');
+});
+ok( $node->poll_query_until(
+		'victim',
+		"SELECT (SELECT count(*) FROM estream.fetch('capt.src', 0, 0)) = 1"
+		  . " AND (SELECT count(*) FROM estream.fetch('capt.src2', 0, 0)) = 1"),
+	'the capturer\'s changes are captured');
+# the table goes to dbowner; the other topic to another role
+$node->safe_psql('victim', 'ALTER TABLE capt.src OWNER TO dbowner');
+$node->safe_psql('victim', "SELECT estream.alter_topic_owner('capt.src2', 'app')");
+ok( $node->poll_query_until(
+		'victim', "SELECT count(*) = 0 FROM estream.capture WHERE topic LIKE 'capt.%'"),
+	'both captures ended');
+$runs = worker_runs('victim');
+$node->safe_psql('victim',
+	"INSERT INTO capt.src VALUES (2, 'the new owner''s'); INSERT INTO capt.src2 VALUES (2, 'after')");
+ok( $node->poll_query_until(
+		'victim', "SELECT runs > $runs + 5 FROM estream.workers WHERE database = 'victim'"),
+	'the worker ran on');
+is( $node->safe_psql('victim',
+		"SELECT (SELECT count(*) FROM estream.fetch('capt.src', 0, 0)) || ':'"
+		  . " || (SELECT count(*) FROM estream.fetch('capt.src2', 0, 0))"),
+	'1:1', 'nothing written after the rights went');
+ok($node->log_contains(qr/estream stopped capturing table capt\.src into topic "capt\.src"/),
+	'the end of the capture is logged');
+
+# the owner's policy writes into another captured table during the copy
+$node->safe_psql(
+	'victim', q{
+CREATE TABLE public.vt (id integer PRIMARY KEY, note text);
+SELECT estream.capture('public.vt', 'vt');
+GRANT INSERT ON public.vt TO capt;
+});
+as_role('victim', 'capt', q{
+CREATE FUNCTION capt.policy_writes() RETURNS boolean LANGUAGE plpgsql AS
+$$ BEGIN INSERT INTO public.vt VALUES (101, 'written during the copy') ON CONFLICT DO NOTHING; RETURN true; END $$;
+CREATE TABLE capt.rls (id integer PRIMARY KEY);
+INSERT INTO capt.rls VALUES (1);
+ALTER TABLE capt.rls ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+CREATE POLICY p ON capt.rls USING (capt.policy_writes());
+INSERT INTO public.vt VALUES (100, 'written directly');
+SELECT estream.capture('capt.rls', 'capt.rls');
+});
+ok( $node->poll_query_until(
+		'victim', "SELECT count(*) = 1 FROM estream.fetch('capt.rls', 0, 0)"),
+	'the copy of the owner\'s table is made');
+ok( $node->poll_query_until(
+		'victim',
+		"SELECT string_agg(value->'after'->>'id', ',' ORDER BY \"offset\") = '100,101'"
+		  . " FROM estream.fetch('vt', 0, 0)"),
+	'the write made by the owner\'s code during the copy is captured');
+
+# the database owner's settings do not change what is written
+$node->safe_psql(
+	'victim', q{
+CREATE TABLE public.exact (id integer PRIMARY KEY, f float8, b bytea);
+SELECT estream.capture('public.exact', 'exact', '{"snapshot": false}');
+});
+as_role(
+	'victim', 'dbowner', q{
+ALTER DATABASE victim SET extra_float_digits = -15;
+ALTER DATABASE victim SET bytea_output = escape;
+ALTER DATABASE victim SET IntervalStyle = sql_standard;
+});
+$node->restart;
+ok( $node->poll_query_until(
+		'victim', "SELECT state = 'streaming' FROM estream.captures WHERE topic = 'exact'"),
+	'the capture streams');
+$node->safe_psql('victim',
+	"INSERT INTO public.exact VALUES (1, 3.14159265358979, '\\x00ff')");
+ok( $node->poll_query_until(
+		'victim', "SELECT count(*) = 1 FROM estream.fetch('exact', 0, 0)"),
+	'the change is captured');
+is( $node->safe_psql('victim',
+		"SELECT value->'after'->>'f' || ' ' || (value->'after'->>'b') FROM estream.fetch('exact', 0, 0)"),
+	'3.14159265358979 \\x00ff', 'rendered with the server\'s settings');
+as_role('victim', 'dbowner', 'ALTER DATABASE victim RESET ALL');
 
 is(is_superuser('dbowner'), 'f', 'dbowner is still not a superuser');
 is(is_superuser('app'), 'f', 'app is still not a superuser');
