@@ -15,6 +15,10 @@
  * the log start ("earliest", the default), to W ("latest"), or is an error
  * ("error"), as the caller chooses.
  *
+ * From extension version 1.4 every function here first checks the caller's
+ * right on the topic (read for fetch, describe for the others; acl.c),
+ * before the topic's existence, then reads as the extension's owner.
+ *
  * Copyright (c) 2026, estream developers
  *
  * IDENTIFICATION

@@ -10,6 +10,10 @@
  * a hole, which readers skip.  The rows become visible to consumers when,
  * and only if, the caller's transaction commits.
  *
+ * From extension version 1.4 a call first checks the caller's write right
+ * on the topic (acl.c), before the topic's existence, then works as the
+ * extension's owner, which alone may write estream's tables.
+ *
  * Copyright (c) 2026, estream developers
  *
  * IDENTIFICATION
