@@ -6,6 +6,7 @@ OBJS = \
 	src/murmur2.o \
 	src/shmem.o \
 	src/topic.o \
+	src/acl.o \
 	src/produce.o \
 	src/fetch.o \
 	src/compact.o \
@@ -13,10 +14,10 @@ OBJS = \
 	src/cdc.o
 
 EXTENSION = estream
-DATA = estream--1.0.sql estream--1.0--1.1.sql estream--1.1--1.2.sql estream--1.2--1.3.sql
+DATA = estream--1.0.sql estream--1.0--1.1.sql estream--1.1--1.2.sql estream--1.2--1.3.sql estream--1.3--1.4.sql
 PGFILEDESC = "estream - event streams for PostgreSQL"
 
-REGRESS = partitioner topic produce fetch limits cache groups maintenance cdc reinstall
+REGRESS = partitioner topic produce fetch limits cache groups maintenance cdc security reinstall
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=./tmp_check_conf/estream.conf \
 	--load-extension=estream
 

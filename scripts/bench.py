@@ -115,18 +115,19 @@ max_replication_slots = 10
                            env=self.env(), check=True, capture_output=True, text=True)
         return r.stdout.strip()
 
-    def pgbench(self, script, clients, seconds, workdir):
-        return self.pgbench_tx(script, clients, seconds, workdir)[0]
+    def pgbench(self, script, clients, seconds, workdir, user=None):
+        return self.pgbench_tx(script, clients, seconds, workdir, user=user)[0]
 
-    def pgbench_tx(self, script, clients, seconds, workdir, rate=0):
-        """Run pgbench (at most rate transactions/s if given); returns (tps,
-        transactions processed)."""
+    def pgbench_tx(self, script, clients, seconds, workdir, rate=0, user=None):
+        """Run pgbench (at most rate transactions/s if given), as user if given
+        (else the superuser postgres); returns (tps, transactions processed)."""
         path = os.path.join(workdir, "script.sql")
         with open(path, "w") as f:
             f.write(script)
         r = subprocess.run(["pgbench", "-n", "-M", "prepared", "-c", str(clients),
                             "-j", str(min(clients, 2)), "-T", str(seconds), "-f", path]
-                           + (["-R", str(rate)] if rate else []),
+                           + (["-R", str(rate)] if rate else [])
+                           + (["-U", user] if user else []),
                            env=self.env(), capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"pgbench failed:\n{r.stdout}\n{r.stderr}")
@@ -157,11 +158,27 @@ CREATE TABLE lc_counter (partition int PRIMARY KEY, next bigint NOT NULL);
 INSERT INTO lc_counter SELECT g, 0 FROM generate_series(0, 7) g;
 CREATE TABLE lc_log (partition int NOT NULL, "offset" bigint NOT NULL, key text, value jsonb,
                      ts timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (partition, "offset"));
+-- an application role with only estream rights, for the SECURITY DEFINER
+-- path measured against the superuser's
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'bench_app') THEN
+        CREATE ROLE bench_app LOGIN;
+    END IF;
+END $$;
+SELECT estream.grant_acl('bench_app', 'read,write', 'topic', 'bench');
+SELECT estream.drop_topic('benchread', if_exists => true);
+SELECT estream.create_topic('benchread', 8);
+SELECT estream.grant_acl('bench_app', 'read', 'topic', 'benchread');
+SELECT count(*) FROM generate_series(0, 7) p,
+    LATERAL estream.produce_batch('benchread',
+        ARRAY(SELECT ('{{"id": ' || g || ', "type": "order.created"}}')::jsonb FROM generate_series(1, 20000) g),
+        partition => p);
 """
 
 
 def workloads(clients, batches=(100,), only=None):
-    """(name, clients, events per transaction, reference name or None, pgbench script)"""
+    """(name, clients, events per transaction, reference name or None, pgbench script,
+    role or None for the superuser)"""
     w = []
     w.append(("insert 1/tx", clients, 1, None,
               "\\set id random(1, 1000000000)\n"
@@ -200,8 +217,25 @@ def workloads(clients, batches=(100,), only=None):
                   "\\set id random(1, 1000000000)\n"
                   f"SELECT count(pgq.insert_event('benchq', 'order.created', ({VALUE_ROW_SQL})::text)) "
                   f"FROM generate_series(1, {n}) g;\n"))
+    # the same calls by the superuser and by an ordinary role that holds
+    # only estream rights (checked, then the work done as the extension's
+    # owner)
+    for who in ("superuser", "app role"):
+        ref = None if who == "superuser" else "produce 1/tx keyed, superuser"
+        w.append((f"produce 1/tx keyed, {who}", clients, 1, ref,
+                  "\\set id random(1, 1000000000)\n"
+                  f"SELECT estream.produce('bench', {VALUE_SQL}, 'k' || :id);\n",
+                  "bench_app" if who == "app role" else None))
+    for who in ("superuser", "app role"):
+        ref = None if who == "superuser" else "fetch 100/tx, superuser"
+        w.append((f"fetch 100/tx, {who}", clients, 100, ref,
+                  "\\set p random(0, 7)\n"
+                  "\\set o random(0, 19900)\n"
+                  "SELECT count(*) FROM estream.fetch('benchread', :p, :o, 100);\n",
+                  "bench_app" if who == "app role" else None))
+    w = [x if len(x) == 6 else x + (None,) for x in w]
     if only is not None:
-        w = [x for x in w if x[0] in only or x[3] is None]
+        w = [x for x in w if x[0] in only or (x[3] is None and not x[0].endswith(", superuser"))]
     return w
 
 
@@ -263,13 +297,13 @@ def run(args):
                 for (_clients, _ref), members in groups.items():
                     samples = {m[0]: [] for m in members}
                     for _ in range(runs):
-                        for name, clients, per_tx, _r, script in members:
+                        for name, clients, per_tx, _r, script, user in members:
                             # one client waits for every fsync: its rate jitters, so run longer
                             secs = seconds * 2 if clients == 1 else seconds
-                            tps = inst.pgbench(script, clients, secs, workdir)
+                            tps = inst.pgbench(script, clients, secs, workdir, user=user)
                             samples[name].append(tps * per_tx)
                     ref_median = None
-                    for name, clients, per_tx, ref, _s in members:
+                    for name, clients, per_tx, ref, _s, _u in members:
                         s = samples[name]
                         med = statistics.median(s)
                         if ref is None:
@@ -322,6 +356,11 @@ def print_targets(results):
         checks.append(("batched produce vs plain batched INSERT (100/tx, 8 clients)", pb["events_per_s_median"] / ib["events_per_s_median"], ">= 0.80"))
     if lat:
         checks.append(("end-to-end latency p50, ms", lat["latency_ms"]["p50"], "< 2"))
+    for what in ("produce 1/tx keyed", "fetch 100/tx"):
+        su, app = find(f"{what}, superuser"), find(f"{what}, app role")
+        if su and app:
+            checks.append((f"{what}: ordinary role vs superuser (8 clients)",
+                           app["events_per_s_median"] / su["events_per_s_median"], ">= 0.95"))
     pgq = next((r for r in results if r["workload"].startswith("read backlog: pgq")), None)
     for r in results:
         if pgq and r["workload"].startswith("consume+commit"):

@@ -177,6 +177,22 @@ PGOPTIONS="-c client_min_messages=warning" \
 CREATE EXTENSION estream;
 
 \echo
+\echo '-- The application runs as an ordinary role.  It holds estream rights (Kafka-style ACLs),'
+\echo '-- never privileges on estream\'s tables: it may create topics, and owns (with every'
+\echo '-- right) those it creates; use consumer groups; and see the views (estream_monitor).'
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'app') THEN
+    CREATE ROLE app LOGIN;
+  END IF;
+END $$;
+GRANT CREATE ON SCHEMA public TO app;
+GRANT estream_monitor TO app;
+SELECT estream.grant_acl('app', 'create', 'cluster');
+SELECT estream.grant_acl('app', 'read', 'group', '*');
+SET ROLE app;
+SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user;
+
+\echo
 \echo '-- A topic with three partitions.'
 SELECT estream.create_topic('orders', partitions => 3);
 
@@ -288,6 +304,11 @@ END $$;
 SELECT "offset", key, value->>'op' AS op, value->'before' AS before, value->'after' AS after
 FROM estream.fetch('customers', 0, 0);
 SELECT source, topic, state, lag_bytes, lag_seconds, events_captured FROM estream.captures;
+
+\echo
+\echo '-- Rights: app owns its topics; estream.acls lists what was granted.'
+SELECT topic, owner FROM estream.topics ORDER BY topic;
+SELECT role, resource_type, resource_name, operation FROM estream.acls WHERE NOT predefined;
 
 \echo
 \echo '-- The background worker of this database rolls segments, applies retention and'

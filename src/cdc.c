@@ -11,9 +11,12 @@
  *	{"topic": ..., "relid": ..., "key": {pk columns} | null,
  *	 "value": {"before", "after", "op", "source", "ts_ms"}}
  *
- * The value is a Debezium-style envelope; column values are rendered by
- * to_jsonb().  It works through the SQL interface too
- * (pg_logical_slot_get_changes() on a slot of plugin 'estream').
+ * The value is a Debezium-style envelope; column values are rendered as
+ * to_jsonb() renders them, but without ever running user code: to_jsonb()
+ * would call a user-defined cast to json, a function of the type's owner,
+ * and the worker is a superuser (see "Rendering values" below).  It works
+ * through the SQL interface too (pg_logical_slot_get_changes() on a slot
+ * of plugin 'estream').
  *
  * The worker decodes in process from one slot per database (estream_<oid>)
  * and writes into topics in the same transaction that advances the
@@ -29,7 +32,15 @@
  * only if its transaction is not visible in S.  Every committed change is
  * thus either in the copy or in the stream, never both.  A change of a
  * capture whose copy has not been made yet stops the batch before its
- * transaction; the next run makes the copy and decodes it again.
+ * transaction; the next run makes the copy and decodes it again.  The copy
+ * (capture_activate()) reads the table through a cursor as the table's
+ * owner, in a security-restricted operation, renders the rows as decoding
+ * does, and writes them as the worker.
+ *
+ * The worker runs as a superuser, in a session whose search_path the
+ * database's owner can set: every SQL name and operator here is qualified
+ * (pg_catalog.count(*), OPERATOR(pg_catalog.=)), and no user-defined
+ * function runs with the worker's rights.
  *
  * Copyright (c) 2026, estream developers
  *
@@ -43,11 +54,13 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/transam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "access/xlogutils.h"
 #include "catalog/namespace.h"
 #include "catalog/partition.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
@@ -74,7 +87,9 @@
 #include "utils/pg_lsn.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/tuplestore.h"
+#include "utils/typcache.h"
 #include "utils/xid8.h"
 
 #include "estream.h"
@@ -103,22 +118,19 @@ typedef struct CaptureInfo
 	TimestampTz created_at;		/* which capture of the table */
 } CaptureInfo;
 
+/* renders values without user code: see "Rendering values" below */
+typedef struct ValueRenderer ValueRenderer;
+
 typedef struct PluginState
 {
 	MemoryContext cxt;			/* reset after every change */
 	MemoryContext cache_cxt;	/* CaptureInfo */
 	HTAB	   *captures;
-	HTAB	   *jsonb_fns;		/* type -> FmgrInfo of to_jsonb */
+	ValueRenderer *renderer;	/* in cache_cxt */
 	RepOriginId own_origin;		/* the worker's writes: never decoded */
 	char	   *dbname;			/* NULL until looked up */
 	MemoryContext ctx_cxt;
 } PluginState;
-
-typedef struct JsonbFn
-{
-	Oid			typid;
-	FmgrInfo	flinfo;
-} JsonbFn;
 
 void		_PG_output_plugin_init(OutputPluginCallbacks *cb);
 
@@ -163,6 +175,8 @@ estream_cdc_init(void)
 	CacheRegisterRelcacheCallback(capture_relcache_inval, (Datum) 0);
 }
 
+static ValueRenderer *renderer_create(MemoryContext cxt);
+
 static void
 reset_capture_cache(PluginState *st)
 {
@@ -175,9 +189,7 @@ reset_capture_cache(PluginState *st)
 	info.hcxt = st->cache_cxt;
 	st->captures = hash_create("estream captures", 64, &info,
 							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	info.entrysize = sizeof(JsonbFn);
-	st->jsonb_fns = hash_create("estream to_jsonb", 64, &info,
-								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	st->renderer = renderer_create(st->cache_cxt);
 	capture_cache_stale = false;
 }
 
@@ -395,50 +407,297 @@ push_null(JsonbParseState **ps)
 	(void) pushJsonbValue(ps, WJB_VALUE, &v);
 }
 
-/* push a column's value rendered by to_jsonb(), exactly as SQL would */
-static void
-push_value(PluginState *st, JsonbParseState **ps, Datum value, Oid typid)
-{
-	JsonbFn    *fn;
-	bool		found;
-	Jsonb	   *jb;
-	JsonbValue	v;
+/* ------------------------------------------------------------------
+ * Rendering values without running user code
+ * ------------------------------------------------------------------
+ */
 
-	fn = hash_search(st->jsonb_fns, &typid, HASH_ENTER, &found);
-	if (!found)
+/*
+ * Column values and key values are rendered as to_jsonb() renders them,
+ * except that no user-defined function ever runs.  For a user-defined type
+ * (OID >= FirstNormalObjectId after looking through domains), to_jsonb()
+ * calls the type's cast to json if there is one (jsonb_categorize_type() in
+ * jsonb.c), and whoever owns the type can CREATE CAST ... WITH FUNCTION an
+ * SQL or PL/pgSQL function of their own: a user-defined cast is user code.
+ * The worker decodes and copies as a superuser, so the owner of a captured
+ * table would have that function run with superuser rights (COPY ... TO
+ * PROGRAM, ALTER ROLE ... SUPERUSER).  Hence, by the type's base type:
+ *
+ *	- built-in (below FirstNormalObjectId) and not a pseudo-type: to_jsonb(),
+ *	  which looks up casts only for user-defined types; the elements of a
+ *	  built-in array type and the attributes of a built-in composite type are
+ *	  built-in too.
+ *	- an array of anything else: a JSON array, element by element, nested
+ *	  per dimension; null elements are null, an empty array is [].
+ *	- a composite type (a table's row type, a domain over one): an object,
+ *	  attribute by attribute, dropped attributes skipped.
+ *	- anything else (enum, range, multirange, an extension's base type): the
+ *	  type's output function, as a JSON string.  Non-superusers can only
+ *	  create types whose output functions are built-in (enum_out,
+ *	  range_out, ...); base types with functions of their own take a
+ *	  superuser.
+ *
+ * Pseudo-types, which tables cannot have, go by the value itself (anyarray
+ * as an array, record as a composite).  The result is byte for byte what
+ * to_jsonb() gives whenever no user-defined cast to json exists; when one
+ * exists it is ignored, as if it did not.  Nothing here depends on the
+ * current user, so the same rendering serves decoding and the initial copy.
+ */
+typedef enum RenderKind
+{
+	RENDER_TO_JSONB,			/* built-in type: to_jsonb() */
+	RENDER_ARRAY,				/* element by element */
+	RENDER_COMPOSITE,			/* attribute by attribute */
+	RENDER_OUTPUT				/* the output function, as a string */
+} RenderKind;
+
+typedef struct RenderType
+{
+	Oid			typid;			/* hash key */
+	RenderKind	kind;
+	int16		typlen;			/* for arrays of this type */
+	bool		typbyval;
+	char		typalign;
+	FmgrInfo	flinfo;			/* to_jsonb() or the output function */
+} RenderType;
+
+struct ValueRenderer
+{
+	MemoryContext cxt;			/* the entries and their functions' state */
+	HTAB	   *types;			/* type -> RenderType */
+};
+
+static void render_value(ValueRenderer *vr, JsonbParseState **ps,
+						 JsonbIteratorToken seq, Datum value, Oid typid);
+
+/* a renderer whose type cache lives (and dies) in cxt */
+static ValueRenderer *
+renderer_create(MemoryContext cxt)
+{
+	ValueRenderer *vr = MemoryContextAlloc(cxt, sizeof(ValueRenderer));
+	HASHCTL		info;
+
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(Oid);
+	info.entrysize = sizeof(RenderType);
+	info.hcxt = cxt;
+	vr->cxt = cxt;
+	vr->types = hash_create("estream value rendering", 64, &info,
+							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	return vr;
+}
+
+/*
+ * How values of a type are rendered, looked up once per renderer.  The
+ * entry is entered only once complete, so an error leaves no half-made one.
+ */
+static RenderType *
+render_type(ValueRenderer *vr, Oid typid)
+{
+	RenderType *entry;
+	RenderType	rt;
+	Oid			base;
+
+	entry = hash_search(vr->types, &typid, HASH_FIND, NULL);
+	if (entry != NULL)
+		return entry;
+
+	memset(&rt, 0, sizeof(rt));
+	rt.typid = typid;
+	get_typlenbyvalalign(typid, &rt.typlen, &rt.typbyval, &rt.typalign);
+	base = getBaseType(typid);
+	if (base < FirstNormalObjectId && get_typtype(base) != TYPTYPE_PSEUDO)
 	{
-		MemoryContext old = MemoryContextSwitchTo(st->cache_cxt);
+		MemoryContext old = MemoryContextSwitchTo(vr->cxt);
 		FuncExpr   *expr;
 
 		/* to_jsonb(anyelement) finds the argument type in its expression */
 		expr = makeFuncExpr(F_TO_JSONB, JSONBOID,
 							list_make1(makeNullConst(typid, -1, InvalidOid)),
 							InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
-		fmgr_info_cxt(F_TO_JSONB, &fn->flinfo, st->cache_cxt);
-		fmgr_info_set_expr((Node *) expr, &fn->flinfo);
+		fmgr_info_cxt(F_TO_JSONB, &rt.flinfo, vr->cxt);
+		fmgr_info_set_expr((Node *) expr, &rt.flinfo);
 		MemoryContextSwitchTo(old);
+		rt.kind = RENDER_TO_JSONB;
 	}
-	jb = DatumGetJsonbP(FunctionCall1(&fn->flinfo, value));
-	if (JB_ROOT_IS_SCALAR(jb))
-		(void) JsonbExtractScalar(&jb->root, &v);
+	else if (OidIsValid(get_element_type(base)) ||
+			 base == ANYARRAYOID || base == ANYCOMPATIBLEARRAYOID)
+		rt.kind = RENDER_ARRAY;
+	else if (type_is_rowtype(base))
+		rt.kind = RENDER_COMPOSITE;
 	else
 	{
-		v.type = jbvBinary;
-		v.val.binary.data = &jb->root;
-		v.val.binary.len = VARSIZE(jb) - VARHDRSZ;
+		Oid			outfn;
+		bool		isvarlena;
+
+		getTypeOutputInfo(base, &outfn, &isvarlena);
+		fmgr_info_cxt(outfn, &rt.flinfo, vr->cxt);
+		rt.kind = RENDER_OUTPUT;
 	}
-	(void) pushJsonbValue(ps, WJB_VALUE, &v);
+	entry = hash_search(vr->types, &typid, HASH_ENTER, NULL);
+	*entry = rt;
+	return entry;
+}
+
+/* one dimension of an array: nested JSON arrays, as to_jsonb() makes them */
+static void
+render_array_dim(ValueRenderer *vr, JsonbParseState **ps, int dim, int ndim,
+				 int *dims, Datum *elems, bool *nulls, int *next, Oid elemtype)
+{
+	(void) pushJsonbValue(ps, WJB_BEGIN_ARRAY, NULL);
+	for (int i = 0; i < dims[dim]; i++)
+	{
+		if (dim + 1 < ndim)
+			render_array_dim(vr, ps, dim + 1, ndim, dims, elems, nulls, next,
+							 elemtype);
+		else
+		{
+			if (nulls[*next])
+			{
+				JsonbValue	v;
+
+				v.type = jbvNull;
+				(void) pushJsonbValue(ps, WJB_ELEM, &v);
+			}
+			else
+				render_value(vr, ps, WJB_ELEM, elems[*next], elemtype);
+			(*next)++;
+		}
+	}
+	(void) pushJsonbValue(ps, WJB_END_ARRAY, NULL);
+}
+
+static void
+render_array(ValueRenderer *vr, JsonbParseState **ps, ArrayType *arr)
+{
+	Oid			elemtype = ARR_ELEMTYPE(arr);
+	int			ndim = ARR_NDIM(arr);
+	int		   *dims = ARR_DIMS(arr);
+	int			nitems = ArrayGetNItems(ndim, dims);
+	RenderType *et;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			next = 0;
+
+	if (nitems <= 0)
+	{
+		(void) pushJsonbValue(ps, WJB_BEGIN_ARRAY, NULL);
+		(void) pushJsonbValue(ps, WJB_END_ARRAY, NULL);
+		return;
+	}
+	et = render_type(vr, elemtype);
+	deconstruct_array(arr, elemtype, et->typlen, et->typbyval, et->typalign,
+					  &elems, &nulls, &nitems);
+	render_array_dim(vr, ps, 0, ndim, dims, elems, nulls, &next, elemtype);
+	pfree(elems);
+	pfree(nulls);
+}
+
+static void
+render_composite(ValueRenderer *vr, JsonbParseState **ps, HeapTupleHeader td)
+{
+	TupleDesc	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(td),
+											  HeapTupleHeaderGetTypMod(td));
+	HeapTupleData tuple;
+
+	tuple.t_len = HeapTupleHeaderGetDatumLength(td);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = td;
+
+	(void) pushJsonbValue(ps, WJB_BEGIN_OBJECT, NULL);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Datum		value;
+		bool		isnull;
+
+		if (att->attisdropped)
+			continue;
+		push_key(ps, NameStr(att->attname));
+		value = heap_getattr(&tuple, i + 1, desc, &isnull);
+		if (isnull)
+			push_null(ps);
+		else
+			render_value(vr, ps, WJB_VALUE, value, att->atttypid);
+	}
+	(void) pushJsonbValue(ps, WJB_END_OBJECT, NULL);
+	ReleaseTupleDesc(desc);
+}
+
+/*
+ * Push a (non-null) value of type typid as an object's value (seq
+ * WJB_VALUE) or an array's element (WJB_ELEM).  See above: no user code.
+ */
+static void
+render_value(ValueRenderer *vr, JsonbParseState **ps, JsonbIteratorToken seq,
+			 Datum value, Oid typid)
+{
+	RenderType *rt;
+	JsonbValue	v;
+
+	check_stack_depth();
+	rt = render_type(vr, typid);
+	switch (rt->kind)
+	{
+		case RENDER_TO_JSONB:
+			{
+				Jsonb	   *jb = DatumGetJsonbP(FunctionCall1(&rt->flinfo, value));
+
+				if (JB_ROOT_IS_SCALAR(jb))
+					(void) JsonbExtractScalar(&jb->root, &v);
+				else
+				{
+					v.type = jbvBinary;
+					v.val.binary.data = &jb->root;
+					v.val.binary.len = VARSIZE(jb) - VARHDRSZ;
+				}
+				(void) pushJsonbValue(ps, seq, &v);
+			}
+			break;
+		case RENDER_ARRAY:
+			render_array(vr, ps, DatumGetArrayTypeP(value));
+			break;
+		case RENDER_COMPOSITE:
+			render_composite(vr, ps, DatumGetHeapTupleHeader(value));
+			break;
+		case RENDER_OUTPUT:
+			{
+				char	   *str = OutputFunctionCall(&rt->flinfo, value);
+				size_t		len = strlen(str);
+
+				/* as to_jsonb() says it */
+				if (len > JENTRY_OFFLENMASK)
+					ereport(ERROR,
+							(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+							 errmsg("string too long to represent as jsonb string"),
+							 errdetail("Due to an implementation restriction, jsonb strings cannot exceed %d bytes.",
+									   JENTRY_OFFLENMASK)));
+				v.type = jbvString;
+				v.val.string.val = str;
+				v.val.string.len = len;
+				(void) pushJsonbValue(ps, seq, &v);
+			}
+			break;
+	}
+}
+
+/* is the column in the capture's "columns" option (or is there none)? */
+static bool
+name_wanted(char **names, int nnames, const char *name)
+{
+	if (nnames == 0)
+		return true;
+	for (int i = 0; i < nnames; i++)
+		if (strcmp(names[i], name) == 0)
+			return true;
+	return false;
 }
 
 static bool
 column_wanted(CaptureInfo *ci, const char *name)
 {
-	if (ci->ncolumns == 0)
-		return true;
-	for (int i = 0; i < ci->ncolumns; i++)
-		if (strcmp(ci->columns[i], name) == 0)
-			return true;
-	return false;
+	return name_wanted(ci->columns, ci->ncolumns, name);
 }
 
 /*
@@ -475,7 +734,7 @@ push_row(PluginState *st, JsonbParseState **ps, CaptureInfo *ci, Relation relati
 				 VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(value)))
 			push_string(ps, UNAVAILABLE_VALUE);
 		else
-			push_value(st, ps, value, att->atttypid);
+			render_value(st->renderer, ps, WJB_VALUE, value, att->atttypid);
 	}
 	return pushJsonbValue(ps, WJB_END_OBJECT, NULL);
 }
@@ -778,6 +1037,7 @@ missing_was_checked(Oid relid, TimestampTz created_at)
 
 static char slot_name[NAMEDATALEN];
 static bool origin_set_up = false;
+static RepOriginId cdc_origin = InvalidRepOriginId;	/* when origin_set_up */
 
 /*
  * The decoding context lives from run to run, holding the slot, so that a
@@ -793,7 +1053,19 @@ static char saved_log_min_messages[32];
 
 #define CDC_BATCH_LINES 100000
 #define CDC_APPLY_CHUNK 1000
-#define CDC_APPLY_BYTES (8 * 1024 * 1024)	/* below estream.max_batch_bytes */
+#define CDC_APPLY_BYTES (8 * 1024 * 1024)
+
+/*
+ * Bytes of events per produce_batch() call: at most 8 MB, and never above
+ * estream.max_batch_bytes (which produce_batch() enforces).  A batch that
+ * would pass it is written before the event that would; a single event
+ * larger than it fails as any produce would.
+ */
+static Size
+apply_bytes(void)
+{
+	return Min((Size) CDC_APPLY_BYTES, (Size) estream_max_batch_bytes);
+}
 
 static CaptureState *find_capture(List *caps, Oid relid);
 static bool visible_in_copy(CaptureState *cs, TransactionId xid);
@@ -967,6 +1239,488 @@ copy_may_start(Oid relid)
 }
 
 /*
+ * Write n events (jsonb values, text keys or nulls) into a topic through
+ * estream.produce_batch(), the normal produce path.  Returns how many it
+ * wrote.
+ */
+static int64
+produce_events(const char *topic, int n, Datum *values, Datum *keys, bool *key_nulls)
+{
+	Oid			argtypes[3] = {TEXTOID, JSONBARRAYOID, TEXTARRAYOID};
+	Datum		args[3];
+	int			dims[1];
+	int			lbs[1] = {1};
+	bool		isnull;
+	int64		written;
+
+	dims[0] = n;
+	args[0] = CStringGetTextDatum(topic);
+	args[1] = PointerGetDatum(construct_array(values, n, JSONBOID, -1, false,
+											  TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_md_array(keys, key_nulls, 1, dims, lbs,
+												 TEXTOID, -1, false, TYPALIGN_INT));
+	if (SPI_execute_with_args("SELECT pg_catalog.count(*) FROM estream.produce_batch($1, $2, $3)",
+							  3, argtypes, args, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not write captured changes into topic \"%s\"", topic);
+	written = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										  1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	pfree(DatumGetPointer(args[0]));
+	pfree(DatumGetPointer(args[1]));
+	pfree(DatumGetPointer(args[2]));
+	return written;
+}
+
+/*
+ * The names of the columns of an index of relid (in attnum order), by a
+ * query on pg_index that restricts it (cond, on pg_class cl and pg_index
+ * i); NIL if there is no such index.
+ */
+static List *
+index_columns(Oid relid, const char *cond)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		args[1];
+	List	   *names = NIL;
+
+	args[0] = ObjectIdGetDatum(relid);
+	if (SPI_execute_with_args(psprintf("SELECT a.attname FROM pg_catalog.pg_class cl"
+									   " JOIN pg_catalog.pg_index i ON i.indrelid OPERATOR(pg_catalog.=) cl.oid"
+									   " JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid"
+									   "  AND a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey)"
+									   " WHERE cl.oid OPERATOR(pg_catalog.=) $1 AND %s"
+									   " ORDER BY a.attnum", cond),
+							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the indexes of relation %u", relid);
+	for (uint64 i = 0; i < SPI_processed; i++)
+		names = lappend(names, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	SPI_freetuptable(SPI_tuptable);
+	return names;
+}
+
+/*
+ * The key columns of the copy's events, as the stream has them (see
+ * plugin_change()): the primary key's; with REPLICA IDENTITY USING INDEX on
+ * an index that does not cover the primary key, that index's.
+ */
+static List *
+copy_key_columns(Oid relid)
+{
+	List	   *pk = index_columns(relid, "i.indisprimary");
+	List	   *ident = index_columns(relid, "cl.relreplident OPERATOR(pg_catalog.=) 'i' AND i.indisreplident");
+	ListCell   *lc;
+
+	if (ident == NIL)
+		return pk;
+	if (pk == NIL)
+		return ident;
+	foreach(lc, pk)
+	{
+		ListCell   *lc2;
+		bool		found = false;
+
+		foreach(lc2, ident)
+		{
+			if (strcmp(lfirst(lc), lfirst(lc2)) == 0)
+			{
+				found = true;
+				break;
+			}
+		}
+		if (!found)
+			return ident;
+	}
+	return pk;
+}
+
+/* what the events of one copy share */
+typedef struct CopyEvents
+{
+	ValueRenderer *renderer;
+	TupleDesc	desc;			/* of the rows read */
+	bool	   *wanted;			/* per attribute: in "after" */
+	bool		after_null;		/* "columns" names none of the columns */
+	int			nkeys;			/* 0: no key */
+	int		   *keyatts;		/* key columns' attribute numbers */
+	const char *dbname;
+	const char *schema;			/* as recorded by capture() */
+	const char *table;
+	XLogRecPtr	lsn;
+	int64		ts_ms;
+} CopyEvents;
+
+/*
+ * The event of one row: {"before": null, "after": row, "op": "r", "source":
+ * {...}, "ts_ms": ...}, as estream._capture_activate() built it with
+ * jsonb_build_object().
+ */
+static Jsonb *
+copy_event(CopyEvents *ce, HeapTuple tuple)
+{
+	JsonbParseState *ps = NULL;
+	JsonbValue *res;
+
+	(void) pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_key(&ps, "before");
+	push_null(&ps);
+	push_key(&ps, "after");
+	if (ce->after_null)
+		push_null(&ps);			/* jsonb_object_agg() of no column */
+	else
+	{
+		(void) pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+		for (int i = 0; i < ce->desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(ce->desc, i);
+			bool		isnull;
+			Datum		value;
+
+			if (att->attisdropped || !ce->wanted[i])
+				continue;
+			push_key(&ps, NameStr(att->attname));
+			value = heap_getattr(tuple, i + 1, ce->desc, &isnull);
+			if (isnull)
+				push_null(&ps);
+			else
+				render_value(ce->renderer, &ps, WJB_VALUE, value, att->atttypid);
+		}
+		(void) pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	}
+	push_key(&ps, "op");
+	push_string(&ps, "r");
+
+	push_key(&ps, "source");
+	(void) pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_key(&ps, "version");
+	push_string(&ps, "estream-1.3");
+	push_key(&ps, "connector");
+	push_string(&ps, "estream");
+	push_key(&ps, "name");
+	push_string(&ps, ce->dbname);
+	push_key(&ps, "db");
+	push_string(&ps, ce->dbname);
+	push_key(&ps, "schema");
+	push_string(&ps, ce->schema);
+	push_key(&ps, "table");
+	push_string(&ps, ce->table);
+	push_key(&ps, "txId");
+	push_null(&ps);
+	push_key(&ps, "lsn");
+	push_int(&ps, (int64) ce->lsn);
+	push_key(&ps, "ts_ms");
+	push_int(&ps, ce->ts_ms);
+	push_key(&ps, "snapshot");
+	push_string(&ps, "true");
+	(void) pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+
+	push_key(&ps, "ts_ms");
+	push_int(&ps, ce->ts_ms);
+	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(res);
+}
+
+/* the key of one row's event: the text of {key columns}, or NULL */
+static text *
+copy_key(CopyEvents *ce, HeapTuple tuple)
+{
+	JsonbParseState *ps = NULL;
+	Jsonb	   *key;
+	StringInfoData buf;
+
+	if (ce->nkeys == 0)
+		return NULL;
+	(void) pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	for (int i = 0; i < ce->nkeys; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(ce->desc, ce->keyatts[i] - 1);
+		bool		isnull;
+		Datum		value;
+
+		push_key(&ps, NameStr(att->attname));
+		value = heap_getattr(tuple, ce->keyatts[i], ce->desc, &isnull);
+		if (isnull)
+			push_null(&ps);
+		else
+			render_value(ce->renderer, &ps, WJB_VALUE, value, att->atttypid);
+	}
+	key = JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
+	initStringInfo(&buf);
+	(void) JsonbToCString(&buf, &key->root, VARSIZE(key));
+	return cstring_to_text_with_len(buf.data, buf.len);
+}
+
+/*
+ * The identity under which the copy reads a table: its owner's, in a
+ * security-restricted operation, with GUC changes undone afterwards, as
+ * REFRESH MATERIALIZED VIEW and VACUUM do (and compact.c).  Reading a table
+ * can run its owner's code (row-level security policies under FORCE ROW
+ * LEVEL SECURITY, a table that became a view); with the worker's rights it
+ * would run as a superuser.
+ */
+typedef struct SavedIdentity
+{
+	Oid			userid;
+	int			sec_context;
+	int			nestlevel;
+} SavedIdentity;
+
+static void
+become_owner(SavedIdentity *saved, Oid owner)
+{
+	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
+	SetUserIdAndSecContext(owner, saved->sec_context | SECURITY_RESTRICTED_OPERATION);
+	saved->nestlevel = NewGUCNestLevel();
+}
+
+static void
+become_worker(SavedIdentity *saved)
+{
+	AtEOXact_GUC(false, saved->nestlevel);
+	SetUserIdAndSecContext(saved->userid, saved->sec_context);
+}
+
+#define CDC_COPY_BATCH 1000		/* rows per produce_batch() of a copy, in
+								 * slices of CDC_APPLY_BYTES */
+
+/*
+ * Copy the rows of a captured table that the transaction's snapshot sees
+ * into its topic, as "r" events in the table's scan order, in batches of
+ * CDC_COPY_BATCH.  The rows are read through a cursor opened and fetched
+ * as the table's owner (see SavedIdentity) and rendered without user code
+ * (see ValueRenderer); the worker then writes each batch as itself.  The
+ * caller holds the capture row's lock.  Returns the number of events
+ * written, or -1 if the table is gone.
+ */
+static int64
+copy_table(Oid relid, const char *topic, char **columns, int ncolumns,
+		   const char *schema, const char *table)
+{
+	HeapTuple	tup;
+	Form_pg_class relform;
+	Oid			owner;
+	char	   *sql;
+	List	   *keycols;
+	CopyEvents	ce;
+	MemoryContext copy_cxt;
+	MemoryContext batch_cxt;
+	Portal		portal = NULL;
+	Datum		values[CDC_COPY_BATCH];
+	Datum		keys[CDC_COPY_BATCH];
+	bool		key_nulls[CDC_COPY_BATCH];
+	int64		rows = 0;
+	TimestampTz now;
+
+	/* as the stream does: see plugin_change() */
+	keycols = copy_key_columns(relid);
+
+	/*
+	 * Locked, the table keeps its owner and name until the end of the
+	 * transaction.  Dropped since the transaction's snapshot was taken, it
+	 * is gone as much as if it had been dropped before.
+	 */
+	LockRelationOid(relid, AccessShareLock);
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		return -1;
+	relform = (Form_pg_class) GETSTRUCT(tup);
+	owner = relform->relowner;
+	sql = psprintf("SELECT * FROM %s",
+				   quote_qualified_identifier(get_namespace_name(relform->relnamespace),
+											  NameStr(relform->relname)));
+	ReleaseSysCache(tup);
+
+	copy_cxt = AllocSetContextCreate(CurrentMemoryContext, "estream initial copy",
+									 ALLOCSET_DEFAULT_SIZES);
+	batch_cxt = AllocSetContextCreate(copy_cxt, "estream initial copy batch",
+									  ALLOCSET_DEFAULT_SIZES);
+	memset(&ce, 0, sizeof(ce));
+	ce.renderer = renderer_create(copy_cxt);
+	ce.dbname = get_database_name(MyDatabaseId);
+	ce.schema = schema;
+	ce.table = table;
+
+	/*
+	 * One ts_ms for the whole copy, rounded to the millisecond as
+	 * (extract(epoch FROM clock_timestamp()) * 1000)::bigint did, and the
+	 * WAL position of pg_current_wal_lsn() before anything is written.
+	 */
+	now = GetCurrentTimestamp();
+	ce.ts_ms = (now + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY + 500) / 1000;
+	ce.lsn = GetXLogWriteRecPtr();
+
+	for (;;)
+	{
+		SavedIdentity saved;
+		uint64		n;
+		MemoryContext old;
+
+		CHECK_FOR_INTERRUPTS();
+		become_owner(&saved, owner);
+		if (portal == NULL)
+		{
+			portal = SPI_cursor_open_with_args(NULL, sql, 0, NULL, NULL, NULL, false, 0);
+			if (portal == NULL)
+				elog(ERROR, "could not open a cursor on relation %u", relid);
+		}
+		SPI_cursor_fetch(portal, true, CDC_COPY_BATCH);
+		n = SPI_processed;
+		if (n > 0 && ce.desc == NULL)
+		{
+			ListCell   *lc;
+			bool		any = false;
+
+			/* the columns of the rows: which go in "after", which in the key */
+			old = MemoryContextSwitchTo(copy_cxt);
+			ce.desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
+			ce.wanted = palloc0(sizeof(bool) * Max(ce.desc->natts, 1));
+			for (int i = 0; i < ce.desc->natts; i++)
+			{
+				Form_pg_attribute att = TupleDescAttr(ce.desc, i);
+
+				ce.wanted[i] = !att->attisdropped &&
+					name_wanted(columns, ncolumns, NameStr(att->attname));
+				any |= ce.wanted[i];
+			}
+			ce.after_null = ncolumns > 0 && !any;
+			ce.keyatts = palloc(sizeof(int) * Max(list_length(keycols), 1));
+			foreach(lc, keycols)
+			{
+				int			att = SPI_fnumber(ce.desc, lfirst(lc));
+
+				if (att <= 0)
+					elog(ERROR, "column \"%s\" of relation %u not found",
+						 (char *) lfirst(lc), relid);
+				ce.keyatts[ce.nkeys++] = att;
+			}
+			MemoryContextSwitchTo(old);
+		}
+		old = MemoryContextSwitchTo(batch_cxt);
+		for (uint64 i = 0; i < n; i++)
+		{
+			text	   *key = copy_key(&ce, SPI_tuptable->vals[i]);
+
+			values[i] = JsonbPGetDatum(copy_event(&ce, SPI_tuptable->vals[i]));
+			keys[i] = PointerGetDatum(key);
+			key_nulls[i] = key == NULL;
+		}
+		MemoryContextSwitchTo(old);
+		SPI_freetuptable(SPI_tuptable);
+		if (n == 0)
+			SPI_cursor_close(portal);
+		become_worker(&saved);
+
+		if (n == 0)
+			break;
+		/* in slices below estream.max_batch_bytes (see apply_bytes()) */
+		for (uint64 first = 0; first < n;)
+		{
+			uint64		last = first;
+			Size		bytes = 0;
+
+			while (last < n)
+			{
+				Size		size = VARSIZE_ANY(DatumGetPointer(values[last]));
+
+				if (!key_nulls[last])
+					size += VARSIZE_ANY(DatumGetPointer(keys[last]));
+				if (last > first && bytes + size > apply_bytes())
+					break;
+				bytes += size;
+				last++;
+			}
+			rows += produce_events(topic, (int) (last - first), values + first, keys + first,
+								   key_nulls + first);
+			first = last;
+		}
+		MemoryContextReset(batch_cxt);
+	}
+	MemoryContextDelete(copy_cxt);
+	return rows;
+}
+
+/*
+ * Record the snapshot that separates a capture's copy from its stream and
+ * make the copy, as estream._capture_activate() (estream--1.2--1.3.sql,
+ * no longer called) did, in the REPEATABLE READ transaction of the caller,
+ * connected to SPI: lock the capture row; if its copy is made already, do
+ * nothing; if the table is gone, end the capture; else copy what the
+ * transaction's snapshot sees (with the "snapshot" option) and record the
+ * snapshot.  Every name and operator is qualified: the worker is a
+ * superuser, and the database's search_path is not its to trust.
+ */
+static void
+capture_activate(Oid relid)
+{
+	Oid			argtypes[2] = {OIDOID, INT8OID};
+	Datum		args[2];
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+	char	   *topic;
+	char	   *schema;
+	char	   *table;
+	char	  **columns = NULL;
+	int			ncolumns = 0;
+	bool		initial_snapshot;
+	bool		exists;
+	Datum		d;
+	int64		rows = 0;
+
+	args[0] = ObjectIdGetDatum(relid);
+	if (SPI_execute_with_args("SELECT cp.topic, cp.columns, cp.source_schema, cp.source_table,"
+							  " cp.initial_snapshot, cp.snapshot IS NOT NULL"
+							  " FROM estream.capture cp WHERE cp.relid OPERATOR(pg_catalog.=) $1"
+							  " FOR UPDATE",
+							  1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the capture of relation %u", relid);
+	if (SPI_processed == 0)
+		return;
+	row = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	if (DatumGetBool(SPI_getbinval(row, desc, 6, &isnull)))
+		return;					/* made already */
+	topic = SPI_getvalue(row, desc, 1);
+	schema = SPI_getvalue(row, desc, 3);
+	table = SPI_getvalue(row, desc, 4);
+	initial_snapshot = DatumGetBool(SPI_getbinval(row, desc, 5, &isnull));
+	d = SPI_getbinval(row, desc, 2, &isnull);
+	if (!isnull)
+	{
+		Datum	   *elems;
+		bool	   *nulls;
+
+		deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false,
+						  TYPALIGN_INT, &elems, &nulls, &ncolumns);
+		columns = palloc(sizeof(char *) * Max(ncolumns, 1));
+		for (int i = 0; i < ncolumns; i++)
+			columns[i] = TextDatumGetCString(elems[i]);
+	}
+
+	/* the table was dropped before its copy: the capture ends */
+	if (SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_class cl WHERE cl.oid OPERATOR(pg_catalog.=) $1",
+							  1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up relation %u", relid);
+	exists = SPI_processed == 1;
+	if (exists && initial_snapshot)
+		rows = copy_table(relid, topic, columns, ncolumns, schema, table);
+	if (!exists || rows < 0)
+	{
+		if (SPI_execute_with_args("DELETE FROM estream.capture cp WHERE cp.relid OPERATOR(pg_catalog.=) $1",
+								  1, argtypes, args, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "could not end the capture of relation %u", relid);
+		return;
+	}
+
+	args[1] = Int64GetDatum(rows);
+	if (SPI_execute_with_args("UPDATE estream.capture cp SET snapshot = pg_catalog.pg_current_snapshot(),"
+							  " snapshot_rows = $2, activated_at = pg_catalog.clock_timestamp()"
+							  " WHERE cp.relid OPERATOR(pg_catalog.=) $1",
+							  2, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record the snapshot of the capture of relation %u", relid);
+}
+
+/*
  * Make the copy of a capture that has none yet, once every transaction
  * that could have committed before the capture became visible has ended
  * (else it is tried again at the next step, and the capture waits): take
@@ -978,9 +1732,6 @@ copy_may_start(Oid relid)
 static bool
 activate_capture(Oid relid, bool copy)
 {
-	Datum		args[1];
-	Oid			argtypes[1] = {OIDOID};
-
 	if (copy)
 	{
 		bool		ready;
@@ -992,17 +1743,23 @@ activate_capture(Oid relid, bool copy)
 			return false;
 	}
 
+	/*
+	 * Not under the worker's origin: code of the table's owner that runs
+	 * during the copy (a row security policy) may write to captured tables,
+	 * and those changes must be decoded like anyone's.  estream_cdc_abort()
+	 * sets the origin again after an error.
+	 */
+	replorigin_session_origin = InvalidRepOriginId;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	XactIsoLevel = XACT_REPEATABLE_READ;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
-	args[0] = ObjectIdGetDatum(relid);
-	if (SPI_execute_with_args("SELECT estream._capture_activate($1)", 1, argtypes,
-							  args, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not make the initial copy of relation %u", relid);
+	capture_activate(relid);
 	end_xact();
+	if (origin_set_up)
+		replorigin_session_origin = cdc_origin;
 	return true;
 }
 
@@ -1013,7 +1770,7 @@ load_captures(bool *any_pending)
 	MemoryContext outer = CurrentMemoryContext;
 
 	*any_pending = false;
-	if (SPI_execute("SELECT relid, snapshot::text, initial_snapshot, created_at FROM estream.capture",
+	if (SPI_execute("SELECT relid, snapshot::pg_catalog.text, initial_snapshot, created_at FROM estream.capture",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read estream.capture");
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -1143,8 +1900,9 @@ topic_batch(List **batches, const char *topic)
 	tb = palloc0(sizeof(TopicBatch));
 	tb->topic = pstrdup(topic);
 	args[0] = CStringGetTextDatum(topic);
-	if (SPI_execute_with_args("SELECT position('compact' IN estream.effective_config(config) ->> 'cleanup.policy') > 0"
-							  " FROM estream.topic WHERE name = $1",
+	if (SPI_execute_with_args("SELECT pg_catalog.position(estream.effective_config(config)"
+							  " OPERATOR(pg_catalog.->>) 'cleanup.policy', 'compact') OPERATOR(pg_catalog.>) 0"
+							  " FROM estream.topic WHERE name OPERATOR(pg_catalog.=) $1",
 							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up topic \"%s\"", topic);
 	if (SPI_processed == 1)
@@ -1162,28 +1920,14 @@ static void
 write_batches(List *batches)
 {
 	ListCell   *lc;
-	Oid			argtypes[3] = {TEXTOID, JSONBARRAYOID, TEXTARRAYOID};
 
 	foreach(lc, batches)
 	{
 		TopicBatch *tb = lfirst(lc);
-		Datum		args[3];
-		int			dims[1];
-		int			lbs[1] = {1};
 
 		if (tb->n == 0)
 			continue;
-		dims[0] = tb->n;
-		args[0] = CStringGetTextDatum(tb->topic);
-		args[1] = PointerGetDatum(construct_array(tb->values, tb->n, JSONBOID, -1, false,
-												  TYPALIGN_INT));
-		args[2] = PointerGetDatum(construct_md_array(tb->keys, tb->key_nulls, 1, dims, lbs,
-													 TEXTOID, -1, false, TYPALIGN_INT));
-		if (SPI_execute_with_args("SELECT count(*) FROM estream.produce_batch($1, $2, $3)",
-								  3, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not write captured changes into topic \"%s\"", tb->topic);
-		pfree(DatumGetPointer(args[1]));
-		pfree(DatumGetPointer(args[2]));
+		(void) produce_events(tb->topic, tb->n, tb->values, tb->keys, tb->key_nulls);
 		for (int i = 0; i < tb->n; i++)
 		{
 			pfree(DatumGetPointer(tb->values[i]));
@@ -1267,15 +2011,16 @@ estream_cdc_drop(void)
 	{
 		replorigin_session_reset();
 		replorigin_session_origin = InvalidRepOriginId;
+		cdc_origin = InvalidRepOriginId;
 		origin_set_up = false;
 	}
 	snprintf(name, sizeof(name), "estream_%u", MyDatabaseId);
 	begin_xact();
 	if (SPI_execute(psprintf("SELECT pg_catalog.pg_drop_replication_slot(slot_name)"
-							 " FROM pg_catalog.pg_replication_slots WHERE slot_name = '%s'",
+							 " FROM pg_catalog.pg_replication_slots WHERE slot_name OPERATOR(pg_catalog.=) '%s'",
 							 name), false, 0) != SPI_OK_SELECT ||
 		SPI_execute(psprintf("SELECT pg_catalog.pg_replication_origin_drop(roname)"
-							 " FROM pg_catalog.pg_replication_origin WHERE roname = '%s'",
+							 " FROM pg_catalog.pg_replication_origin WHERE roname OPERATOR(pg_catalog.=) '%s'",
 							 name), false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not drop replication slot and origin \"%s\"", name);
 	end_xact();
@@ -1308,6 +2053,8 @@ estream_cdc_abort(void)
 	if (MyReplicationSlot != NULL)
 		ReplicationSlotRelease();
 	ReplicationSlotCleanup();
+	if (origin_set_up)
+		replorigin_session_origin = cdc_origin;
 
 	/* entries a failed decoding may have built from old catalogs */
 	StartTransactionCommand();
@@ -1323,6 +2070,40 @@ estream_cdc_abort(void)
  * captures, *caught_up when everything committed before the run started
  * has been captured.  Runs its own transactions.
  */
+/*
+ * A capture writes a table's rows into a topic for the role that captured
+ * it (1.4): while that role owns the table and may write the topic.  A
+ * capture whose role lost either (the table was given to another role,
+ * the write right was revoked, the topic given away) ends here, at the
+ * start of a step, as if uncaptured: nothing more of the table goes to
+ * the topic.  In a transaction, SPI connected.
+ */
+static void
+end_unauthorized_captures(void)
+{
+	Oid			capture_rel = get_relname_relid("capture", get_namespace_oid("estream", false));
+
+	if (!OidIsValid(capture_rel) || get_attnum(capture_rel, "capturer") == InvalidAttrNumber)
+		return;					/* before 1.4 */
+	if (SPI_execute("DELETE FROM estream.capture c"
+					" USING pg_catalog.pg_class cl, estream.topic t"
+					" WHERE cl.oid OPERATOR(pg_catalog.=) c.relid"
+					" AND t.topic_id OPERATOR(pg_catalog.=) c.topic_id"
+					" AND NOT (pg_catalog.pg_has_role(c.capturer::pg_catalog.oid, cl.relowner, 'USAGE')"
+					"          AND estream.has_right(c.capturer, 'write', 'topic', t.name))"
+					" RETURNING c.relid::pg_catalog.regclass::pg_catalog.text, t.name,"
+					" c.capturer::pg_catalog.text",
+					false, 0) != SPI_OK_DELETE_RETURNING)
+		elog(ERROR, "could not check the rights of captures");
+	for (uint64 i = 0; i < SPI_processed; i++)
+		ereport(LOG,
+				(errmsg("estream stopped capturing table %s into topic \"%s\"",
+						SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
+						SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2)),
+				 errdetail("Role \"%s\", which captured it, no longer owns the table or may no longer write the topic.",
+						   SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3))));
+}
+
 int64
 estream_cdc_run(bool *more, bool *active, bool *caught_up)
 {
@@ -1351,11 +2132,12 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 				sizeof(saved_log_min_messages));
 
 	begin_xact();
-	ncaptures = spi_int8("SELECT count(*) FROM estream.capture");
-	slot_exists = spi_int8(psprintf("SELECT count(*) FROM pg_catalog.pg_replication_slots"
-									" WHERE slot_name = '%s'", slot_name)) > 0;
-	origin_exists = spi_int8(psprintf("SELECT count(*) FROM pg_catalog.pg_replication_origin"
-									  " WHERE roname = '%s'", origin_name)) > 0;
+	end_unauthorized_captures();
+	ncaptures = spi_int8("SELECT pg_catalog.count(*) FROM estream.capture");
+	slot_exists = spi_int8(psprintf("SELECT pg_catalog.count(*) FROM pg_catalog.pg_replication_slots"
+									" WHERE slot_name OPERATOR(pg_catalog.=) '%s'", slot_name)) > 0;
+	origin_exists = spi_int8(psprintf("SELECT pg_catalog.count(*) FROM pg_catalog.pg_replication_origin"
+									  " WHERE roname OPERATOR(pg_catalog.=) '%s'", origin_name)) > 0;
 	end_xact();
 
 	if (ncaptures == 0)
@@ -1385,6 +2167,7 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 		replorigin_session_setup(origin);
 		end_xact();
 		replorigin_session_origin = origin;
+		cdc_origin = origin;
 		origin_set_up = true;
 	}
 
@@ -1515,6 +2298,7 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 			bool		key_isnull;
 			Datum		value;
 			TopicBatch *tb;
+			Size		size;
 
 			if (!tuplestore_gettupleslot(coll.lines, true, false, slot))
 				break;
@@ -1534,13 +2318,22 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 			/* a compacted topic takes no record without a key (TRUNCATE) */
 			if (key_isnull && tb->compacted)
 				continue;
+			size = VARSIZE_ANY(DatumGetPointer(value)) +
+				(key_isnull ? 0 : VARSIZE_ANY(DatumGetPointer(key)));
+			/* a batch stays below estream.max_batch_bytes */
+			if (nchunk > 0 && chunk_bytes + size > apply_bytes())
+			{
+				write_batches(batches);
+				nchunk = 0;
+				chunk_bytes = 0;
+			}
 			tb->keys[tb->n] = key_isnull ? (Datum) 0 : PointerGetDatum(DatumGetTextPCopy(key));
 			tb->key_nulls[tb->n] = key_isnull;
 			tb->values[tb->n] = PointerGetDatum(DatumGetJsonbPCopy(value));
-			chunk_bytes += VARSIZE_ANY(DatumGetPointer(tb->values[tb->n]));
+			chunk_bytes += size;
 			tb->n++;
 			written++;
-			if (++nchunk == CDC_APPLY_CHUNK || chunk_bytes >= CDC_APPLY_BYTES)
+			if (++nchunk == CDC_APPLY_CHUNK)
 			{
 				write_batches(batches);
 				nchunk = 0;

@@ -64,6 +64,7 @@ _PG_init(void)
 
 	estream_topic_cache_init();
 	estream_cdc_init();
+	estream_acl_init();
 
 	/*
 	 * Settings of the shared memory size exist only when preloaded:

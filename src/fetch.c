@@ -15,6 +15,10 @@
  * the log start ("earliest", the default), to W ("latest"), or is an error
  * ("error"), as the caller chooses.
  *
+ * From extension version 1.4 every function here first checks the caller's
+ * right on the topic (read for fetch, describe for the others; acl.c),
+ * before the topic's existence, then reads as the extension's owner.
+ *
  * Copyright (c) 2026, estream developers
  *
  * IDENTIFICATION
@@ -341,6 +345,8 @@ fetch_common(FunctionCallInfo fcinfo, bool binary)
 	TimestampTz deadline;
 	bool		persisted;
 	Snapshot	snap = NULL;
+	EstreamUserSwitch sw;
+	Oid			caller;
 
 	require_arg(fcinfo, 0, "topic");
 	require_arg(fcinfo, 1, "partition");
@@ -375,7 +381,8 @@ fetch_common(FunctionCallInfo fcinfo, bool binary)
 				 errdetail("The value given was %lld.", (long long) from)));
 
 	persisted = reading_persisted();
-	topic = estream_lookup_topic(name, false);
+	caller = estream_enter(&sw);
+	topic = estream_authorize_topic(caller, name, ESTREAM_OP_READ);
 	estream_check_partition(topic, partition);
 	if (persisted)
 		check_persisted(topic);
@@ -462,6 +469,7 @@ fetch_common(FunctionCallInfo fcinfo, bool binary)
 	if (snap != NULL)
 		UnregisterSnapshot(snap);
 	SPI_finish();
+	estream_leave(&sw);
 	return (Datum) 0;
 }
 
@@ -489,12 +497,15 @@ estream_watermarks(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	EstreamTopic *topic;
-
 	bool		persisted;
+	EstreamUserSwitch sw;
+	Oid			caller;
 
 	require_arg(fcinfo, 0, "topic");
 	persisted = reading_persisted();
-	topic = estream_lookup_topic(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+	caller = estream_enter(&sw);
+	topic = estream_authorize_topic(caller, text_to_cstring(PG_GETARG_TEXT_PP(0)),
+									ESTREAM_OP_DESCRIBE);
 	if (persisted)
 		check_persisted(topic);
 
@@ -523,6 +534,7 @@ estream_watermarks(PG_FUNCTION_ARGS)
 		row[3] = Int64GetDatum(wm.next);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, nulls);
 	}
+	estream_leave(&sw);
 	return (Datum) 0;
 }
 
@@ -541,13 +553,16 @@ estream_offsets_for_times(PG_FUNCTION_ARGS)
 	SPIPlanPtr	plan;
 	char	   *sql;
 	Oid			argtypes[3] = {INT4OID, TIMESTAMPTZOID, INT8OID};
-
 	bool		persisted;
+	EstreamUserSwitch sw;
+	Oid			caller;
 
 	require_arg(fcinfo, 0, "topic");
 	require_arg(fcinfo, 1, "ts");
 	persisted = reading_persisted();
-	topic = estream_lookup_topic(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+	caller = estream_enter(&sw);
+	topic = estream_authorize_topic(caller, text_to_cstring(PG_GETARG_TEXT_PP(0)),
+									ESTREAM_OP_DESCRIBE);
 	if (persisted)
 		check_persisted(topic);
 	ts = PG_GETARG_TIMESTAMPTZ(1);
@@ -598,6 +613,7 @@ estream_offsets_for_times(PG_FUNCTION_ARGS)
 	}
 
 	SPI_finish();
+	estream_leave(&sw);
 	return (Datum) 0;
 }
 
@@ -624,6 +640,9 @@ estream_wait_for_records(PG_FUNCTION_ARGS)
 	int32		wait_ms;
 	EstreamPartition **parts;
 	int64	   *past;
+	EstreamUserSwitch sw;
+	Oid			caller;
+	bool		moved;
 
 	require_arg(fcinfo, 0, "topic");
 	require_arg(fcinfo, 1, "partitions");
@@ -635,7 +654,9 @@ estream_wait_for_records(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
 				 errmsg("cannot wait for estream records during recovery"),
 				 errhint("Consumer groups commit offsets and need the primary; use estream.fetch() on a standby.")));
-	topic = estream_lookup_topic(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+	caller = estream_enter(&sw);
+	topic = estream_authorize_topic(caller, text_to_cstring(PG_GETARG_TEXT_PP(0)),
+									ESTREAM_OP_DESCRIBE);
 
 	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), INT4OID, 4, true, TYPALIGN_INT,
 					  &pdat, &pnull, &np);
@@ -646,7 +667,10 @@ estream_wait_for_records(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
 				 errmsg("partitions and from_offsets must have the same length")));
 	if (np == 0)
+	{
+		estream_leave(&sw);
 		PG_RETURN_BOOL(false);
+	}
 
 	parts = palloc(sizeof(EstreamPartition *) * np);
 	past = palloc(sizeof(int64) * np);
@@ -664,7 +688,91 @@ estream_wait_for_records(PG_FUNCTION_ARGS)
 			wait_ms = 0;
 	}
 
-	PG_RETURN_BOOL(estream_wait_for_any(parts, past, np,
-										TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-																	Max(wait_ms, 0))));
+	estream_leave(&sw);
+	moved = estream_wait_for_any(parts, past, np,
+								 TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															 Max(wait_ms, 0)));
+	PG_RETURN_BOOL(moved);
+}
+
+/*
+ * estream._timestamp_at(topic text, partition int, from_offset bigint)
+ * returns timestamptz
+ *
+ * The timestamp of the first committed record at or after from_offset (or
+ * the log start, if higher) below the stable offset, or null if there is
+ * none: the age of the oldest record a consumer has not consumed, for
+ * estream.consumer_lag.  Needs the describe right only (a monitor sees the
+ * age, not the record).
+ */
+PG_FUNCTION_INFO_V1(estream_timestamp_at);
+Datum
+estream_timestamp_at(PG_FUNCTION_ARGS)
+{
+	EstreamTopic *topic;
+	int32		partition;
+	int64		from;
+	EstreamWatermarks wm;
+	int64		log_start;
+	bool		persisted;
+	Snapshot	snap;
+	EstreamUserSwitch sw;
+	Oid			caller;
+	Datum		args[3];
+	Oid			argtypes[3] = {INT4OID, INT8OID, INT8OID};
+	Datum		result = (Datum) 0;
+	bool		isnull = true;
+	int			rc;
+
+	require_arg(fcinfo, 0, "topic");
+	require_arg(fcinfo, 1, "partition");
+	require_arg(fcinfo, 2, "from_offset");
+	partition = PG_GETARG_INT32(1);
+	from = PG_GETARG_INT64(2);
+	persisted = reading_persisted();
+	caller = estream_enter(&sw);
+	topic = estream_authorize_topic(caller, text_to_cstring(PG_GETARG_TEXT_PP(0)),
+									ESTREAM_OP_DESCRIBE);
+	estream_check_partition(topic, partition);
+	if (persisted)
+		check_persisted(topic);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (persisted)
+	{
+		snap = RegisterSnapshot(GetLatestSnapshot());
+		read_persisted(topic, partition, snap, &log_start, &wm);
+	}
+	else
+	{
+		estream_partition_watermarks(topic, partition, &wm);
+		log_start = log_start_offset(topic, partition);
+		/* taken after the watermark was read */
+		snap = RegisterSnapshot(GetLatestSnapshot());
+	}
+	args[0] = Int32GetDatum(partition);
+	args[1] = Int64GetDatum(Max(from, log_start));
+	args[2] = Int64GetDatum(wm.stable);
+	rc = SPI_execute_snapshot(SPI_prepare(psprintf("SELECT ts FROM estream.log_%d"
+												   " WHERE partition OPERATOR(pg_catalog.=) $1"
+												   " AND \"offset\" OPERATOR(pg_catalog.>=) $2"
+												   " AND \"offset\" OPERATOR(pg_catalog.<) $3"
+												   " ORDER BY \"offset\" LIMIT 1", topic->topic_id),
+										  3, argtypes),
+							  args, NULL, snap, InvalidSnapshot, true, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read the log of topic \"%s\"", topic->name);
+	if (SPI_processed == 1)
+	{
+		result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!isnull)
+			result = TimestampTzGetDatum(DatumGetTimestampTz(result));
+	}
+	UnregisterSnapshot(snap);
+	SPI_finish();
+	estream_leave(&sw);
+	if (isnull)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(result);
 }

@@ -10,6 +10,10 @@
  * a hole, which readers skip.  The rows become visible to consumers when,
  * and only if, the caller's transaction commits.
  *
+ * From extension version 1.4 a call first checks the caller's write right
+ * on the topic (acl.c), before the topic's existence, then works as the
+ * extension's owner, which alone may write estream's tables.
+ *
  * Copyright (c) 2026, estream developers
  *
  * IDENTIFICATION
@@ -267,6 +271,10 @@ open_segment(EstreamTopic **topicp)
 						topic->segment, topic->name),
 				 errhint("The topic may have been dropped concurrently.")));
 
+	/*
+	 * From 1.4 on the caller's write right was checked, and this runs as
+	 * the extension's owner; before, the caller's table privilege decides.
+	 */
 	aclresult = pg_class_aclcheck(RelationGetRelid(rel), GetUserId(), ACL_INSERT);
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, get_relkind_objtype(rel->rd_rel->relkind),
@@ -441,8 +449,9 @@ insert_many(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
  */
 static void
 produce_records(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
-				bool has_partition, int32 partition, TimestampTz ts)
+				bool has_partition, int32 partition, TimestampTz ts, Oid caller)
 {
+	EstreamTopic *authorized = topic;
 	int32		sticky = -1;
 	Relation	segrel = NULL;
 	int64	   *counts;
@@ -454,6 +463,14 @@ produce_records(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
 	 * partitions), so everything else uses the topic it returns.
 	 */
 	segrel = open_segment(&topic);
+
+	/*
+	 * The lookup done again after the lock may have found another topic of
+	 * that name (dropped and created again meanwhile, by another role):
+	 * the caller's right is checked again on what it found.
+	 */
+	if (topic != authorized)
+		estream_require(caller, ESTREAM_OP_WRITE, ESTREAM_TOPIC, topic->name, topic->owner);
 
 	if (has_partition)
 		estream_check_partition(topic, partition);
@@ -572,9 +589,12 @@ produce_single(FunctionCallInfo fcinfo, bool binary)
 	Datum		result[2];
 	bool		rnulls[2] = {false, false};
 	TimestampTz ts = DT_NOBEGIN;
+	EstreamUserSwitch sw;
+	Oid			caller;
 
 	check_can_produce();
-	topic = estream_lookup_topic(name, false);
+	caller = estream_enter(&sw);
+	topic = estream_authorize_topic(caller, name, ESTREAM_OP_WRITE);
 
 	rec.value_null = PG_ARGISNULL(1);
 	rec.value = rec.value_null ? (Datum) 0 :
@@ -593,7 +613,8 @@ produce_single(FunctionCallInfo fcinfo, bool binary)
 	check_record_size(topic, &rec, -1);
 
 	produce_records(topic, &rec, 1, binary,
-					!PG_ARGISNULL(3), PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3), ts);
+					!PG_ARGISNULL(3), PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3), ts, caller);
+	estream_leave(&sw);
 
 	/* the result row descriptor is resolved once per call site */
 	tupdesc = (TupleDesc) fcinfo->flinfo->fn_extra;
@@ -667,9 +688,12 @@ produce_batch(FunctionCallInfo fcinfo, bool binary)
 	ProduceRecord *recs;
 	Size		total = 0;
 	TimestampTz ts = DT_NOBEGIN;
+	EstreamUserSwitch sw;
+	Oid			caller;
 
 	check_can_produce();
-	topic = estream_lookup_topic(name, false);
+	caller = estream_enter(&sw);
+	topic = estream_authorize_topic(caller, name, ESTREAM_OP_WRITE);
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -741,9 +765,10 @@ produce_batch(FunctionCallInfo fcinfo, bool binary)
 
 	if (n > 0)
 		produce_records(topic, recs, n, binary,
-						!PG_ARGISNULL(3), PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3), ts);
+						!PG_ARGISNULL(3), PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3), ts, caller);
 	else if (!PG_ARGISNULL(3))
 		estream_check_partition(topic, PG_GETARG_INT32(3));
+	estream_leave(&sw);
 
 	InitMaterializedSRF(fcinfo, 0);
 	for (int i = 0; i < n; i++)

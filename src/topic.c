@@ -144,6 +144,7 @@ reset_topic_cache(void)
 							  HASH_ELEM | HASH_STRINGS);
 	topic_cache_stale = false;
 	topic_catalog_relid = InvalidOid;
+	estream_acl_invalidate();
 }
 
 /*
@@ -181,6 +182,8 @@ estream_lookup_topic(const char *name, bool missing_ok)
 	int			rc;
 	SPIPlanPtr	plan;
 	size_t		len = strlen(name);
+	bool		acl_mode;
+	EstreamUserSwitch sw;
 
 	/* see topic changes committed since this transaction took its locks */
 	AcceptInvalidationMessages();
@@ -199,6 +202,9 @@ estream_lookup_topic(const char *name, bool missing_ok)
 	if (!OidIsValid(topic_catalog_relid))
 		topic_catalog_relid = get_relname_relid("topic", estream_schema_oid());
 
+	/* estream's tables belong to the extension's owner (1.4 on) */
+	acl_mode = estream_acl_mode();
+	(void) estream_enter(&sw);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
@@ -208,12 +214,13 @@ estream_lookup_topic(const char *name, bool missing_ok)
 	 * than those snapshots, and what we read here stays cached beyond this
 	 * transaction.
 	 */
-	plan = SPI_prepare("SELECT topic_id, log_relid::pg_catalog.oid, partitions,"
-					   " current_segment,"
-					   " (config OPERATOR(pg_catalog.->>) 'max.message.bytes')::pg_catalog.int8,"
-					   " config OPERATOR(pg_catalog.->>) 'message.timestamp.type',"
-					   " config OPERATOR(pg_catalog.->>) 'cleanup.policy'"
-					   " FROM estream.topic WHERE name OPERATOR(pg_catalog.=) $1",
+	plan = SPI_prepare(psprintf("SELECT topic_id, log_relid::pg_catalog.oid, partitions,"
+								" current_segment,"
+								" (config OPERATOR(pg_catalog.->>) 'max.message.bytes')::pg_catalog.int8,"
+								" config OPERATOR(pg_catalog.->>) 'message.timestamp.type',"
+								" config OPERATOR(pg_catalog.->>) 'cleanup.policy', %s"
+								" FROM estream.topic WHERE name OPERATOR(pg_catalog.=) $1",
+								acl_mode ? "owner::pg_catalog.oid" : "0::pg_catalog.oid"),
 					   1, argtypes);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -226,6 +233,7 @@ estream_lookup_topic(const char *name, bool missing_ok)
 	if (SPI_processed == 0)
 	{
 		SPI_finish();
+		estream_leave(&sw);
 		goto not_found;
 	}
 	else
@@ -251,6 +259,7 @@ estream_lookup_topic(const char *name, bool missing_ok)
 		entry.log_append_time = (tstype != NULL && strcmp(tstype, "LogAppendTime") == 0);
 		tstype = SPI_getvalue(tup, desc, 7);
 		entry.compacted = (tstype != NULL && strstr(tstype, "compact") != NULL);
+		entry.owner = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
 		entry.has_persisted =
 			get_attnum(get_relname_relid("partition", estream_schema_oid()),
 					   "stable_offset") != InvalidAttrNumber;
@@ -261,6 +270,7 @@ estream_lookup_topic(const char *name, bool missing_ok)
 		memcpy(t, &entry, sizeof(entry));
 	}
 	SPI_finish();
+	estream_leave(&sw);
 	return t;
 
 not_found:

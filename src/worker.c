@@ -50,11 +50,13 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_extension.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "commands/extension.h"
+#include "commands/tablespace.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -72,10 +74,12 @@
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/pg_lsn.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "estream.h"
@@ -114,6 +118,8 @@ typedef struct EstreamWorkerSlot
 	TimestampTz started_at;
 	TimestampTz retry_at;		/* launcher: do not (re)start before */
 	TimestampTz paused_until;	/* stopped for DROP DATABASE until then */
+	bool		resumed;		/* the command it was stopped for failed:
+								 * start it again at once */
 	TimestampTz last_run_at;
 	int64		last_run_us;
 	int			naptime_ms;
@@ -169,6 +175,8 @@ static void estream_process_utility(PlannedStmt *pstmt, const char *queryString,
 									ParamListInfo params, QueryEnvironment *queryEnv,
 									DestReceiver *dest, QueryCompletion *qc);
 
+static char *option_string(List *options, const char *name);
+
 PGDLLEXPORT void estream_launcher_main(Datum main_arg);
 PGDLLEXPORT void estream_worker_main(Datum main_arg);
 
@@ -181,15 +189,28 @@ static const struct
 	const char *name;
 	const char *sql;
 	int			counter;
+	int			since;			/* extension version: 10 * major + minor */
 }			maintenance_steps[] =
 {
-	{"persist stable offsets", "SELECT estream._persist_watermarks()", EWC_PERSISTED},
-	{"roll segments", "SELECT estream._roll_segments()", EWC_ROLLED},
-	{"seal segments", "SELECT estream._seal_segments()", -1},
-	{"apply retention", "SELECT estream._apply_retention()", EWC_DELETED},
-	{"compact", "SELECT estream._compact()", EWC_COMPACTED},
-	{"drop empty segments", "SELECT estream._drop_empty_segments()", EWC_DROPPED},
+	{"persist stable offsets", "SELECT estream._persist_watermarks()", EWC_PERSISTED, 12},
+	{"roll segments", "SELECT estream._roll_segments()", EWC_ROLLED, 12},
+	{"seal segments", "SELECT estream._seal_segments()", -1, 12},
+	{"apply retention", "SELECT estream._apply_retention()", EWC_DELETED, 12},
+	{"compact", "SELECT estream._compact()", EWC_COMPACTED, 12},
+	{"drop empty segments", "SELECT estream._drop_empty_segments()", EWC_DROPPED, 12},
+	{"forget the rights of dropped roles", "SELECT estream._forget_dropped_roles()", -1, 14},
 };
+
+/* "1.4" -> 14 */
+static int
+version_number(const char *version)
+{
+	int			major = 0;
+	int			minor = 0;
+
+	(void) sscanf(version, "%d.%d", &major, &minor);
+	return 10 * major + minor;
+}
 
 Size
 estream_worker_shmem_size(void)
@@ -504,6 +525,11 @@ estream_launcher_main(Datum main_arg)
 				s->state = WS_PAUSED;
 				s->retry_at = s->paused_until;
 			}
+			else if (s->resumed)
+			{
+				s->state = WS_PAUSED;
+				s->retry_at = 0;
+			}
 			else if (s->state == WS_NO_EXTENSION)
 			{
 				/*
@@ -578,6 +604,7 @@ estream_launcher_main(Datum main_arg)
 
 				s->state = WS_STARTING;
 				s->started_at = now;
+				s->resumed = false;
 				if (!start_worker(i, &handles[i]))
 				{
 					handles[i] = NULL;
@@ -642,16 +669,18 @@ estream_start_worker(PG_FUNCTION_ARGS)
 
 /*
  * Stop the worker of a database and keep it stopped for a while, so that
- * a command that needs the database to itself can run.
+ * a command that needs the database to itself can run.  Returns whether
+ * the database has a worker slot (then resume_worker() must follow).
  */
-static void
+static bool
 pause_worker(Oid dbid)
 {
 	pid_t		pid = 0;
 	TimestampTz deadline;
+	bool		found = false;
 
 	if (worker_shared == NULL || !OidIsValid(dbid))
-		return;
+		return false;
 
 	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < worker_shared->nslots; i++)
@@ -665,12 +694,13 @@ pause_worker(Oid dbid)
 			if (s->retry_at < s->paused_until)
 				s->retry_at = s->paused_until;
 			pid = s->pid;
+			found = true;
 		}
 	}
 	LWLockRelease(worker_shared->lock);
 
 	if (pid == 0)
-		return;
+		return found;
 
 	(void) kill(pid, SIGTERM);
 
@@ -694,6 +724,86 @@ pause_worker(Oid dbid)
 						 10, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
+	}
+	return found;
+}
+
+/*
+ * The worker of a database that a command paused comes back at once: the
+ * command failed.  (After a command that succeeded it stays paused for
+ * ESTREAM_PAUSE_MS, so that commands in a row find the database free;
+ * only the database's owner can run them.)  Only a database whose worker
+ * was paused is looked at again: a rescan for nothing would make the
+ * launcher look at every database without the extension at once.
+ */
+static void
+resume_worker(Oid dbid)
+{
+	bool		found = false;
+
+	if (worker_shared == NULL)
+		return;
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < worker_shared->nslots; i++)
+	{
+		EstreamWorkerSlot *s = &worker_shared->slots[i];
+
+		if (s->state != WS_FREE && s->dbid == dbid && s->paused_until != 0)
+		{
+			s->paused_until = 0;
+			s->retry_at = 0;
+			s->resumed = true;
+			found = true;
+		}
+	}
+	if (found && worker_shared->launcher_latch != NULL)
+		SetLatch(worker_shared->launcher_latch);
+	LWLockRelease(worker_shared->lock);
+}
+
+/*
+ * Would PostgreSQL's permission checks let the current user run this
+ * command on database dbid?  The same checks as dbcommands.c makes:
+ * CREATE DATABASE needs CREATEDB and, unless the template is marked as
+ * one, ownership of it; DROP DATABASE ownership; RENAME ownership and
+ * CREATEDB; SET TABLESPACE ownership and CREATE on the tablespace.
+ */
+static bool
+may_run_database_command(Node *parsetree, Oid dbid)
+{
+	Oid			user = GetUserId();
+
+	switch (nodeTag(parsetree))
+	{
+		case T_CreatedbStmt:
+			{
+				HeapTuple	tup;
+				bool		istemplate;
+
+				if (!have_createdb_privilege())
+					return false;
+				tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dbid));
+				if (!HeapTupleIsValid(tup))
+					return false;
+				istemplate = ((Form_pg_database) GETSTRUCT(tup))->datistemplate;
+				ReleaseSysCache(tup);
+				return istemplate || pg_database_ownercheck(dbid, user);
+			}
+		case T_DropdbStmt:
+			return pg_database_ownercheck(dbid, user);
+		case T_RenameStmt:
+			return pg_database_ownercheck(dbid, user) && have_createdb_privilege();
+		case T_AlterDatabaseStmt:
+			{
+				char	   *tblspc = option_string(((AlterDatabaseStmt *) parsetree)->options,
+												   "tablespace");
+				Oid			tsoid = tblspc ? get_tablespace_oid(tblspc, true) : InvalidOid;
+
+				return pg_database_ownercheck(dbid, user) && OidIsValid(tsoid) &&
+					pg_tablespace_aclcheck(tsoid, user, ACL_CREATE) == ACLCHECK_OK;
+			}
+		default:
+			return false;
 	}
 }
 
@@ -723,8 +833,7 @@ estream_process_utility(PlannedStmt *pstmt, const char *queryString,
 {
 	Node	   *parsetree = pstmt->utilityStmt;
 	const char *dbname = NULL;
-
-	bool		createdb = false;
+	volatile Oid paused = InvalidOid;
 
 	switch (nodeTag(parsetree))
 	{
@@ -735,7 +844,6 @@ estream_process_utility(PlannedStmt *pstmt, const char *queryString,
 			dbname = option_string(((CreatedbStmt *) parsetree)->options, "template");
 			if (dbname == NULL)
 				dbname = "template1";
-			createdb = true;
 			break;
 		case T_RenameStmt:
 			if (((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
@@ -749,17 +857,17 @@ estream_process_utility(PlannedStmt *pstmt, const char *queryString,
 			break;
 	}
 	/*
-	 * Only for a role that may run the command, or anyone could keep a
-	 * database's worker stopped by failing to drop it.
+	 * Only when PostgreSQL's own permission checks of the command pass, or
+	 * anyone could keep a database's worker stopped by failing to run it;
+	 * and if the command fails all the same, the worker comes back at once.
 	 */
 	if (dbname != NULL)
 	{
 		Oid			dbid = get_database_oid(dbname, true);
 
-		if (OidIsValid(dbid) &&
-			(createdb ? have_createdb_privilege() :
-			 pg_database_ownercheck(dbid, GetUserId())))
-			pause_worker(dbid);
+		if (OidIsValid(dbid) && may_run_database_command(parsetree, dbid) &&
+			pause_worker(dbid))
+			paused = dbid;
 	}
 
 	{
@@ -768,12 +876,22 @@ estream_process_utility(PlannedStmt *pstmt, const char *queryString,
 		if (IsA(parsetree, DropdbStmt))
 			dropped = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
 
-		if (prev_process_utility)
-			prev_process_utility(pstmt, queryString, readOnlyTree, context,
-								 params, queryEnv, dest, qc);
-		else
-			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-									params, queryEnv, dest, qc);
+		PG_TRY();
+		{
+			if (prev_process_utility)
+				prev_process_utility(pstmt, queryString, readOnlyTree, context,
+									 params, queryEnv, dest, qc);
+			else
+				standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+										params, queryEnv, dest, qc);
+		}
+		PG_CATCH();
+		{
+			if (OidIsValid(paused))
+				resume_worker(paused);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
 
 		/*
 		 * The database's slot went with it, but replication origins belong
@@ -1038,6 +1156,13 @@ drop_capture_slot(void)
 	PG_END_TRY();
 }
 
+/* settings of the server that the database's settings may not change */
+static const char *const server_settings[] = {
+	"DateStyle", "IntervalStyle", "TimeZone", "extra_float_digits", "bytea_output",
+	"lc_monetary", "lc_numeric", "lc_time", "xmlbinary", "xmloption"
+};
+static char *server_values[lengthof(server_settings)];
+
 void
 estream_worker_main(Datum main_arg)
 {
@@ -1070,8 +1195,25 @@ estream_worker_main(Datum main_arg)
 	LWLockRelease(worker_shared->lock);
 	before_shmem_exit(worker_exit, (Datum) 0);
 
+	/*
+	 * The settings that shape how values are rendered as text and JSON
+	 * (CDC events) are the server's: a database's own settings (ALTER
+	 * DATABASE ... SET, chosen by its owner) must not change what the
+	 * worker writes for tables of other roles.  Noted before connecting,
+	 * which applies the database's settings, and put back after.
+	 */
+	for (int i = 0; i < lengthof(server_settings); i++)
+		server_values[i] = MemoryContextStrdup(TopMemoryContext,
+											   GetConfigOption(server_settings[i], true, false) ?
+											   GetConfigOption(server_settings[i], true, false) : "");
+
 	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
 	pgstat_report_appname("estream worker");
+	for (int i = 0; i < lengthof(server_settings); i++)
+	{
+		if (server_values[i][0] != '\0')
+			SetConfigOption(server_settings[i], server_values[i], PGC_SUSET, PGC_S_OVERRIDE);
+	}
 
 	/*
 	 * The persisted floor must survive a crash; never wait long for a lock;
@@ -1085,6 +1227,19 @@ estream_worker_main(Datum main_arg)
 	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * The worker is a superuser, and the database's owner chooses the
+	 * database's settings (ALTER DATABASE ... SET): no name the worker's
+	 * SQL uses may resolve to an object that someone else created, so the
+	 * search path is pinned, whatever they say (every name is qualified
+	 * too); PL/pgSQL must not take a column for a variable; and new
+	 * segments go to the database's default tablespace.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("plpgsql.variable_conflict", "error", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_tablespace", "", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("temp_tablespaces", "", PGC_SUSET, PGC_S_OVERRIDE);
 
 	run_cxt = AllocSetContextCreate(TopMemoryContext, "estream worker run",
 									ALLOCSET_DEFAULT_SIZES);
@@ -1143,7 +1298,8 @@ estream_worker_main(Datum main_arg)
 				for (int i = 0; i < lengthof(maintenance_steps); i++)
 				{
 					CHECK_FOR_INTERRUPTS();
-					run_step(i);
+					if (version_number(version) >= maintenance_steps[i].since)
+						run_step(i);
 				}
 				run_housekeeping();
 				maintained = true;
@@ -1219,10 +1375,21 @@ estream_worker_status(PG_FUNCTION_ARGS)
 	EstreamWorkerSlot *copy;
 	int			n;
 	pid_t		launcher_pid;
+	bool		see_own;
+	bool		see_all;
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (worker_shared == NULL)
 		return (Datum) 0;
+
+	/*
+	 * This database's worker to those who may describe its cluster
+	 * resource; every database's, and the launcher, only to those who may
+	 * see every session's activity in pg_stat_activity.
+	 */
+	see_own = estream_allowed(estream_caller(), ESTREAM_OP_DESCRIBE, ESTREAM_CLUSTER, NULL,
+							  InvalidOid);
+	see_all = has_privs_of_role(estream_caller(), ROLE_PG_READ_ALL_STATS);
 
 	n = worker_shared->nslots;
 	copy = palloc(sizeof(EstreamWorkerSlot) * n);
@@ -1239,6 +1406,8 @@ estream_worker_status(PG_FUNCTION_ARGS)
 		int			c = 0;
 
 		memset(nulls, true, sizeof(nulls));
+		if (s == NULL ? !see_all : !(see_all || (see_own && s->dbid == MyDatabaseId)))
+			continue;
 		if (s == NULL)
 		{
 			/* the launcher */
@@ -1321,7 +1490,9 @@ estream_capture_status(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (worker_shared == NULL)
+	if (worker_shared == NULL ||
+		!estream_allowed(estream_caller(), ESTREAM_OP_DESCRIBE, ESTREAM_CLUSTER, NULL,
+						 InvalidOid))
 		return (Datum) 0;
 
 	LWLockAcquire(worker_shared->lock, LW_SHARED);
@@ -1359,4 +1530,33 @@ estream_capture_status(PG_FUNCTION_ARGS)
 	}
 	LWLockRelease(worker_shared->lock);
 	return (Datum) 0;
+}
+
+/*
+ * estream._capture_origin_lsn() returns pg_lsn
+ *
+ * The progress of this database's capture origin (the source position of
+ * the last change written into a topic), for estream.captures: only to
+ * roles that may describe the cluster (PostgreSQL shows origins to
+ * superusers only).
+ */
+PG_FUNCTION_INFO_V1(estream_capture_origin_lsn);
+Datum
+estream_capture_origin_lsn(PG_FUNCTION_ARGS)
+{
+	char		name[NAMEDATALEN];
+	RepOriginId id;
+	XLogRecPtr	lsn;
+
+	if (!estream_allowed(estream_caller(), ESTREAM_OP_DESCRIBE, ESTREAM_CLUSTER, NULL,
+						 InvalidOid))
+		PG_RETURN_NULL();
+	snprintf(name, sizeof(name), "estream_%u", MyDatabaseId);
+	id = replorigin_by_name(name, true);
+	if (id == InvalidRepOriginId)
+		PG_RETURN_NULL();
+	lsn = replorigin_get_progress(id, false);
+	if (lsn == InvalidXLogRecPtr)
+		PG_RETURN_NULL();
+	PG_RETURN_LSN(lsn);
 }

@@ -9,6 +9,11 @@
 # Timings are only ever checked against generous bounds: a poll that is
 # "woken" by a commit must return well before its 30 s wait_ms, and one that
 # times out must not return before its wait_ms.
+#
+# Application roles: long-pollers and readers run as lp_consumer (read on
+# topic lp), producers as lp_producer (write on lp), a transaction that
+# produces and fetches as lp_app (read and write on lp), all granted with
+# estream.grant_acl(); cancelling and the checks run as the superuser.
 
 use strict;
 use warnings;
@@ -30,14 +35,50 @@ $node->append_conf('postgresql.conf',
 	  . "max_prepared_transactions = 5\n");
 $node->start;
 
-$node->safe_psql('postgres',
-	"CREATE EXTENSION estream; SELECT estream.create_topic('lp', 2);");
+$node->safe_psql(
+	'postgres', q{
+CREATE EXTENSION estream;
+SELECT estream.create_topic('lp', 2);
+CREATE ROLE lp_consumer LOGIN;
+CREATE ROLE lp_producer LOGIN;
+CREATE ROLE lp_app LOGIN;
+SELECT estream.grant_acl('lp_consumer', 'read', 'topic', 'lp');
+SELECT estream.grant_acl('lp_producer', 'write', 'topic', 'lp');
+SELECT estream.grant_acl('lp_app', 'read,write', 'topic', 'lp');
+});
+
+# SQL run by the application, as one of its roles.
+sub as_role
+{
+	my ($role, $sql) = @_;
+	return $node->safe_psql('postgres', $sql, extra_params => [ '-U', $role ]);
+}
+
+# The application's roles are ordinary roles: not superusers, and refused
+# (42501) when they write the topic's log directly.
+my $segment = $node->safe_psql('postgres',
+	"SELECT format('estream.log_%s_%s', topic_id, current_segment) FROM estream.topic WHERE name = 'lp'"
+);
+for my $role (qw(lp_consumer lp_producer lp_app))
+{
+	is(as_role($role, q{SELECT current_user, current_setting('is_superuser')}),
+		"$role|off", "$role is not a superuser");
+	my ($ret, $stdout, $stderr) = $node->psql(
+		'postgres',
+		"INSERT INTO $segment VALUES (0, 0, 9223372036854775807, now(), NULL, '{}', NULL, NULL)",
+		extra_params => [ '-U', $role, '-v', 'VERBOSITY=sqlstate' ]);
+	like($stderr, qr/ERROR:  42501/,
+		"$role cannot write the log of topic lp directly (42501)");
+}
 
 # A background psql session for the long-poller, with verbose errors so that
 # SQLSTATEs show up, that keeps going after an error.
 sub start_poller
 {
-	my $bg = $node->background_psql('postgres', on_error_stop => 0);
+	my $bg = $node->background_psql(
+		'postgres',
+		on_error_stop => 0,
+		extra_params => [ '-U', 'lp_consumer' ]);
 	$bg->query_safe('\set VERBOSITY verbose');
 	my $pid = $bg->query_safe('SELECT pg_backend_pid()');
 	return ($bg, $pid);
@@ -100,7 +141,8 @@ my $seq = start_fetch($bg,
 );
 wait_until_polling($pid, 'empty partition');
 
-my $producer = $node->background_psql('postgres');
+my $producer =
+  $node->background_psql('postgres', extra_params => [ '-U', 'lp_producer' ]);
 $producer->query_safe('BEGIN');
 is( $producer->query_safe(
 		q{SELECT partition, "offset" FROM estream.produce('lp', '{"id": "a"}', partition => 0)}
@@ -154,7 +196,7 @@ $producer->query_safe('ROLLBACK TO SAVEPOINT s');
 $producer->query_safe('COMMIT');
 
 # Commits to another partition do not satisfy this poll.
-$node->safe_psql('postgres',
+as_role('lp_producer',
 	q{SELECT estream.produce('lp', '{"id": "other"}', partition => 1)});
 
 wait_until_polling($pid, 'after a rollback, a savepoint rollback and a commit elsewhere');
@@ -168,7 +210,7 @@ is( $node->safe_psql(
 	'rolled-back offsets do not advance the stable offset');
 
 $t0 = time();
-$node->safe_psql('postgres',
+as_role('lp_producer',
 	q{SELECT estream.produce('lp', '{"id": "b"}', partition => 0)});
 $rows = finish_fetch($bg, $seq);
 $elapsed = time() - $t0;
@@ -193,8 +235,8 @@ is( $producer->query_safe(
 	),
 	'4',
 	'open transaction got offset 4');
-is( $node->safe_psql(
-		'postgres',
+is( as_role(
+		'lp_producer',
 		q{SELECT "offset" FROM estream.produce('lp', '{"id": "c"}', partition => 0)}),
 	'5',
 	'later transaction committed offset 5');
@@ -222,25 +264,25 @@ cmp_ok($elapsed, '<', $woken_bound_s,
 # wait_ms.  A poll that starts below the stable offset but finds only holes
 # waits too.
 #
-is( $node->safe_psql(
-		'postgres',
+is( as_role(
+		'lp_consumer',
 		q{SELECT count(*), clock_timestamp() - statement_timestamp() >= interval '500 ms'
 		  FROM estream.fetch('lp', 0, 6, wait_ms => 500)}),
 	'0|t',
 	'short long-poll at the stable offset timed out empty after wait_ms');
 
-$node->safe_psql('postgres',
+as_role('lp_producer',
 	q{BEGIN; SELECT estream.produce('lp', '{"id": "hole"}', partition => 0); ROLLBACK;});
-$node->safe_psql('postgres',
+as_role('lp_producer',
 	q{BEGIN; SELECT estream.produce('lp', '{"id": "hole"}', partition => 1); ROLLBACK;});
-is( $node->safe_psql(
-		'postgres',
+is( as_role(
+		'lp_consumer',
 		qq{SELECT count(*), clock_timestamp() - statement_timestamp() < interval '$woken_bound_s s'
 		  FROM estream.fetch('lp', 1, 0, wait_ms => $long_wait_ms)}),
 	'1|t',
 	'long-poll with a record to read returns without waiting');
-is( $node->safe_psql(
-		'postgres',
+is( as_role(
+		'lp_consumer',
 		q{SELECT count(*), clock_timestamp() - statement_timestamp() >= interval '500 ms'
 		  FROM estream.fetch('lp', 1, 1, wait_ms => 500)}),
 	'0|t',
@@ -249,8 +291,8 @@ is( $node->safe_psql(
 # A long-poll never waits for its own open transaction: it returns at once
 # (empty, since its own record is above the stable offset).
 $t0 = time();
-is( $node->safe_psql(
-		'postgres', qq{
+is( as_role(
+		'lp_app', qq{
 BEGIN;
 SELECT "offset" FROM estream.produce('lp', '{"id": "own"}', partition => 1);
 SELECT count(*) FROM estream.fetch('lp', 1, 1, wait_ms => $long_wait_ms);
@@ -296,7 +338,7 @@ my ($ret, $stdout, $stderr) = $node->psql(
 	'postgres',
 	"SET statement_timeout = '1s';
 	 SELECT * FROM estream.fetch('lp', 0, 6, wait_ms => $long_wait_ms);",
-	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	extra_params => [ '-U', 'lp_consumer', '-v', 'VERBOSITY=verbose' ]);
 $elapsed = time() - $t0;
 isnt($ret, 0, 'long-poll under statement_timeout failed');
 like(

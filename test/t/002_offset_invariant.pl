@@ -23,6 +23,11 @@
 # errors and terminations are what this test is about.  A producer whose
 # backend was terminated is restarted with a fresh script.  Set
 # ESTREAM_TEST_SEED to replay a run's random choices.
+#
+# Application roles: producers run as inv_producer (write on topic inv),
+# consumers as inv_consumer (read on inv), granted with estream.grant_acl(),
+# plus privileges on the test's tables and sequences; the terminator and
+# the checks run as the superuser.
 
 use strict;
 use warnings;
@@ -84,6 +89,22 @@ CREATE TABLE stop_producers (x int);
 CREATE TABLE stop_consumers (x int);
 CREATE TABLE kills (pid int, state text, in_xact bool);
 CREATE TABLE deferred_t (x int UNIQUE DEFERRABLE INITIALLY DEFERRED);
+
+-- the application's roles: estream rights, and what the test's functions
+-- and procedures below touch
+CREATE ROLE inv_producer LOGIN;
+CREATE ROLE inv_consumer LOGIN;
+SELECT estream.grant_acl('inv_producer', 'write', 'topic', 'inv');
+SELECT estream.grant_acl('inv_consumer', 'read', 'topic', 'inv');
+GRANT USAGE ON SEQUENCE id_seq, deferred_seq TO inv_producer;
+GRANT INSERT ON committed_ids, deferred_t TO inv_producer;
+GRANT SELECT ON stop_producers TO inv_producer;
+GRANT USAGE ON SEQUENCE seen_seq_seq TO inv_consumer;
+GRANT INSERT ON seen, wm_seen TO inv_consumer;
+GRANT SELECT ON stop_consumers TO inv_consumer;
+-- the producers' statements are not logged (a superuser's setting, which
+-- their connections may not set themselves)
+ALTER ROLE inv_producer SET log_statement = none;
 
 -- Produce one record with a fresh id; remember it if the transaction commits.
 CREATE FUNCTION p(part int, k text DEFAULT NULL) RETURNS bigint
@@ -207,6 +228,26 @@ my $connstr = $node->connstr('postgres');
 my $logdir = $PostgreSQL::Test::Utils::log_path;
 my $scriptdir = PostgreSQL::Test::Utils::tempdir;
 
+# The application's roles are ordinary roles: not superusers, and refused
+# (42501) when they write the topic's log directly.
+my $segment = $node->safe_psql('postgres',
+	"SELECT format('estream.log_%s_%s', topic_id, current_segment) FROM estream.topic WHERE name = 'inv'"
+);
+for my $role (qw(inv_producer inv_consumer))
+{
+	is( $node->safe_psql(
+			'postgres', q{SELECT current_user, current_setting('is_superuser')},
+			extra_params => [ '-U', $role ]),
+		"$role|off",
+		"$role is not a superuser");
+	my ($ret, $stdout, $stderr) = $node->psql(
+		'postgres',
+		"INSERT INTO $segment VALUES (0, 0, 9223372036854775807, now(), NULL, '{}', NULL, NULL)",
+		extra_params => [ '-U', $role, '-v', 'VERBOSITY=sqlstate' ]);
+	like($stderr, qr/ERROR:  42501/,
+		"$role cannot write the log of topic inv directly (42501)");
+}
+
 #
 # Producers
 #
@@ -288,7 +329,7 @@ sub start_producer
 		[
 			$psql, '-X', '-q', '-v', 'ON_ERROR_STOP=0',
 			'-d',
-			"$connstr application_name=estream_producer options='-c log_statement=none'",
+			"$connstr user=inv_producer application_name=estream_producer",
 			'-f', $file
 		],
 		'<', '/dev/null',
@@ -315,7 +356,7 @@ for my $c (sort keys %consumers)
 	$consumer_h{$c} = IPC::Run::start(
 		[
 			$psql, '-XAtq', '-v', 'ON_ERROR_STOP=1', '-d',
-			"$connstr application_name=estream_consumer",
+			"$connstr user=inv_consumer application_name=estream_consumer",
 			'-c', "CALL consume('$c', $wait, $max)"
 		],
 		'<', '/dev/null',
@@ -376,6 +417,14 @@ for my $c (sort keys %consumers)
 	ok($consumer_h{$c}->finish, "consumer $c exited cleanly");
 	is($consumer_err{$c}, '', "consumer $c reported no error");
 }
+
+# The producers' errors are those of their scripts, none for want of a
+# right or privilege.
+my $producer_errors = join '',
+  map { -e $_ ? slurp_file($_) : '' }
+  map { "$logdir/002_producer_slot$_.err" } 1 .. $n_producers;
+unlike($producer_errors, qr/permission denied/,
+	'the producers were never refused a right or privilege');
 
 #
 # Checks

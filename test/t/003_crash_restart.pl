@@ -18,6 +18,11 @@
 # It does so first step by step, with exact offsets, then under random load
 # (pgbench producers and a consumer, crashed at a random moment).  Last,
 # PREPARE TRANSACTION after producing fails with 0A000 and leaves nothing.
+#
+# Application roles: producers (sessions and pgbench) run as crash_producer,
+# a member of the predefined role estream_producer; consumers as
+# crash_consumer (read on topic cr and on topics prefixed load_, granted
+# with estream.grant_acl()); crashes and checks run as the superuser.
 
 use strict;
 use warnings;
@@ -36,8 +41,46 @@ $node->append_conf('postgresql.conf',
 	  . "restart_after_crash = on\n");
 $node->start;
 
-$node->safe_psql('postgres',
-	"CREATE EXTENSION estream; SELECT estream.create_topic('cr', 3);");
+$node->safe_psql(
+	'postgres', q{
+CREATE EXTENSION estream;
+SELECT estream.create_topic('cr', 3);
+CREATE ROLE crash_producer LOGIN IN ROLE estream_producer;
+CREATE ROLE crash_consumer LOGIN;
+SELECT estream.grant_acl('crash_consumer', 'read', 'topic', 'cr');
+SELECT estream.grant_acl('crash_consumer', 'read', 'topic', 'load_', pattern_type => 'prefixed');
+});
+
+# SQL run by the application, as one of its roles.
+sub as_role
+{
+	my ($role, $sql) = @_;
+	return $node->safe_psql('postgres', $sql, extra_params => [ '-U', $role ]);
+}
+
+# A session of the application, as one of its roles.
+sub role_session
+{
+	my ($role) = @_;
+	return $node->background_psql('postgres', extra_params => [ '-U', $role ]);
+}
+
+# The application's roles are ordinary roles: not superusers, and refused
+# (42501) when they write the topic's log directly.
+my $segment = $node->safe_psql('postgres',
+	"SELECT format('estream.log_%s_%s', topic_id, current_segment) FROM estream.topic WHERE name = 'cr'"
+);
+for my $role (qw(crash_producer crash_consumer))
+{
+	is(as_role($role, q{SELECT current_user, current_setting('is_superuser')}),
+		"$role|off", "$role is not a superuser");
+	my ($ret, $stdout, $stderr) = $node->psql(
+		'postgres',
+		"INSERT INTO $segment VALUES (0, 0, 9223372036854775807, now(), NULL, '{}', NULL, NULL)",
+		extra_params => [ '-U', $role, '-v', 'VERBOSITY=sqlstate' ]);
+	like($stderr, qr/ERROR:  42501/,
+		"$role cannot write the log of topic cr directly (42501)");
+}
 
 # partition:stable:next of every partition of a topic
 sub watermarks
@@ -61,7 +104,7 @@ SELECT string_agg(format('%s:%s:%s', f.partition, f."offset", f.value->>'v'), ',
 FROM generate_series(0, $partitions - 1) p, estream.fetch('$topic', p, 0) f});
 }
 
-# Produce one record, returning its offset.
+# Produce one record, in a session or as crash_producer; returns its offset.
 sub produce
 {
 	my ($session, $v, $partition) = @_;
@@ -69,7 +112,7 @@ sub produce
 	  qq{SELECT "offset" FROM estream.produce('cr', '{"v": "$v"}', partition => $partition)};
 	return defined $session
 	  ? $session->query_safe($sql)
-	  : $node->safe_psql('postgres', $sql);
+	  : as_role('crash_producer', $sql);
 }
 
 # Wait for the postmaster to reinitialize after a crash, and for the server
@@ -89,21 +132,21 @@ sub wait_for_crash_restart
 #
 
 # partition 0: committed 0..4
-$node->safe_psql('postgres',
+as_role('crash_producer',
 	q{SELECT estream.produce_batch('cr', ARRAY(SELECT jsonb_build_object('v', 'a' || i) FROM generate_series(0, 4) i), partition => 0)}
 );
 # partition 1: committed 0..2, then 3 and 4 rolled back (a hole at the end)
-$node->safe_psql('postgres',
+as_role('crash_producer',
 	q{SELECT estream.produce_batch('cr', ARRAY(SELECT jsonb_build_object('v', 'b' || i) FROM generate_series(0, 2) i), partition => 1)}
 );
-$node->safe_psql(
-	'postgres', q{
+as_role(
+	'crash_producer', q{
 BEGIN;
 SELECT estream.produce_batch('cr', ARRAY['{"v": "rolled-back"}'::jsonb, '{"v": "rolled-back"}'], partition => 1);
 ROLLBACK;});
 # partition 2: 0 committed, 1 produced in a savepoint that rolled back
-$node->safe_psql(
-	'postgres', q{
+as_role(
+	'crash_producer', q{
 BEGIN;
 SELECT estream.produce('cr', '{"v": "c0"}', partition => 2);
 SAVEPOINT s;
@@ -112,16 +155,16 @@ ROLLBACK TO SAVEPOINT s;
 COMMIT;});
 
 # Transactions open at the crash.  The first one will be killed.
-my $victim = $node->background_psql('postgres');
+my $victim = role_session('crash_producer');
 my $victim_pid = $victim->query_safe('SELECT pg_backend_pid()');
 $victim->query_safe('BEGIN');
 is(produce($victim, 'in-flight', 0), '5', 'open transaction got offset 5 of partition 0');
 
-my $open1 = $node->background_psql('postgres');
+my $open1 = role_session('crash_producer');
 $open1->query_safe('BEGIN');
 is(produce($open1, 'in-flight', 1), '5', 'open transaction got offset 5 of partition 1');
 
-my $open2 = $node->background_psql('postgres');
+my $open2 = role_session('crash_producer');
 $open2->query_safe('BEGIN');
 is(produce($open2, 'in-flight', 2), '2', 'open transaction got offset 2 of partition 2');
 $open2->query_safe('SAVEPOINT s');
@@ -159,8 +202,8 @@ is(produce(undef, 'b3', 1), '3', 'partition 1 continues at 3');
 is(produce(undef, 'c1', 2), '1', 'partition 2 continues at 1');
 
 # A consumer resumes from the stable offsets it saw before the crash.
-is( $node->safe_psql(
-		'postgres', q{
+is( as_role(
+		'crash_consumer', q{
 SELECT string_agg(format('%s:%s:%s', f.partition, f."offset", f.value->>'v'), ','
 				  ORDER BY f.partition, f."offset")
 FROM (SELECT * FROM estream.fetch('cr', 0, 5)
@@ -172,15 +215,15 @@ FROM (SELECT * FROM estream.fetch('cr', 0, 5)
 #
 # 2. Step by step, immediate shutdown with transactions open.
 #
-my $open3 = $node->background_psql('postgres');
+my $open3 = role_session('crash_producer');
 $open3->query_safe('BEGIN');
 is(produce($open3, 'in-flight', 0), '8', 'open transaction got offset 8 of partition 0');
 is(produce(undef, 'a9', 0), '9', 'record committed behind it got offset 9');
-my $open4 = $node->background_psql('postgres');
+my $open4 = role_session('crash_producer');
 $open4->query_safe('BEGIN');
 is(produce($open4, 'in-flight', 1), '4', 'open transaction got offset 4 of partition 1');
-$node->safe_psql(
-	'postgres', q{
+as_role(
+	'crash_producer', q{
 BEGIN;
 SELECT estream.produce('cr', '{"v": "c2"}', partition => 2);
 SAVEPOINT s;
@@ -202,16 +245,16 @@ is( log_contents('cr', 3),
 	'0:0:a0,0:1:a1,0:2:a2,0:3:a3,0:4:a4,0:6:a6,0:7:a7,0:9:a9,'
 	  . '1:0:b0,1:1:b1,1:2:b2,1:3:b3,2:0:c0,2:1:c1,2:2:c2,2:3:savepoint',
 	'committed records survived the immediate shutdown');
-is( $node->safe_psql(
-		'postgres', q{
+is( as_role(
+		'crash_producer', q{
 SELECT string_agg(format('%s:%s', partition, "offset"), ',' ORDER BY partition)
 FROM (SELECT * FROM estream.produce('cr', '{"v": "a10"}', partition => 0)
 	  UNION ALL SELECT * FROM estream.produce('cr', '{"v": "b4"}', partition => 1)
 	  UNION ALL SELECT * FROM estream.produce('cr', '{"v": "c4"}', partition => 2)) p}),
 	'0:10,1:4,2:4',
 	'offsets continue from 1 + the highest committed offset');
-is( $node->safe_psql(
-		'postgres', q{
+is( as_role(
+		'crash_consumer', q{
 SELECT string_agg(format('%s:%s:%s', f.partition, f."offset", f.value->>'v'), ','
 				  ORDER BY f.partition, f."offset")
 FROM (SELECT * FROM estream.fetch('cr', 0, 8)
@@ -268,6 +311,11 @@ BEGIN
 	END LOOP;
 END
 $$;
+
+-- what the producers and the consumer write
+GRANT USAGE ON SEQUENCE id_seq TO crash_producer;
+GRANT INSERT ON committed_ids TO crash_producer;
+GRANT INSERT ON seen, wm_seen TO crash_consumer;
 });
 
 my %pgbench_scripts = (
@@ -341,7 +389,7 @@ sub load_and_crash
 				$node->installed_command('pgbench'), '-n',
 				'-c', '3', '-T', '120',
 				@pgbench_files, '-h', $node->host,
-				'-p', $node->port, 'postgres'
+				'-p', $node->port, '-U', 'crash_producer', 'postgres'
 			],
 			'<', '/dev/null', '>', \$out, '2>', \$err,
 			IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
@@ -351,7 +399,7 @@ sub load_and_crash
 		$consumer = IPC::Run::start(
 			[
 				$node->installed_command('psql'), '-XAtq',
-				'-d', $node->connstr('postgres'),
+				'-d', $node->connstr('postgres') . ' user=crash_consumer',
 				'-c', "CALL consume('$topic', 4)"
 			],
 			'<', '/dev/null', '>', \$cout, '2>', \$cerr,
@@ -489,35 +537,35 @@ my ($ret, $stdout, $stderr) = $node->psql(
 BEGIN;
 SELECT estream.produce('cr', '{"v": "prepared"}', partition => 2);
 PREPARE TRANSACTION 'estream_prep';},
-	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	extra_params => [ '-U', 'crash_producer', '-v', 'VERBOSITY=verbose' ]);
 like(
 	$stderr,
 	qr/ERROR:  0A000: cannot PREPARE a transaction that has produced to an estream topic/,
 	'PREPARE TRANSACTION after produce fails with 0A000');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM pg_prepared_xacts'),
 	'0', 'no transaction was prepared');
-is( $node->safe_psql(
-		'postgres',
+is( as_role(
+		'crash_consumer',
 		q{SELECT count(*) FROM estream.fetch('cr', 2, 0) WHERE value->>'v' = 'prepared'}),
 	'0',
 	'the record of the failed PREPARE is not visible');
 is(watermarks('cr'), '0:11:11,1:5:5,2:5:6',
 	'the failed PREPARE left a hole and holds no stable offset back');
-is( $node->safe_psql(
-		'postgres',
+is( as_role(
+		'crash_producer',
 		q{SELECT "offset" FROM estream.produce('cr', '{"v": "c6"}', partition => 2)}),
 	'6',
 	'producing works after the failed PREPARE');
-is( $node->safe_psql(
-		'postgres',
+is( as_role(
+		'crash_consumer',
 		q{SELECT string_agg("offset"::text, ',' ORDER BY "offset") FROM estream.fetch('cr', 2, 4)}
 	),
 	'4,6',
 	'a consumer skips the hole of the failed PREPARE');
 
 # A transaction that only fetched can be prepared and committed.
-$node->safe_psql(
-	'postgres', q{
+as_role(
+	'crash_consumer', q{
 BEGIN;
 SELECT count(*) FROM estream.fetch('cr', 0, 0);
 PREPARE TRANSACTION 'estream_read';

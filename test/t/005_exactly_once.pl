@@ -34,6 +34,11 @@
 # Workers are psql scripts generated here (with ON_ERROR_STOP off), as in
 # 002_offset_invariant.pl.  Set ESTREAM_TEST_SEED to replay a run's random
 # choices.
+#
+# Application roles: the producer runs as eo_producer (write on topic in),
+# the workers as eo_worker (read on in and on group eo, write on out), both
+# granted with estream.grant_acl(), plus privileges on the test's tables and
+# sequences; the killer and the checks run as the superuser.
 
 use strict;
 use warnings;
@@ -123,6 +128,13 @@ BEGIN
 END
 \$\$;
 
+-- the producer: its estream right, and what produce_in() writes
+CREATE ROLE eo_producer LOGIN;
+SELECT estream.grant_acl('eo_producer', 'write', 'topic', 'in');
+GRANT USAGE ON SEQUENCE id_seq TO eo_producer;
+GRANT INSERT ON input_ids TO eo_producer;
+GRANT SELECT ON stop_producer TO eo_producer;
+
 -- One worker step: poll, and process every record (result row and output
 -- record) in the caller's transaction.  With fail, raise an error after
 -- processing.
@@ -178,7 +190,48 @@ BEGIN
 	END LOOP;
 END
 \$\$;
+
+-- the workers: their estream rights, and what process() and the worker
+-- scripts write
+CREATE ROLE eo_worker LOGIN;
+SELECT estream.grant_acl('eo_worker', 'read', 'topic', 'in');
+SELECT estream.grant_acl('eo_worker', 'write', 'topic', 'out');
+SELECT estream.grant_acl('eo_worker', 'read', 'group', 'eo');
+GRANT USAGE ON SEQUENCE result_seq_seq, delivered_seq, rollback_seq, statement_error_seq,
+	commit_error_seq, deferred_seq TO eo_worker;
+GRANT INSERT ON result, deferred_t TO eo_worker;
+GRANT SELECT ON stop_workers TO eo_worker;
+
+-- the producer's and the workers' statements are not logged (a
+-- superuser's setting, which their connections may not set themselves)
+ALTER ROLE eo_producer SET log_statement = none;
+ALTER ROLE eo_worker SET log_statement = none;
 });
+
+# The application's roles are ordinary roles: not superusers, and refused
+# (42501) when they write a topic's log directly.
+my %segment = map {
+	$_ => $node->safe_psql('postgres',
+		"SELECT format('estream.log_%s_%s', topic_id, current_segment) FROM estream.topic WHERE name = '$_'"
+	  )
+} qw(in out);
+for my $role (qw(eo_producer eo_worker))
+{
+	is( $node->safe_psql(
+			'postgres', q{SELECT current_user, current_setting('is_superuser')},
+			extra_params => [ '-U', $role ]),
+		"$role|off",
+		"$role is not a superuser");
+	for my $topic (qw(in out))
+	{
+		my ($ret, $stdout, $stderr) = $node->psql(
+			'postgres',
+			"INSERT INTO $segment{$topic} VALUES (0, 0, 9223372036854775807, now(), NULL, '{}', NULL, NULL)",
+			extra_params => [ '-U', $role, '-v', 'VERBOSITY=sqlstate' ]);
+		like($stderr, qr/ERROR:  42501/,
+			"$role cannot write the log of topic $topic directly (42501)");
+	}
+}
 
 # Pre-fill the input topic in 30 committed batches, with rolled-back batches
 # in between (holes).
@@ -188,7 +241,8 @@ $node->safe_psql(
 		map {
 			    "SELECT produce_in(" . ($n_prefill / 30) . ");\n"
 			  . ($_ % 7 == 0 ? "BEGIN; SELECT produce_in(10); ROLLBACK;\n" : '')
-		} 1 .. 30));
+		} 1 .. 30),
+	extra_params => [ '-U', 'eo_producer' ]);
 is($node->safe_psql('postgres', 'SELECT count(*) FROM input_ids'),
 	$n_prefill, 'input topic pre-filled');
 
@@ -198,17 +252,17 @@ my $logdir = $PostgreSQL::Test::Utils::log_path;
 my $scriptdir = PostgreSQL::Test::Utils::tempdir;
 my $script_no = 0;
 
-# Start psql on a generated script, errors appended to a log file.
+# Start psql on a generated script as a role, errors appended to a log file.
 sub start_script
 {
-	my ($app, $sql, $errfile) = @_;
+	my ($app, $role, $sql, $errfile) = @_;
 	$script_no++;
 	my $file = "$scriptdir/${app}_$script_no.sql";
 	PostgreSQL::Test::Utils::append_to_file($file, $sql);
 	return IPC::Run::start(
 		[
 			$psql, '-X', '-q', '-v', 'ON_ERROR_STOP=0',
-			'-d', "$connstr application_name=$app options='-c log_statement=none'",
+			'-d', "$connstr user=$role application_name=$app",
 			'-f', $file
 		],
 		'<', '/dev/null',
@@ -307,7 +361,7 @@ sub start_worker
 		$sql .= stop_check('stop_workers') if $i % 5 == 1;
 		$sql .= worker_iteration($w);
 	}
-	return start_script("eo_worker_$slot", $sql,
+	return start_script("eo_worker_$slot", 'eo_worker', $sql,
 		"$logdir/005_worker_slot$slot.err");
 }
 
@@ -316,7 +370,7 @@ sub start_worker
 # until the killer terminated enough workers inside a transaction), dead
 # workers being restarted.
 #
-my $producer = start_script('eo_producer', producer_script(),
+my $producer = start_script('eo_producer', 'eo_producer', producer_script(),
 	"$logdir/005_producer.err");
 my @workers = map { start_worker($_) } 1 .. $n_workers;
 
@@ -373,6 +427,9 @@ ok( $node->poll_query_until(
 		'postgres',
 		"SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name = 'eo_producer'"),
 	'the producer backend is gone');
+my $producer_err = slurp_file("$logdir/005_producer.err");
+unlike($producer_err, qr/permission denied/,
+	'the producer was never refused a right or privilege');
 
 # Stop the killer; restart the workers it terminated last.
 $node->safe_psql('postgres', 'INSERT INTO stop_killer VALUES (1)');

@@ -28,6 +28,12 @@
 #
 # Members rejoin when they get ES002 themselves (a stalled machine can make
 # a live member time out); that is reported, not failed on.
+#
+# Application roles: the producer runs as sm_producer, a member of the
+# predefined role estream_producer; the members, and the test's own calls
+# as a member or client of group sg, as sm_member, a member of
+# estream_consumer; both with privileges on the test's tables and
+# sequences.  Stopping m3 and the checks run as the superuser.
 
 use strict;
 use warnings;
@@ -165,26 +171,60 @@ BEGIN
 	PERFORM estream.leave_group('sg', me);
 END
 \$\$;
+
+-- the application's roles: predefined estream rights, and what the
+-- producer and the members write
+CREATE ROLE sm_producer LOGIN IN ROLE estream_producer;
+CREATE ROLE sm_member LOGIN IN ROLE estream_consumer;
+GRANT USAGE ON SEQUENCE id_seq TO sm_producer;
+GRANT INSERT ON input_ids TO sm_producer;
+GRANT SELECT ON stop_producer TO sm_producer;
+GRANT USAGE ON SEQUENCE processed_seq_seq TO sm_member;
+GRANT INSERT ON processed, member_events TO sm_member;
+GRANT SELECT ON stop_members TO sm_member;
 });
 
-$node->safe_psql('postgres',
-	"SELECT produce_sm($n_prefill_per_partition)");
+# SQL run by the application, as one of its roles.
+sub as_role
+{
+	my ($role, $sql) = @_;
+	return $node->safe_psql('postgres', $sql, extra_params => [ '-U', $role ]);
+}
+
+# The application's roles are ordinary roles: not superusers, and refused
+# (42501) when they write the topic's log directly.
+my $segment = $node->safe_psql('postgres',
+	"SELECT format('estream.log_%s_%s', topic_id, current_segment) FROM estream.topic WHERE name = 'sm'"
+);
+for my $role (qw(sm_producer sm_member))
+{
+	is(as_role($role, q{SELECT current_user, current_setting('is_superuser')}),
+		"$role|off", "$role is not a superuser");
+	my ($ret, $stdout, $stderr) = $node->psql(
+		'postgres',
+		"INSERT INTO $segment VALUES (0, 0, 9223372036854775807, now(), NULL, '{}', NULL, NULL)",
+		extra_params => [ '-U', $role, '-v', 'VERBOSITY=sqlstate' ]);
+	like($stderr, qr/ERROR:  42501/,
+		"$role cannot write the log of topic sm directly (42501)");
+}
+
+as_role('sm_producer', "SELECT produce_sm($n_prefill_per_partition)");
 
 my $psql = $node->installed_command('psql');
 my $connstr = $node->connstr('postgres');
 
-# Run a procedure in a psql of its own.
+# Run a procedure in a psql of its own, as a role.
 my (%h, %out, %err);
 
 sub start_session
 {
-	my ($name, $sql) = @_;
+	my ($name, $role, $sql) = @_;
 	$out{$name} = '';
 	$err{$name} = '';
 	$h{$name} = IPC::Run::start(
 		[
 			$psql, '-XAtq', '-v', 'ON_ERROR_STOP=1',
-			'-d', "$connstr application_name=sg_$name",
+			'-d', "$connstr user=$role application_name=sg_$name",
 			'-c', $sql
 		],
 		'<', '/dev/null',
@@ -209,14 +249,15 @@ sub generation
 		q{SELECT generation FROM estream.groups WHERE "group" = 'sg'});
 }
 
-# Run SQL expected to fail; returns its stderr (verbose: with the SQLSTATE).
+# Run SQL expected to fail as a member; returns its stderr (verbose: with
+# the SQLSTATE).
 sub psql_error
 {
 	my ($sql) = @_;
 	my ($ret, $stdout, $stderr) = $node->psql(
 		'postgres', $sql,
 		on_error_stop => 1,
-		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+		extra_params => [ '-U', 'sm_member', '-v', 'VERBOSITY=verbose' ]);
 	return $stderr;
 }
 
@@ -238,8 +279,8 @@ SELECT locktype, relation::regclass, page, tuple, transactionid, pid, mode, gran
 # Three members join and get two partitions each, round-robin in member id
 # order.
 #
-start_session('producer', 'CALL producer()');
-start_session($_, "CALL member_loop('$_')") for qw(m1 m2 m3);
+start_session('producer', 'sm_producer', 'CALL producer()');
+start_session($_, 'sm_member', "CALL member_loop('$_')") for qw(m1 m2 m3);
 
 ok( $node->poll_query_until(
 		'postgres', q{
@@ -381,12 +422,12 @@ like(
 # gets its partitions back; leaving gives them away again.
 #
 my $gen = generation();
-is( $node->safe_psql('postgres',
+is( as_role('sm_member',
 		q{SELECT * FROM estream.join_group('sg', '{sm}', 'm3', 60000)}),
 	'm3|' . ($gen + 1),
 	'm3 joined again in a new generation');
 is(assignment(), '0:m1,1:m2,2:m3,3:m1,4:m2,5:m3', 'm3 got partitions 2 and 5 back');
-$node->safe_psql('postgres', q{SELECT estream.leave_group('sg', 'm3')});
+as_role('sm_member', q{SELECT estream.leave_group('sg', 'm3')});
 is(assignment(), '0:m1,1:m2,2:m1,3:m2,4:m1,5:m2',
 	'leave_group gave m3\'s partitions to m1 and m2 at once');
 is(generation(), $gen + 2, 'leave_group started a new generation');

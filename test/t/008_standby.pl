@@ -33,6 +33,13 @@
 #   from its positions; group g resumes from its committed offsets and,
 #   together with what it consumed before, gets every committed record
 #   exactly once.
+#
+# Application roles, granted with estream.grant_acl() on the primary (and
+# replicated): producers run as sb_producer (write on t and oo), readers on
+# the standby as sb_reader (read on t and oo), group g's and go's consumer
+# as sb_group (read on t, oo and groups g and go), the session that lives
+# across the promotion as sb_app (read and write on oo), with privileges on
+# the test's tables; the checks run as the superuser.
 
 use strict;
 use warnings;
@@ -156,7 +163,30 @@ BEGIN
 	RAISE NOTICE 'rounds %', rounds;
 END
 \$\$;
+
+-- the application's roles
+CREATE ROLE sb_producer LOGIN;
+SELECT estream.grant_acl('sb_producer', 'write', 'topic', topic) FROM unnest('{t,oo}'::text[]) topic;
+GRANT USAGE ON SEQUENCE id_seq TO sb_producer;
+GRANT INSERT ON committed_ids TO sb_producer;
+CREATE ROLE sb_reader LOGIN;
+SELECT estream.grant_acl('sb_reader', 'read', 'topic', topic) FROM unnest('{t,oo}'::text[]) topic;
+GRANT SELECT ON load_done TO sb_reader;
+CREATE ROLE sb_group LOGIN;
+SELECT estream.grant_acl('sb_group', 'read', 'topic', topic) FROM unnest('{t,oo}'::text[]) topic;
+SELECT estream.grant_acl('sb_group', 'read', 'group', g) FROM unnest('{g,go}'::text[]) g;
+GRANT INSERT ON g_seen TO sb_group;
+GRANT SELECT ON load_done TO sb_group;
+CREATE ROLE sb_app LOGIN;
+SELECT estream.grant_acl('sb_app', 'read,write', 'topic', 'oo');
 });
+
+# SQL run by the application on a node, as one of its roles.
+sub as_role
+{
+	my ($node, $role, $sql) = @_;
+	return $node->safe_psql('postgres', $sql, extra_params => [ '-U', $role ]);
+}
 
 # Workers' counters of a node.
 sub worker_runs
@@ -191,12 +221,12 @@ SELECT string_agg(format('%s:%s:%s:%s', partition, log_start_offset, stable_offs
 FROM estream.watermarks('$topic')});
 }
 
-# offset:value of a fetch on a node
+# offset:value of a fetch on a node, by a reader
 sub fetch_values
 {
 	my ($node, $topic, $partition, $from) = @_;
-	return $node->safe_psql(
-		'postgres', qq{
+	return as_role(
+		$node, 'sb_reader', qq{
 SELECT string_agg(format('%s:%s', "offset", value->>'v'), ',' ORDER BY "offset")
 FROM estream.fetch('$topic', $partition, $from)});
 }
@@ -260,18 +290,39 @@ is( $standby->safe_psql('postgres',
 	'launcher:stopped',
 	'no estream worker runs on the standby');
 
+# The application's roles are ordinary roles, on both nodes: not
+# superusers, and refused (42501) when they write a topic's log directly.
+my $segment = $primary->safe_psql('postgres',
+	"SELECT format('estream.log_%s_%s', topic_id, current_segment) FROM estream.topic WHERE name = 't'"
+);
+for my $role (qw(sb_producer sb_reader sb_group sb_app))
+{
+	for my $node ($primary, $standby)
+	{
+		is(as_role($node, $role, q{SELECT current_user, current_setting('is_superuser')}),
+			"$role|off", "$role is not a superuser on the " . $node->name);
+	}
+	my ($ret, $stdout, $stderr) = $primary->psql(
+		'postgres',
+		"INSERT INTO $segment VALUES (0, 0, 9223372036854775807, now(), NULL, '{}', NULL, NULL)",
+		extra_params => [ '-U', $role, '-v', 'VERBOSITY=sqlstate' ]);
+	like($stderr, qr/ERROR:  42501/,
+		"$role cannot write the log of topic t directly (42501)");
+}
+
 #
 # 1. A record committed behind an open transaction is not read on the
 # standby until that transaction ends.
 #
-$primary->safe_psql('postgres',
+as_role($primary, 'sb_producer',
 	q{SELECT estream.produce_batch('oo', ARRAY['{"v": "a0"}', '{"v": "a1"}']::jsonb[])});
-my $open = $primary->background_psql('postgres');
+my $open =
+  $primary->background_psql('postgres', extra_params => [ '-U', 'sb_producer' ]);
 $open->query_safe('BEGIN');
 is( $open->query_safe(q{SELECT "offset" FROM estream.produce('oo', '{"v": "late"}')}),
 	'2', 'the open transaction got offset 2');
 my $ts_early = $primary->safe_psql('postgres', 'SELECT clock_timestamp()');
-is( $primary->safe_psql('postgres',
+is( as_role($primary, 'sb_producer',
 		q{SELECT "offset" FROM estream.produce('oo', '{"v": "early"}')}),
 	'3',
 	'the record committed behind it got offset 3');
@@ -286,14 +337,14 @@ is(fetch_values($standby, 'oo', 0, 0), '0:a0,1:a1',
 	'a fetch on the standby stops below the open transaction');
 is(fetch_values($standby, 'oo', 0, 2), '',
 	'a fetch on the standby from the stable offset returns nothing');
-is( $standby->safe_psql('postgres',
+is( as_role($standby, 'sb_reader',
 		"SELECT coalesce(\"offset\"::text, 'none') FROM estream.offsets_for_times('oo', '$ts_early')"),
 	'none',
 	'offsets_for_times on the standby does not find the record above the stable offset');
 my ($ret, $stdout, $stderr) = $standby->psql(
 	'postgres',
 	q{SELECT * FROM estream.fetch('oo', 0, 3)},
-	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	extra_params => [ '-U', 'sb_reader', '-v', 'VERBOSITY=verbose' ]);
 like(
 	$stderr,
 	qr/ERROR:  22023: offset 3 is out of range for partition 0 of topic "oo"\nDETAIL:  The partition's log start offset is 0 and its stable offset is 2\./,
@@ -308,7 +359,7 @@ ok( $standby->poll_query_until(
 	'the standby reaches stable offset 4 once offset 2 committed');
 is(fetch_values($standby, 'oo', 0, 2), '2:late,3:early',
 	'the standby returns offsets 2 and 3 in order');
-is( $standby->safe_psql('postgres',
+is( as_role($standby, 'sb_reader',
 		"SELECT \"offset\" FROM estream.offsets_for_times('oo', '$ts_early')"),
 	'3',
 	'offsets_for_times on the standby finds it now');
@@ -321,7 +372,7 @@ is(fetch_values($standby, 'oo', 0, 0), '0:a0,1:a1,2:late,3:early',
 ($ret, $stdout, $stderr) = $standby->psql(
 	'postgres',
 	q{SELECT estream.produce('oo', '{"v": "standby"}')},
-	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	extra_params => [ '-U', 'sb_producer', '-v', 'VERBOSITY=verbose' ]);
 like(
 	$stderr,
 	qr/ERROR:  25006: cannot execute estream.produce\(\) in a read-only transaction/,
@@ -329,8 +380,8 @@ like(
 
 # Group g has no committed offsets for topic oo yet: poll() would create
 # them.  Group go has, and has records to read: poll() would claim them.
-is( $primary->safe_psql(
-		'postgres',
+is( as_role(
+		$primary, 'sb_group',
 		q{SELECT "offset" FROM estream.poll('go', 'oo', 1, auto_offset_reset => 'earliest')}),
 	'0',
 	'group go polled offset 0 on the primary');
@@ -338,7 +389,7 @@ $primary->wait_for_catchup($standby);
 ($ret, $stdout, $stderr) = $standby->psql(
 	'postgres',
 	q{SELECT * FROM estream.poll('g', 'oo')},
-	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	extra_params => [ '-U', 'sb_group', '-v', 'VERBOSITY=verbose' ]);
 like(
 	$stderr,
 	qr/ERROR:  25006: cannot execute INSERT in a read-only transaction/,
@@ -346,7 +397,7 @@ like(
 ($ret, $stdout, $stderr) = $standby->psql(
 	'postgres',
 	q{SELECT * FROM estream.poll('go', 'oo')},
-	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	extra_params => [ '-U', 'sb_group', '-v', 'VERBOSITY=verbose' ]);
 like(
 	$stderr,
 	qr/ERROR:  25006: cannot execute SELECT FOR UPDATE in a read-only transaction/,
@@ -367,7 +418,7 @@ my ($lp_out, $lp_err) = ('', '');
 my $long_poll = IPC::Run::start(
 	[
 		$standby->installed_command('psql'), '-XAtq',
-		'-d', $standby->connstr('postgres') . ' application_name=long_poll',
+		'-d', $standby->connstr('postgres') . ' user=sb_reader application_name=long_poll',
 		'-c',
 		qq{SELECT format('%s:%s', "offset", value->>'v') FROM estream.fetch('oo', 0, 4, 10, $PostgreSQL::Test::Utils::timeout_default * 1000)}
 	],
@@ -378,7 +429,7 @@ ok( $standby->poll_query_until(
 		"SELECT wait_event_type = 'Extension' FROM pg_stat_activity WHERE application_name = 'long_poll'"
 	),
 	'the fetch on the standby waits');
-$primary->safe_psql('postgres',
+as_role($primary, 'sb_producer',
 	q{SELECT estream.produce('oo', '{"v": "during the wait"}')});
 $long_poll->finish;
 is($lp_out, "4:during the wait\n",
@@ -456,7 +507,7 @@ my $standby_consumer = IPC::Run::start(
 	[
 		$standby->installed_command('psql'), '-XAtq',
 		'-v', 'ON_ERROR_STOP=1',
-		'-d', $standby->connstr('postgres'),
+		'-d', $standby->connstr('postgres') . ' user=sb_reader',
 		'-c', "CALL standby_consume($n_partitions)"
 	],
 	'<', '/dev/null', '>', \$sc_out, '2>', \$sc_err,
@@ -465,7 +516,7 @@ my $group_consumer = IPC::Run::start(
 	[
 		$primary->installed_command('psql'), '-XAtq',
 		'-v', 'ON_ERROR_STOP=1',
-		'-d', $primary->connstr('postgres'),
+		'-d', $primary->connstr('postgres') . ' user=sb_group',
 		'-c', 'CALL group_consume()'
 	],
 	'<', '/dev/null', '>', \$gc_out, '2>', \$gc_err,
@@ -475,7 +526,7 @@ my $pgbench = IPC::Run::start(
 		$primary->installed_command('pgbench'), '-n',
 		'-c', '3', '-T', $load_seconds,
 		@pgbench_files, '-h', $primary->host,
-		'-p', $primary->port, 'postgres'
+		'-p', $primary->port, '-U', 'sb_producer', 'postgres'
 	],
 	'<', '/dev/null', '>', \$pb_out, '2>', \$pb_err,
 	IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
@@ -550,16 +601,16 @@ same_records($read_on_standby, $committed,
 # 5. More records, and rolled-back ones at the end of every partition; then
 # group g consumes a few of them and leaves the rest.
 #
-$primary->safe_psql('postgres',
+as_role($primary, 'sb_producer',
 	"SELECT p(part) FROM generate_series(0, $n_partitions - 1) part, generate_series(1, 4)"
 );
-$primary->safe_psql(
-	'postgres', qq{
+as_role(
+	$primary, 'sb_producer', qq{
 BEGIN;
 SELECT p(part) FROM generate_series(0, $n_partitions - 1) part, generate_series(1, 2);
 ROLLBACK;});
-is( $primary->safe_psql(
-		'postgres', q{
+is( as_role(
+		$primary, 'sb_group', q{
 WITH r AS (
 	INSERT INTO g_seen
 	SELECT r.partition, r."offset", (r.value->>'id')::bigint, 'before promotion'
@@ -592,7 +643,8 @@ ok( $standby->poll_query_until(
 $primary->wait_for_catchup($standby);
 
 # A session of the standby that stays connected across the promotion.
-my $session = $standby->background_psql('postgres');
+my $session =
+  $standby->background_psql('postgres', extra_params => [ '-U', 'sb_app' ]);
 is( $session->query_safe(
 		q{SELECT count(*) FROM estream.fetch('oo', 0, 0) WHERE value->>'v' <> ''}),
 	'5',
@@ -621,14 +673,14 @@ is( $standby->safe_psql('postgres',
 is( watermarks($standby, 't'),
 	join(',', map { "$_:0:$old_stable[$_]:$old_stable[$_]" } 0 .. $n_partitions - 1),
 	'the new primary continues from the stable offsets of the old one');
-is( $standby->safe_psql(
-		'postgres', qq{
+is( as_role(
+		$standby, 'sb_producer', qq{
 SELECT string_agg(format('%s:%s', r.partition, r."offset"), ',' ORDER BY r.partition)
 FROM generate_series(0, $n_partitions - 1) part,
 	 estream.produce('t', '{"after": true}', partition => part) r}),
 	join(',', map { "$_:$old_stable[$_]" } 0 .. $n_partitions - 1),
 	'new records get offsets from the old stable offsets on');
-$standby->safe_psql('postgres',
+as_role($standby, 'sb_producer',
 	"SELECT p(part) FROM generate_series(0, $n_partitions - 1) part, generate_series(1, 3)"
 );
 
@@ -646,8 +698,8 @@ $session->quit;
 
 # The standby consumer resumes from its positions on the new primary: it
 # gets the 4 records committed after it stopped, the new one and 3 more.
-is( $standby->safe_psql(
-		'postgres',
+is( as_role(
+		$standby, 'sb_reader',
 		join(
 			"\nUNION ALL\n",
 			map {
@@ -685,8 +737,8 @@ SELECT string_agg(format('%s:%s', o.partition,
 FROM estream.committed('g', 't') o});
 my $polls = 0;
 while (
-	$standby->safe_psql(
-		'postgres', q{
+	as_role(
+		$standby, 'sb_group', q{
 WITH r AS (
 	INSERT INTO g_seen
 	SELECT r.partition, r."offset", (r.value->>'id')::bigint, 'after promotion'

@@ -39,6 +39,10 @@
 # 10. A copy waiting for a transaction open longer than the worker's
 #    lock_timeout, with a column type change meanwhile: no failed step;
 #    copy, stream and another capture exact afterwards.
+# 11. Batches stay below estream.max_batch_bytes: with the setting at 1 MB,
+#    the copy of 300 rows of 20 kB (6 MB) and one transaction that inserts
+#    as much again are written in several produce_batch() calls; every row
+#    is there once, and no step fails.
 
 use strict;
 use warnings;
@@ -758,6 +762,38 @@ SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'estream_$oi
 is( $node2->safe_psql('postgres', 'SELECT slot_name FROM pg_replication_slots'),
 	'other_1', 'the other slot stays');
 unlike(log_since($node2, 0), qr/terminated by signal/, 'no process terminated by a signal');
+
+#
+# 11. Batches below estream.max_batch_bytes, in the copy and in the stream
+#
+$node->safe_psql('postgres',
+	"ALTER SYSTEM SET estream.max_batch_bytes = '1MB'; SELECT pg_reload_conf()");
+my $errors11 = $node->safe_psql('postgres',
+	"SELECT errors FROM estream.workers WHERE database = 'postgres'");
+$node->safe_psql(
+	'postgres', q{
+CREATE TABLE big11 (id integer PRIMARY KEY, pad text);
+INSERT INTO big11 SELECT g, repeat(md5(g::text), 640) FROM generate_series(1, 300) g;
+SELECT estream.capture('big11', 'big11');
+});
+ok( $node->poll_query_until(
+		'postgres', "SELECT count(*) = 300 FROM estream.fetch('big11', 0, 0, max_records => 1000)"),
+	'a 6 MB copy is written under a 1 MB batch limit');
+$node->safe_psql('postgres',
+	"INSERT INTO big11 SELECT g, repeat(md5(g::text), 640) FROM generate_series(301, 600) g");
+ok( $node->poll_query_until(
+		'postgres', "SELECT count(*) = 600 FROM estream.fetch('big11', 0, 0, max_records => 1000)"),
+	'and a 6 MB source transaction too');
+is( $node->safe_psql(
+		'postgres', q{
+SELECT count(DISTINCT value->'after'->>'id') || ':' || count(*) || ':' || min(length(value->'after'->>'pad'))
+FROM estream.fetch('big11', 0, 0, max_records => 1000)}),
+	'600:600:20480', 'every row once, whole');
+is( $node->safe_psql('postgres',
+		"SELECT errors FROM estream.workers WHERE database = 'postgres'"),
+	$errors11, 'no step failed');
+$node->safe_psql('postgres',
+	"ALTER SYSTEM RESET estream.max_batch_bytes; SELECT pg_reload_conf()");
 
 $node2->stop;
 $node->stop;
