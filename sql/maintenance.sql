@@ -446,3 +446,33 @@ RESET ROLE;
 REVOKE USAGE ON SCHEMA estream FROM regress_estream_user;
 DROP ROLE regress_estream_user;
 SELECT estream.drop_topic('m_rw');
+
+-- One topic never stops maintenance of the others (1.4).  Kafka's largest
+-- values are accepted and mean "never"; a topic whose step fails (its
+-- configuration row damaged behind estream's back, here) is recorded in
+-- estream.maintenance_errors and the step goes on with the other topics.
+SELECT estream.create_topic('m_never', 1, '{"segment.ms": 9223372036854775807,
+    "retention.ms": 9223372036854775807, "segment.bytes": 9223372036854775807,
+    "retention.bytes": 9223372036854775807}');
+SELECT estream.create_topic('m_never_c', 1, '{"cleanup.policy": "compact",
+    "delete.retention.ms": 9223372036854775807, "min.compaction.lag.ms": 9223372036854775807,
+    "segment.ms": 1}');
+SELECT estream.create_topic('m_broken', 1, '{"segment.ms": 1, "retention.ms": 0}');
+SELECT estream.create_topic('m_fine', 1, '{"segment.ms": 1, "retention.ms": 0}');
+SELECT count(*) FROM unnest(ARRAY['m_never', 'm_never_c', 'm_broken', 'm_fine']) t,
+    LATERAL estream.produce_batch(t, ARRAY['{}', '{}']::jsonb[], ARRAY['k', 'k']) p;
+UPDATE estream.topic SET config = '{"segment.ms": "soon", "retention.ms": "0"}' WHERE name = 'm_broken';
+SELECT pg_sleep(0.01);
+SELECT step, done FROM estream.run_maintenance() WHERE step IN ('roll segments', 'compact');
+SELECT pg_sleep(0.01);
+SELECT step, done FROM estream.run_maintenance() WHERE step IN ('seal segments', 'apply retention');
+SELECT topic, step, sqlstate, message, occurrences FROM estream.maintenance_errors
+WHERE topic LIKE 'm\_%' ORDER BY topic, step;
+-- the other topics were rolled and emptied; the "never" topics kept theirs
+SELECT topic, segment, state FROM estream.segments
+WHERE topic IN ('m_never', 'm_never_c', 'm_broken', 'm_fine') ORDER BY topic, segment;
+-- the error goes when the step succeeds again on the topic
+UPDATE estream.topic SET config = '{"segment.ms": "1", "retention.ms": "0"}' WHERE name = 'm_broken';
+SELECT count(*) > 0 AS rolled FROM estream.run_maintenance('m_broken') WHERE step = 'roll segments' AND done > 0;
+SELECT count(*) AS errors_left FROM estream.maintenance_errors WHERE topic LIKE 'm\_%';
+SELECT estream.drop_topic(t) FROM unnest(ARRAY['m_never', 'm_never_c', 'm_broken', 'm_fine']) t;

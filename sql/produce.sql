@@ -66,10 +66,19 @@ SELECT partition, "offset", key, value FROM estream.fetch_binary('bin', 1, 0);
 -- a binary key equal to UTF-8 text maps like the text key
 SELECT (estream.produce_binary('bin', '\x00', convert_to('a', 'UTF8'))).partition
      = estream.partition_for('a', 2) AS same_partition;
--- fetch() refuses binary keys that are not UTF-8, and binary values
-SELECT * FROM estream.fetch('bin', 1, 0);
+-- fetch() reads every record: a key that is not UTF-8 comes as its base64,
+-- a binary value as a JSON string of its base64, each with a header that
+-- says so (1.4; before, the whole call failed)
+SELECT "offset", key, value, headers FROM estream.fetch('bin', 1, 0);
 SELECT * FROM estream.produce_binary('bin', '\x01', convert_to('k', 'UTF8'), partition => 0);
-SELECT * FROM estream.fetch('bin', 0, 0);
+SELECT "offset", key, value, headers FROM estream.fetch('bin', 0, 0);
+-- decoded, they are the bytes fetch_binary() returns
+SELECT "offset", decode(value #>> '{}', 'base64') AS bytes FROM estream.fetch('bin', 0, 0);
+-- a consumer group gets past them too, committing as it goes
+SELECT partition, "offset", key, value, headers
+FROM estream.poll('bin-readers', 'bin', auto_offset_reset => 'earliest') ORDER BY 1, 2;
+SELECT partition, committed_offset FROM estream.committed('bin-readers', 'bin') ORDER BY 1;
+SELECT estream.delete_group('bin-readers');
 SELECT "offset", convert_from(key, 'UTF8') AS key, value FROM estream.fetch_binary('bin', 0, 0);
 -- fetch_binary() renders JSON values as their text
 SELECT "offset", convert_from(value, 'UTF8') FROM estream.fetch_binary('p', 7, 0);

@@ -30,6 +30,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/base64.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
@@ -182,8 +183,56 @@ require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
 }
 
 /*
- * Emit one fetched row into the result set.  In text mode the key must be
- * valid UTF-8 and the value JSON; binary mode returns the bytes.
+ * base64 of some bytes, as text (standard alphabet, no line breaks)
+ */
+static char *
+to_base64(const char *data, int len)
+{
+	int			enclen = pg_b64_enc_len(len);
+	char	   *out = palloc(enclen + 1);
+	int			n = pg_b64_encode(data, len, out, enclen);
+
+	if (n < 0)
+		elog(ERROR, "could not encode %d bytes as base64", len);
+	out[n] = '\0';
+	return out;
+}
+
+/*
+ * Add a string header to a record's headers (null: none yet).
+ */
+static Datum
+add_header(Datum headers, bool headers_null, const char *name, const char *value)
+{
+	JsonbParseState *ps = NULL;
+	JsonbValue	v;
+	JsonbValue *res;
+	Jsonb	   *extra;
+
+	(void) pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	v.type = jbvString;
+	v.val.string.val = (char *) name;
+	v.val.string.len = strlen(name);
+	(void) pushJsonbValue(&ps, WJB_KEY, &v);
+	v.val.string.val = (char *) value;
+	v.val.string.len = strlen(value);
+	(void) pushJsonbValue(&ps, WJB_VALUE, &v);
+	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	extra = JsonbValueToJsonb(res);
+	if (headers_null)
+		return JsonbPGetDatum(extra);
+	return DirectFunctionCall2(jsonb_concat, headers, JsonbPGetDatum(extra));
+}
+
+/*
+ * Emit one fetched row into the result set.  Binary mode returns the bytes.
+ * Text mode returns a text key and a JSON value; a record that has none
+ * (it was produced with produce_binary()) comes back all the same, never
+ * failing the call: a key that is not valid UTF-8 as its base64 text, with
+ * the header "estream.key.encoding": "base64"; a binary value as a JSON
+ * string of its base64, with the header "estream.value.encoding":
+ * "base64".  So a JSON reader (fetch, poll, consume) gets every record, in
+ * order, and can tell which ones to decode.
  */
 static Size
 emit_row(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
@@ -241,26 +290,38 @@ emit_row(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
 			int			len = VARSIZE_ANY_EXHDR(kb);
 
 			if (!pg_verify_mbstr(PG_UTF8, data, len, true))
-				ereport(ERROR,
-						(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
-						 errmsg("key of the record at offset %lld of partition %d of topic \"%s\" is not valid UTF-8",
-								(long long) offset, partition, topic->name),
-						 errhint("Use estream.fetch_binary() to read binary keys and values.")));
-			data = pg_any_to_server(data, len, PG_UTF8);
-			if (data == VARDATA_ANY(kb))
-				row[3] = PointerGetDatum(cstring_to_text_with_len(data, len));
+			{
+				row[3] = PointerGetDatum(cstring_to_text(to_base64(data, len)));
+				row[5] = add_header(row[5], nulls[5], "estream.key.encoding", "base64");
+				nulls[5] = false;
+			}
 			else
-				row[3] = PointerGetDatum(cstring_to_text(data));
+			{
+				data = pg_any_to_server(data, len, PG_UTF8);
+				if (data == VARDATA_ANY(kb))
+					row[3] = PointerGetDatum(cstring_to_text_with_len(data, len));
+				else
+					row[3] = PointerGetDatum(cstring_to_text(data));
+			}
 		}
 		if (!value_bin_null)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATATYPE_MISMATCH),
-					 errmsg("record at offset %lld of partition %d of topic \"%s\" has a binary value",
-							(long long) offset, partition, topic->name),
-					 errdetail("It was produced with estream.produce_binary() or estream.produce_batch_binary()."),
-					 errhint("Use estream.fetch_binary() to read binary keys and values.")));
-		row[4] = value;
-		nulls[4] = value_null;
+		{
+			bytea	   *vb = DatumGetByteaPP(value_bin);
+			JsonbValue	jv;
+
+			jv.type = jbvString;
+			jv.val.string.val = to_base64(VARDATA_ANY(vb), VARSIZE_ANY_EXHDR(vb));
+			jv.val.string.len = strlen(jv.val.string.val);
+			row[4] = JsonbPGetDatum(JsonbValueToJsonb(&jv));
+			nulls[4] = false;
+			row[5] = add_header(row[5], nulls[5], "estream.value.encoding", "base64");
+			nulls[5] = false;
+		}
+		else
+		{
+			row[4] = value;
+			nulls[4] = value_null;
+		}
 	}
 
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, nulls);
