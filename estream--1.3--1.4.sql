@@ -727,9 +727,28 @@ BEGIN
 		RAISE EXCEPTION 'wait_ms must not be negative' USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	PERFORM estream._check_reset(_poll_impl.auto_offset_reset);
-	g := estream._authorize_group(_poll_impl."group", 'read', _poll_impl.auto_offset_reset, true);
+	IF _poll_impl."group" IS NULL THEN
+		RAISE EXCEPTION 'group must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	PERFORM estream._require('read', 'group', _poll_impl."group", NULL);
 	t := estream._authorize_topic(_poll_impl.topic, 'read');
-	PERFORM estream._ensure_offsets(g, t, _poll_impl.auto_offset_reset);
+	-- A new group, or new offset rows (a new topic or partitions), are
+	-- made by one poller at a time: the others of the group do not queue
+	-- behind its transaction, they poll what exists (nothing yet for a new
+	-- group) and come back.
+	SELECT * INTO g FROM estream."group" x WHERE x.name = _poll_impl."group";
+	IF NOT FOUND THEN
+		IF NOT pg_try_advisory_xact_lock(hashtext('estream.group'), hashtext(_poll_impl."group")) THEN
+			RETURN;
+		END IF;
+		g := estream._group(_poll_impl."group", _poll_impl.auto_offset_reset, true);
+	END IF;
+	IF (SELECT count(*) FROM estream.group_offset o
+		WHERE o.group_id = g.group_id AND o.topic_id = t.topic_id) < t.partitions
+	   AND pg_try_advisory_xact_lock(hashtext('estream.group_offset'),
+									 hashtext(g.group_id::text || '.' || t.topic_id::text)) THEN
+		PERFORM estream._ensure_offsets(g, t, _poll_impl.auto_offset_reset);
+	END IF;
 	deadline := clock_timestamp() + wait_ms * interval '1 millisecond';
 
 	LOOP
@@ -2329,6 +2348,70 @@ FROM estream.maintenance_error e
 WHERE estream._allowed('describe', 'topic', t.name, t.owner);
 COMMENT ON VIEW estream.maintenance_errors IS
 	'Topics the caller may describe on which a maintenance step (roll, seal, retention, compaction, drop) fails: the step, the error, since when and how many runs in a row; the other topics are maintained meanwhile.';
+
+-- Making a group, or a group's offset rows for a topic, takes an advisory
+-- lock first: poll() tries it and, when another transaction is making
+-- them, polls what exists instead of queueing behind that transaction.
+CREATE OR REPLACE FUNCTION estream._group(p_group text, p_reset text, p_create boolean)
+RETURNS estream."group"
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict error
+DECLARE
+	g estream."group";
+BEGIN
+	IF p_group IS NULL THEN
+		RAISE EXCEPTION 'group must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF p_group = '' OR length(p_group) > 249 OR p_group ~ '[[:cntrl:]]' THEN
+		RAISE EXCEPTION 'invalid group name "%"', p_group
+			USING ERRCODE = 'invalid_name',
+				  DETAIL = 'Group names have 1 to 249 characters and no control characters.';
+	END IF;
+	PERFORM estream._check_reset(p_reset);
+	SELECT * INTO g FROM estream."group" x WHERE x.name = p_group;
+	IF NOT FOUND THEN
+		IF NOT p_create THEN
+			RAISE EXCEPTION 'consumer group "%" does not exist', p_group
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'Groups are created by estream.create_group(), poll() or join_group().';
+		END IF;
+		PERFORM pg_advisory_xact_lock(hashtext('estream.group'), hashtext(p_group));
+		INSERT INTO estream."group" (name, auto_offset_reset)
+			VALUES (p_group, coalesce(p_reset, 'latest'))
+			ON CONFLICT (name) DO NOTHING;
+		SELECT * INTO g FROM estream."group" x WHERE x.name = p_group;
+	END IF;
+	RETURN g;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION estream._ensure_offsets(g estream."group", t estream.topic, p_reset text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict error
+BEGIN
+	IF (SELECT count(*) FROM estream.group_offset o
+		WHERE o.group_id = g.group_id AND o.topic_id = t.topic_id) < t.partitions THEN
+		PERFORM pg_advisory_xact_lock(hashtext('estream.group_offset'),
+									  hashtext(g.group_id::text || '.' || t.topic_id::text));
+		INSERT INTO estream.group_offset (group_id, topic_id, partition, committed_offset)
+		SELECT g.group_id, t.topic_id, w.partition,
+			   CASE coalesce(p_reset, g.auto_offset_reset)
+				   WHEN 'earliest' THEN w.log_start_offset ELSE w.stable_offset END
+		FROM estream.watermarks(t.name) w
+		ON CONFLICT DO NOTHING;
+	END IF;
+END
+$$;
+
+-- Session members are not dumped: a restored member would count as live
+-- until its session timeout, although nobody heartbeats for it (its
+-- partitions' offsets are dumped with the group; members join again).
+SELECT pg_catalog.pg_extension_config_dump('estream.group_member', 'WHERE false');
 
 --
 -- From table privileges to rights.  Before 1.4 a role produced with INSERT

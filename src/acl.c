@@ -92,7 +92,7 @@ typedef struct AclEntry
 /* a literal resource name and the operations granted on it */
 typedef struct LiteralRight
 {
-	char		name[256];		/* hash key */
+	char		name[1024];		/* hash key: 249 characters of up to 4 bytes */
 	uint32		ops;
 } LiteralRight;
 

@@ -1,0 +1,94 @@
+
+# Copyright (c) 2026, estream developers
+
+# pg_dump and pg_restore of a database with estream (docs/operations.md,
+# "Backup and restore"): topics, records, committed offsets, rights and
+# topic owners come back; session members do not (a restored member would
+# count as live until its session timed out, blocking seeks with 55006 and
+# keeping its partitions from poll()); offsets continue after the highest
+# restored one.
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('restore');
+$node->init;
+$node->append_conf('postgresql.conf',
+	"shared_preload_libraries = 'estream'\nestream.worker_naptime = 100ms\n");
+$node->start;
+
+$node->safe_psql(
+	'postgres', q{
+CREATE ROLE app LOGIN;
+CREATE DATABASE src;
+});
+$node->safe_psql(
+	'src', q{
+CREATE EXTENSION estream;
+SELECT estream.grant_acl('app', 'create', 'topic', 'app.', pattern_type => 'prefixed');
+SELECT estream.grant_acl('app', 'read', 'group', '*');
+});
+$node->safe_psql(
+	'src', q{
+SELECT estream.create_topic('app.orders', 2);
+SELECT count(*) FROM estream.produce_batch('app.orders',
+	ARRAY(SELECT jsonb_build_object('n', g) FROM generate_series(1, 10) g), partition => 0);
+SELECT count(*) FROM estream.produce_batch('app.orders',
+	ARRAY(SELECT jsonb_build_object('n', g) FROM generate_series(1, 4) g), partition => 1);
+SELECT count(*) FROM estream.poll('billing', 'app.orders', max_records => 7,
+	auto_offset_reset => 'earliest');
+SELECT * FROM estream.join_group('mailer', ARRAY['app.orders'], member_id => 'm1',
+	session_timeout_ms => 3600000, auto_offset_reset => 'earliest');
+}, extra_params => [ '-U', 'app' ]);
+
+my $dump = PostgreSQL::Test::Utils::tempdir . '/src.dump';
+command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $node->connstr('src') ], 'pg_dump');
+$node->safe_psql('postgres', 'CREATE DATABASE dst');
+command_ok([ 'pg_restore', '-d', $node->connstr('dst'), $dump ], 'pg_restore');
+
+is( $node->safe_psql(
+		'dst',
+		"SELECT topic || ':' || owner FROM estream.topics"),
+	'app.orders:app', 'the topic and its owner are back');
+is( $node->safe_psql(
+		'dst',
+		"SELECT string_agg(partition || ':' || stable_offset, ',' ORDER BY partition) FROM estream.watermarks('app.orders')"),
+	'0:10,1:4', 'every record is back');
+is( $node->safe_psql(
+		'dst',
+		"SELECT string_agg(role || ' ' || operation || ' ' || resource_type || ' ' || resource_name, ', ' ORDER BY role, resource_type)"
+		  . " FROM estream.acls WHERE NOT predefined"),
+	'app read group *, app create topic app.',
+	'the rights are back');
+is( $node->safe_psql(
+		'dst',
+		"SELECT string_agg(partition || ':' || committed_offset, ',' ORDER BY partition) FROM estream.committed('billing', 'app.orders')"
+	),
+	'0:7,1:0', 'the committed offsets are back');
+is($node->safe_psql('dst', 'SELECT count(*) FROM estream.group_members'),
+	'0', 'no session member was restored');
+
+# as the application: the group goes on where it was, the member's
+# partitions are free, a seek works, and new records get the next offsets
+is( $node->safe_psql(
+		'dst',
+		"SELECT count(*) FROM estream.poll('mailer', 'app.orders')",
+		extra_params => [ '-U', 'app' ]),
+	'14', 'the former member\'s group polls every partition');
+is( $node->safe_psql(
+		'dst',
+		"SELECT count(*) FROM estream.seek_to_beginning('mailer', 'app.orders')",
+		extra_params => [ '-U', 'app' ]),
+	'2', 'and seeks');
+is( $node->safe_psql(
+		'dst',
+		"SELECT \"offset\" FROM estream.produce('app.orders', '{}', partition => 0)",
+		extra_params => [ '-U', 'app' ]),
+	'10', 'offsets go on after the restored ones');
+
+$node->stop;
+done_testing();
