@@ -2413,6 +2413,13 @@ $$;
 -- partitions' offsets are dumped with the group; members join again).
 SELECT pg_catalog.pg_extension_config_dump('estream.group_member', 'WHERE false');
 
+CREATE FUNCTION estream._worker_state()
+RETURNS text
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'estream_worker_state';
+COMMENT ON FUNCTION estream._worker_state() IS
+	'The state of this database''s worker (idle, running, disabled, failed, paused, ...; not started when it has none), for the status of what depends on it.';
+
 --
 -- From table privileges to rights.  Before 1.4 a role produced with INSERT
 -- on a topic's segments, read with SELECT on its log, used consumer groups
@@ -2670,7 +2677,7 @@ BEGIN
 	FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
 			  WHERE p.pronamespace = 'estream'::regnamespace AND left(p.proname, 1) = '_'
 				AND p.proname NOT IN ('_allowed', '_timestamp_at', '_partition_stats', '_capture_status',
-									  '_worker_status', '_capture_origin_lsn', '_acls')
+									  '_worker_status', '_capture_origin_lsn', '_acls', '_worker_state')
 	LOOP
 		EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
 	END LOOP;

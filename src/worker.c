@@ -66,6 +66,7 @@
 #include "postmaster/interrupt.h"
 #include "replication/origin.h"
 #include "replication/slot.h"
+#include "replication/logicallauncher.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -545,6 +546,11 @@ estream_launcher_main(Datum main_arg)
 			{
 				s->state = WS_FAILED;
 				s->retry_at = TimestampTzPlusMilliseconds(now, ESTREAM_RESTART_DELAY_MS);
+				s->errors++;
+				s->last_error_at = now;
+				snprintf(s->last_error, sizeof(s->last_error),
+						 "the worker exited unexpectedly (see the server log); it is started again in %d ms",
+						 ESTREAM_RESTART_DELAY_MS);
 				ereport(LOG,
 						(errmsg("estream worker for database %u exited unexpectedly, restarting it in %d ms",
 								s->dbid, ESTREAM_RESTART_DELAY_MS)));
@@ -610,6 +616,11 @@ estream_launcher_main(Datum main_arg)
 					handles[i] = NULL;
 					s->state = WS_FAILED;
 					s->retry_at = TimestampTzPlusMilliseconds(now, ESTREAM_RESTART_DELAY_MS);
+					s->errors++;
+					s->last_error_at = now;
+					snprintf(s->last_error, sizeof(s->last_error),
+							 "could not start the worker: no free background worker slot (max_worker_processes = %d)",
+							 max_worker_processes);
 					ereport(WARNING,
 							(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 							 errmsg("could not start the estream worker for database %u", dbid),
@@ -646,6 +657,18 @@ wake_xact_callback(XactEvent event, void *arg)
 }
 
 /*
+ * Background worker slots that database workers cannot have: estream's
+ * launcher, and the logical replication launcher when there is one.
+ * (Parallel queries and other extensions' workers take slots too, from
+ * time to time.)
+ */
+static int
+reserved_worker_slots(void)
+{
+	return 1 + (max_logical_replication_workers > 0 ? 1 : 0);
+}
+
+/*
  * estream._start_worker() returns void
  *
  * Called by the install script: once the transaction that created (or
@@ -658,6 +681,29 @@ estream_start_worker(PG_FUNCTION_ARGS)
 {
 	if (worker_shared == NULL)
 		PG_RETURN_VOID();
+
+	/* a database that will get no worker: say so now, not never */
+	{
+		bool		own = false;
+		int			free_slots = 0;
+
+		LWLockAcquire(worker_shared->lock, LW_SHARED);
+		for (int i = 0; i < worker_shared->nslots; i++)
+		{
+			if (worker_shared->slots[i].state == WS_FREE)
+				free_slots++;
+			else if (worker_shared->slots[i].dbid == MyDatabaseId)
+				own = true;
+		}
+		LWLockRelease(worker_shared->lock);
+		if (!own && worker_shared->nslots - free_slots + reserved_worker_slots() >= max_worker_processes)
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("estream has no free background worker slot for this database"),
+					 errdetail("Retention, compaction, persisted offsets and captures of this database wait for a worker; the %d slots of max_worker_processes are in use.",
+							   max_worker_processes),
+					 errhint("Raise max_worker_processes (one slot per database with estream, one for the launcher, and those of parallel queries and replication) and restart the server.")));
+	}
 	if (!wake_callback_registered)
 	{
 		RegisterXactCallback(wake_xact_callback, NULL);
@@ -1476,7 +1522,73 @@ estream_worker_status(PG_FUNCTION_ARGS)
 		Assert(c == 19);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+
+	/*
+	 * This database has the extension (the function runs in it) but no
+	 * worker: say so, and why, rather than showing nothing.
+	 */
+	if (see_own || see_all)
+	{
+		bool		own = false;
+		int			free_slots = 0;
+
+		for (int i = 0; i < n; i++)
+		{
+			if (copy[i].state == WS_FREE)
+				free_slots++;
+			else if (copy[i].dbid == MyDatabaseId && copy[i].state != WS_NO_EXTENSION)
+				own = true;
+		}
+		if (!own)
+		{
+			Datum		values[19];
+			bool		nulls[19];
+
+			memset(nulls, true, sizeof(nulls));
+			values[0] = ObjectIdGetDatum(MyDatabaseId);
+			nulls[0] = false;
+			values[1] = CStringGetTextDatum("database");
+			nulls[1] = false;
+			values[3] = CStringGetTextDatum("not started");
+			nulls[3] = false;
+			values[17] = CStringGetTextDatum(n - free_slots + reserved_worker_slots() >= max_worker_processes ?
+											 psprintf("no free background worker slot: the %d of max_worker_processes are all in use (raise it; see docs/operations.md)",
+													  max_worker_processes) :
+											 launcher_pid == 0 ?
+											 "the estream launcher is not running (see the server log)" :
+											 "the launcher starts it within a second");
+			nulls[17] = false;
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+	}
 	return (Datum) 0;
+}
+
+/*
+ * estream._worker_state() returns text
+ *
+ * The state of this database's worker ("idle", "running", "disabled",
+ * "failed", ...), or "not started": for the status of what depends on it
+ * (captures).  Tells only whether maintenance runs.
+ */
+PG_FUNCTION_INFO_V1(estream_worker_state);
+Datum
+estream_worker_state(PG_FUNCTION_ARGS)
+{
+	const char *state = "not started";
+
+	if (worker_shared == NULL)
+		PG_RETURN_TEXT_P(cstring_to_text("not preloaded"));
+	LWLockAcquire(worker_shared->lock, LW_SHARED);
+	for (int i = 0; i < worker_shared->nslots; i++)
+	{
+		EstreamWorkerSlot *s = &worker_shared->slots[i];
+
+		if (s->state != WS_FREE && s->state != WS_NO_EXTENSION && s->dbid == MyDatabaseId)
+			state = state_names[s->state];
+	}
+	LWLockRelease(worker_shared->lock);
+	PG_RETURN_TEXT_P(cstring_to_text(state));
 }
 
 /*
