@@ -50,6 +50,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_extension.h"
@@ -1525,9 +1526,10 @@ estream_worker_status(PG_FUNCTION_ARGS)
 
 	/*
 	 * This database has the extension (the function runs in it) but no
-	 * worker: say so, and why, rather than showing nothing.
+	 * worker: say so, and why, rather than showing nothing.  (On a standby
+	 * no worker runs, by design: the primary's does the work.)
 	 */
-	if (see_own || see_all)
+	if ((see_own || see_all) && !RecoveryInProgress())
 	{
 		bool		own = false;
 		int			free_slots = 0;
