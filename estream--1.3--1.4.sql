@@ -109,6 +109,13 @@ AS 'MODULE_PATHNAME', 'estream_check_operation';
 COMMENT ON FUNCTION estream._check_operation(text, text) IS
 	'The operation''s name in lower case, or an error if it is not an operation on that kind of resource.';
 
+CREATE FUNCTION estream._lock_name(space text, name text, wait boolean)
+RETURNS boolean
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'estream_lock_name';
+COMMENT ON FUNCTION estream._lock_name(text, text, boolean) IS
+	'Locks a name (of a topic or group being created) for the transaction in estream''s own lock space, which no role can take from SQL; false if not granted without waiting.';
+
 CREATE FUNCTION estream.has_right(role regrole, operation text, resource_type text,
 								  resource_name text DEFAULT NULL)
 RETURNS boolean
@@ -201,7 +208,7 @@ BEGIN
 	v_config := estream._merge_config('{}', config);
 
 	-- serialize creators of the same name so that if_not_exists is exact
-	PERFORM pg_advisory_xact_lock(hashtext('estream.topic'), hashtext(topic));
+	PERFORM estream._lock_name('topic', topic, true);
 	IF EXISTS (SELECT 1 FROM estream.topic t WHERE t.name = topic) THEN
 		IF if_not_exists THEN
 			RAISE NOTICE 'topic "%" already exists, skipping', topic;
@@ -738,15 +745,14 @@ BEGIN
 	-- group) and come back.
 	SELECT * INTO g FROM estream."group" x WHERE x.name = _poll_impl."group";
 	IF NOT FOUND THEN
-		IF NOT pg_try_advisory_xact_lock(hashtext('estream.group'), hashtext(_poll_impl."group")) THEN
+		IF NOT estream._lock_name('group', _poll_impl."group", false) THEN
 			RETURN;
 		END IF;
 		g := estream._group(_poll_impl."group", _poll_impl.auto_offset_reset, true);
 	END IF;
 	IF (SELECT count(*) FROM estream.group_offset o
 		WHERE o.group_id = g.group_id AND o.topic_id = t.topic_id) < t.partitions
-	   AND pg_try_advisory_xact_lock(hashtext('estream.group_offset'),
-									 hashtext(g.group_id::text || '.' || t.topic_id::text)) THEN
+	   AND estream._lock_name('group offsets', g.group_id::text || '.' || t.topic_id::text, false) THEN
 		PERFORM estream._ensure_offsets(g, t, _poll_impl.auto_offset_reset);
 	END IF;
 	deadline := clock_timestamp() + wait_ms * interval '1 millisecond';
@@ -2349,9 +2355,10 @@ WHERE estream._allowed('describe', 'topic', t.name, t.owner);
 COMMENT ON VIEW estream.maintenance_errors IS
 	'Topics the caller may describe on which a maintenance step (roll, seal, retention, compaction, drop) fails: the step, the error, since when and how many runs in a row; the other topics are maintained meanwhile.';
 
--- Making a group, or a group's offset rows for a topic, takes an advisory
--- lock first: poll() tries it and, when another transaction is making
--- them, polls what exists instead of queueing behind that transaction.
+-- Making a group, or a group's offset rows for a topic, takes a lock on the
+-- name first (estream._lock_name(): a lock no role can take from SQL):
+-- poll() tries it and, when another transaction is making them, polls what
+-- exists instead of queueing behind that transaction.
 CREATE OR REPLACE FUNCTION estream._group(p_group text, p_reset text, p_create boolean)
 RETURNS estream."group"
 LANGUAGE plpgsql
@@ -2377,7 +2384,7 @@ BEGIN
 				USING ERRCODE = 'undefined_object',
 					  HINT = 'Groups are created by estream.create_group(), poll() or join_group().';
 		END IF;
-		PERFORM pg_advisory_xact_lock(hashtext('estream.group'), hashtext(p_group));
+		PERFORM estream._lock_name('group', p_group, true);
 		INSERT INTO estream."group" (name, auto_offset_reset)
 			VALUES (p_group, coalesce(p_reset, 'latest'))
 			ON CONFLICT (name) DO NOTHING;
@@ -2396,8 +2403,7 @@ AS $$
 BEGIN
 	IF (SELECT count(*) FROM estream.group_offset o
 		WHERE o.group_id = g.group_id AND o.topic_id = t.topic_id) < t.partitions THEN
-		PERFORM pg_advisory_xact_lock(hashtext('estream.group_offset'),
-									  hashtext(g.group_id::text || '.' || t.topic_id::text));
+		PERFORM estream._lock_name('group offsets', g.group_id::text || '.' || t.topic_id::text, true);
 		INSERT INTO estream.group_offset (group_id, topic_id, partition, committed_offset)
 		SELECT g.group_id, t.topic_id, w.partition,
 			   CASE coalesce(p_reset, g.auto_offset_reset)

@@ -66,6 +66,8 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
+#include "common/hashfn.h"
+#include "storage/lock.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -878,4 +880,32 @@ estream_check_operation(PG_FUNCTION_ARGS)
 	for (char *c = name; *c; c++)
 		*c = pg_tolower((unsigned char) *c);
 	PG_RETURN_TEXT_P(cstring_to_text(name));
+}
+
+/*
+ * estream._lock_name(space text, name text, wait boolean) returns boolean
+ *
+ * A lock of the current transaction on a name in estream's own lock space
+ * (creating a topic or a group of that name, say): an advisory lock whose
+ * tag the SQL advisory lock functions cannot make, so that no role can
+ * hold it to keep others from creating a name.  Returns whether it was
+ * granted (always true when waiting).
+ */
+#define ESTREAM_LOCKTAG_FIELD4 0x4553	/* "ES"; pg_advisory_* use 1 and 2 */
+
+PG_FUNCTION_INFO_V1(estream_lock_name);
+Datum
+estream_lock_name(PG_FUNCTION_ARGS)
+{
+	text	   *space = PG_GETARG_TEXT_PP(0);
+	text	   *name = PG_GETARG_TEXT_PP(1);
+	bool		wait = PG_GETARG_BOOL(2);
+	LOCKTAG		tag;
+	uint32		h1 = DatumGetUInt32(hash_any((unsigned char *) VARDATA_ANY(space),
+											VARSIZE_ANY_EXHDR(space)));
+	uint32		h2 = DatumGetUInt32(hash_any((unsigned char *) VARDATA_ANY(name),
+											VARSIZE_ANY_EXHDR(name)));
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, h1, h2, ESTREAM_LOCKTAG_FIELD4);
+	PG_RETURN_BOOL(LockAcquire(&tag, ExclusiveLock, false, !wait) != LOCKACQUIRE_NOT_AVAIL);
 }
