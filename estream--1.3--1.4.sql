@@ -2140,3 +2140,286 @@ DROP FUNCTION estream._capture_activate(oid);
 -- owner: make them look again (the trigger on estream.topic invalidates
 -- their caches).
 UPDATE estream.topic SET config = config;
+
+--
+-- Shared partition slots (1.4): bounded by the partitions in use, not by
+-- those that exist.  Readers take no slot; idle slots are evicted and
+-- initialized again from what is stored; records removed by retention and
+-- compaction leave the persisted stable offset above them.
+--
+
+CREATE FUNCTION estream._stable_offsets(topic text,
+	OUT partition integer, OUT stable bigint)
+RETURNS SETOF record
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'estream_stable_offsets';
+COMMENT ON FUNCTION estream._stable_offsets(text) IS
+	'Stable offset of every partition of a topic, from shared memory or, for a partition without a slot, from storage (taking no slot); for compaction.';
+REVOKE EXECUTE ON FUNCTION estream._stable_offsets(text) FROM PUBLIC;
+
+CREATE FUNCTION estream._partition_slots(
+	OUT slots integer, OUT used integer, OUT held integer, OUT this_database integer,
+	OUT created bigint, OUT evicted bigint, OUT reclaimed bigint, OUT refused bigint,
+	OUT evicted_unpersisted integer, OUT evicted_lost bigint)
+RETURNS SETOF record
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'estream_partition_slots';
+COMMENT ON FUNCTION estream._partition_slots() IS
+	'Use of the shared partition slots of the server, for roles that may describe the cluster (no row for others).';
+
+CREATE VIEW estream.partition_slots AS
+SELECT * FROM estream._partition_slots();
+COMMENT ON VIEW estream.partition_slots IS
+	'Shared partition slots of the server (estream.max_partitions): in use, held by open producing transactions, of this database; slots given, evicted, reclaimed from dropped topics, calls refused since start; evicted stable offsets not yet persisted, and lost. Needs describe on the cluster.';
+GRANT SELECT ON estream.partition_slots TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION estream._apply_retention(p_topic_id integer DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t record;
+	s record;
+	cfg jsonb;
+	v_ms bigint;
+	v_bytes bigint;
+	v_total bigint;
+	v_size bigint;
+	v_blocked bigint;
+	v_parts integer[];
+	v_maxes bigint[];
+	v_min bigint;
+	v_n bigint := 0;
+BEGIN
+	PERFORM estream._require_read_committed();
+	FOR t IN SELECT tp.topic_id, tp.partitions, tp.config, tp.log_relid, tp.current_segment
+			   FROM estream.topic tp
+			  WHERE p_topic_id IS NULL OR tp.topic_id = p_topic_id
+			  ORDER BY tp.topic_id
+	LOOP
+		cfg := estream.effective_config(t.config);
+		CONTINUE WHEN position('delete' IN cfg->>'cleanup.policy') = 0;
+		v_ms := (cfg->>'retention.ms')::bigint;
+		v_bytes := (cfg->>'retention.bytes')::bigint;
+		CONTINUE WHEN v_ms < 0 AND v_bytes < 0;
+
+		SELECT coalesce(sum(pg_total_relation_size(sg.relid)), 0) INTO v_total
+		  FROM estream.segment sg WHERE sg.topic_id = t.topic_id AND sg.truncated_at IS NULL;
+
+		-- oldest first, and stop at the first segment that must stay
+		FOR s IN SELECT sg.segment, sg.sealed_at,
+						format('estream.log_%s_%s', t.topic_id, sg.segment) AS rel
+				   FROM estream.segment sg
+				  WHERE sg.topic_id = t.topic_id AND sg.truncated_at IS NULL
+					AND sg.segment < t.current_segment
+				  ORDER BY sg.segment
+		LOOP
+			-- a segment a transaction may still write to stops retention
+			EXIT WHEN s.sealed_at IS NULL;
+			EXIT WHEN to_regclass(s.rel) IS NULL;	-- topic being dropped
+			v_size := pg_total_relation_size(s.rel::regclass);
+			EXIT WHEN NOT ((v_ms >= 0 AND s.sealed_at <= clock_timestamp() - v_ms * interval '1 millisecond')
+						   OR (v_bytes >= 0 AND v_total - v_size >= v_bytes * t.partitions));
+
+			-- Every offset up to the segment's highest must have ended: a
+			-- transaction still in flight below it would commit a record
+			-- under the new log start.  The segment is sealed, so its
+			-- highest offsets cannot change; the stable offsets are read
+			-- before the statements below, which then see every record
+			-- under them.  A partition without a shared slot has no
+			-- transaction in flight.
+			EXECUTE format('SELECT array_agg(x.partition ORDER BY x.partition), array_agg(x.m ORDER BY x.partition)'
+						   ' FROM (SELECT l.partition, max(l."offset") AS m FROM %s l GROUP BY l.partition) x',
+						   s.rel)
+				INTO v_parts, v_maxes;
+			SELECT count(*) INTO v_blocked
+			  FROM unnest(v_parts, v_maxes) u(p, m)
+			  JOIN estream._shared_partitions() w ON w.log_relid = t.log_relid::oid AND w.partition = u.p
+			 WHERE w.stable <= u.m;
+			EXIT WHEN v_blocked > 0;
+
+			-- a reader holds it: come back later
+			EXIT WHEN NOT estream._try_lock(s.rel, 'ACCESS EXCLUSIVE');
+			EXIT WHEN NOT estream._truncate_segment(s.rel::regclass);
+
+			-- The new log start: past the deleted records, but not past a
+			-- record of a later segment (a producer whose transaction began
+			-- before the roll may have written a lower offset there).
+			FOR i IN 1 .. coalesce(array_length(v_parts, 1), 0) LOOP
+				EXECUTE format('SELECT min(l."offset") FROM estream.log_%s l WHERE l.partition = $1',
+							   t.topic_id)
+					INTO v_min USING v_parts[i];
+				-- (1.4) The records are gone, and the log start may stay
+				-- below them (a lower offset in a later segment): the
+				-- persisted stable offset keeps 1 + the highest of them, so
+				-- that a partition whose slot is initialized again from
+				-- what is stored (after an eviction or a restart) never
+				-- starts below an offset a reader has passed.  Every offset
+				-- up to it has ended (checked above).
+				UPDATE estream.partition p
+				   SET log_start_offset = greatest(p.log_start_offset,
+												   least(coalesce(v_min, v_maxes[i] + 1), v_maxes[i] + 1)),
+					   stable_offset = greatest(p.stable_offset, v_maxes[i] + 1)
+				 WHERE p.topic_id = t.topic_id AND p.partition = v_parts[i];
+			END LOOP;
+
+			UPDATE estream.segment sg SET truncated_at = clock_timestamp()
+			 WHERE sg.topic_id = t.topic_id AND sg.segment = s.segment;
+			v_total := v_total - v_size;
+			v_n := v_n + 1;
+		END LOOP;
+	END LOOP;
+	RETURN v_n;
+END
+$$;
+COMMENT ON FUNCTION estream._apply_retention(integer) IS
+	'Retention: empties (TRUNCATE) the oldest sealed segments past retention.ms or beyond retention.bytes per partition, moves the log start and keeps the persisted stable offset above what it deleted; returns how many.';
+
+CREATE OR REPLACE FUNCTION estream._compact(p_topic_id integer DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t record;
+	g record;
+	cfg jsonb;
+	v_segs integer[];
+	v_stable jsonb;
+	v_groups jsonb;
+	v_total bigint;
+	v_old bigint;
+	v_tombs bigint;
+	v_overdue bigint;
+	v_removed bigint;
+	v_topic_removed bigint;
+	v_empty boolean;
+	v_n bigint := 0;
+BEGIN
+	PERFORM estream._require_read_committed();
+	FOR t IN SELECT tp.topic_id, tp.name, tp.config, tp.log_relid, tp.current_segment, c.checked_at
+			   FROM estream.topic tp
+			   LEFT JOIN estream.compaction c ON c.topic_id = tp.topic_id
+			  WHERE p_topic_id IS NULL OR tp.topic_id = p_topic_id
+			  ORDER BY tp.topic_id
+	LOOP
+		cfg := estream.effective_config(t.config);
+		CONTINUE WHEN position('compact' IN cfg->>'cleanup.policy') = 0;
+
+		-- The check reads the whole log: the worker does it at most once a
+		-- second, or once per segment.ms if that is longer (up to a minute).
+		-- run_maintenance(topic) always checks.
+		CONTINUE WHEN p_topic_id IS NULL AND t.checked_at IS NOT NULL
+			AND t.checked_at > clock_timestamp()
+				- greatest(1000, least((cfg->>'segment.ms')::bigint, 60000)) * interval '1 millisecond';
+
+		-- the active segment is never cleaned, as in Kafka
+		SELECT array_agg(s.segment) INTO v_segs FROM estream.segment s
+		 WHERE s.topic_id = t.topic_id AND s.sealed_at IS NOT NULL
+		   AND s.truncated_at IS NULL AND s.segment < t.current_segment;
+		INSERT INTO estream.compaction AS c (topic_id, checked_at) VALUES (t.topic_id, clock_timestamp())
+			ON CONFLICT (topic_id) DO UPDATE SET checked_at = excluded.checked_at;
+		CONTINUE WHEN v_segs IS NULL;
+
+		-- stable offsets first: records below them are all visible to the
+		-- statements that follow (1.4: of every partition, from shared
+		-- memory or, for a partition without a slot, from storage)
+		SELECT coalesce(jsonb_object_agg(w.partition::text, w.stable), '{}') INTO v_stable
+		  FROM estream._stable_offsets(t.name) w;
+
+		-- A record goes when a newer record of its key exists and it is
+		-- older than min.compaction.lag.ms.  A tombstone (null value) goes
+		-- when it is the newest record of its key, older than
+		-- delete.retention.ms, below the stable offset (no older record of
+		-- the key can still commit), and every other record of its key goes
+		-- too: the latest value per key never changes.
+		EXECUTE format($q$
+			WITH r AS (
+				SELECT l.segment, l.partition, l."offset", l.ts, l.key,
+					   (l.value IS NULL AND l.value_bin IS NULL) AS tomb,
+					   l."offset" = max(l."offset") OVER k AS newest,
+					   l.segment = ANY ($1) AS eligible
+				  FROM estream.log_%s l
+				 WHERE l.key IS NOT NULL
+				WINDOW k AS (PARTITION BY l.partition, l.key)),
+			d AS (
+				SELECT r.*, (NOT r.newest AND r.eligible AND r.ts <= $2) AS old,
+					   bool_and(r.newest OR (r.eligible AND r.ts <= $2))
+						 OVER (PARTITION BY r.partition, r.key) AS others_go
+				  FROM r),
+			x AS (
+				SELECT d.segment, d.partition, d."offset", d.ts, d.old
+				  FROM d
+				 WHERE d.old
+					OR (d.newest AND d.tomb AND d.eligible AND d.others_go AND d.ts <= $3
+						AND d."offset" < coalesce(($4 ->> d.partition::text)::bigint, 0))),
+			s AS (
+				SELECT x.segment, array_agg(x.partition) AS parts, array_agg(x."offset") AS offs,
+					   count(*) FILTER (WHERE x.old) AS n_old,
+					   count(*) FILTER (WHERE NOT x.old) AS n_tombs,
+					   count(*) FILTER (WHERE x.ts <= $5) AS n_overdue
+				  FROM x GROUP BY x.segment)
+			SELECT jsonb_agg(jsonb_build_object('segment', s.segment, 'parts', s.parts, 'offs', s.offs)
+							 ORDER BY s.segment),
+				   coalesce(sum(s.n_old), 0), coalesce(sum(s.n_tombs), 0), coalesce(sum(s.n_overdue), 0),
+				   (SELECT count(*) FROM estream.log_%s l WHERE l.segment = ANY ($1))
+			  FROM s
+			$q$, t.topic_id, t.topic_id)
+			INTO v_groups, v_old, v_tombs, v_overdue, v_total
+			USING v_segs,
+				  clock_timestamp() - (cfg->>'min.compaction.lag.ms')::bigint * interval '1 millisecond',
+				  clock_timestamp() - (cfg->>'delete.retention.ms')::bigint * interval '1 millisecond',
+				  v_stable,
+				  CASE WHEN (cfg->>'max.compaction.lag.ms')::numeric < 1e13
+					   THEN clock_timestamp() - (cfg->>'max.compaction.lag.ms')::bigint * interval '1 millisecond'
+					   ELSE '-infinity'::timestamptz END;
+
+		-- clean when enough is dirty, a tombstone is due, or a record is
+		-- older than max.compaction.lag.ms
+		CONTINUE WHEN v_old + v_tombs = 0;
+		CONTINUE WHEN NOT (v_tombs > 0 OR v_overdue > 0 OR
+						   v_old >= (cfg->>'min.cleanable.dirty.ratio')::float8 * v_total);
+		v_topic_removed := 0;
+		FOR g IN SELECT (e->>'segment')::integer AS segment,
+						ARRAY(SELECT jsonb_array_elements_text(e->'parts')::integer) AS parts,
+						ARRAY(SELECT jsonb_array_elements_text(e->'offs')::bigint) AS offs
+				   FROM jsonb_array_elements(v_groups) e
+		LOOP
+			CONTINUE WHEN to_regclass(format('estream.log_%s_%s', t.topic_id, g.segment)) IS NULL;
+			CONTINUE WHEN NOT estream._try_lock(format('estream.log_%s_%s', t.topic_id, g.segment),
+												'ACCESS EXCLUSIVE');
+			v_removed := estream._rewrite_segment(
+				format('estream.log_%s_%s', t.topic_id, g.segment)::regclass, g.parts, g.offs);
+			IF v_removed > 0 THEN
+				v_topic_removed := v_topic_removed + v_removed;
+				-- (1.4) A removed tombstone may have been a partition's
+				-- highest record: the persisted stable offset keeps the
+				-- stable offset it was removed under, so that a slot
+				-- initialized again from what is stored never starts below
+				-- it.  Every offset below it has ended.
+				UPDATE estream.partition p
+				   SET stable_offset = greatest(p.stable_offset, (v_stable ->> p.partition::text)::bigint)
+				 WHERE p.topic_id = t.topic_id AND p.partition = ANY (g.parts)
+				   AND v_stable ? p.partition::text;
+				-- nothing left: the empty table goes like a deleted one
+				EXECUTE format('SELECT NOT EXISTS (SELECT 1 FROM estream.log_%s_%s)',
+							   t.topic_id, g.segment) INTO v_empty;
+				IF v_empty THEN
+					UPDATE estream.segment sg SET truncated_at = clock_timestamp()
+					 WHERE sg.topic_id = t.topic_id AND sg.segment = g.segment;
+				END IF;
+			END IF;
+		END LOOP;
+		IF v_topic_removed > 0 THEN
+			UPDATE estream.compaction c
+			   SET cleaned_at = clock_timestamp(), records_removed = c.records_removed + v_topic_removed
+			 WHERE c.topic_id = t.topic_id;
+			v_n := v_n + v_topic_removed;
+		END IF;
+	END LOOP;
+	RETURN v_n;
+END
+$$;
+COMMENT ON FUNCTION estream._compact(integer) IS
+	'Compaction: removes records superseded by a newer record of the same key, and expired tombstones, from sealed segments, keeping the persisted stable offset above what it removed; returns how many.';
