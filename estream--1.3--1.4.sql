@@ -2164,7 +2164,8 @@ BEGIN
 				-- under the new log start.  The segment is sealed, so its
 				-- highest offsets cannot change; the stable offsets are read
 				-- before the statements below, which then see every record
-				-- under them.
+				-- under them.  A partition without a shared slot has no
+				-- transaction in flight.
 				EXECUTE format('SELECT array_agg(x.partition ORDER BY x.partition), array_agg(x.m ORDER BY x.partition)'
 							   ' FROM (SELECT l.partition, max(l."offset") AS m FROM %s l GROUP BY l.partition) x',
 							   s.rel)
@@ -2186,9 +2187,17 @@ BEGIN
 					EXECUTE format('SELECT min(l."offset") FROM estream.log_%s l WHERE l.partition = $1',
 								   t.topic_id)
 						INTO v_min USING v_parts[i];
+					-- (1.4) The records are gone, and the log start may stay
+					-- below them (a lower offset in a later segment): the
+					-- persisted stable offset keeps 1 + the highest of them,
+					-- so that a partition whose slot is initialized again
+					-- from what is stored (after an eviction or a restart)
+					-- never starts below an offset a reader has passed.
+					-- Every offset up to it has ended (checked above).
 					UPDATE estream.partition p
 					   SET log_start_offset = greatest(p.log_start_offset,
-													   least(coalesce(v_min, v_maxes[i] + 1), v_maxes[i] + 1))
+													   least(coalesce(v_min, v_maxes[i] + 1), v_maxes[i] + 1)),
+						   stable_offset = greatest(p.stable_offset, v_maxes[i] + 1)
 					 WHERE p.topic_id = t.topic_id AND p.partition = v_parts[i];
 				END LOOP;
 
@@ -2204,6 +2213,8 @@ BEGIN
 	RETURN v_n;
 END
 $$;
+COMMENT ON FUNCTION estream._apply_retention(integer) IS
+	'Retention: empties (TRUNCATE) the oldest sealed segments past retention.ms or beyond retention.bytes per partition, moves the log start and keeps the persisted stable offset above what it deleted; one topic''s error does not stop the others; returns how many.';
 
 CREATE OR REPLACE FUNCTION estream._compact(p_topic_id integer DEFAULT NULL)
 RETURNS bigint
@@ -2229,7 +2240,7 @@ DECLARE
 	v_failing integer[] := ARRAY(SELECT e.topic_id FROM estream.maintenance_error e WHERE e.step = 'compact');
 BEGIN
 	PERFORM estream._require_read_committed();
-	FOR t IN SELECT tp.topic_id, tp.config, tp.log_relid, tp.current_segment, c.checked_at
+	FOR t IN SELECT tp.topic_id, tp.name, tp.config, tp.log_relid, tp.current_segment, c.checked_at
 			   FROM estream.topic tp
 			   LEFT JOIN estream.compaction c ON c.topic_id = tp.topic_id
 			  WHERE p_topic_id IS NULL OR tp.topic_id = p_topic_id
@@ -2257,9 +2268,10 @@ BEGIN
 			CONTINUE WHEN v_segs IS NULL;
 
 			-- stable offsets first: records below them are all visible to the
-			-- statements that follow
+			-- statements that follow (1.4: of every partition, from shared
+			-- memory or, for a partition without a slot, from storage)
 			SELECT coalesce(jsonb_object_agg(w.partition::text, w.stable), '{}') INTO v_stable
-			  FROM estream._shared_partitions() w WHERE w.log_relid = t.log_relid::oid;
+			  FROM estream._stable_offsets(t.name) w;
 
 			-- A record goes when a newer record of its key exists and it is
 			-- older than min.compaction.lag.ms.  A tombstone (null value) goes
@@ -2324,6 +2336,15 @@ BEGIN
 					format('estream.log_%s_%s', t.topic_id, g.segment)::regclass, g.parts, g.offs);
 				IF v_removed > 0 THEN
 					v_topic_removed := v_topic_removed + v_removed;
+					-- (1.4) A removed tombstone may have been a partition's
+					-- highest record: the persisted stable offset keeps the
+					-- stable offset it was removed under, so that a slot
+					-- initialized again from what is stored never starts
+					-- below it.  Every offset below it has ended.
+					UPDATE estream.partition p
+					   SET stable_offset = greatest(p.stable_offset, (v_stable ->> p.partition::text)::bigint)
+					 WHERE p.topic_id = t.topic_id AND p.partition = ANY (g.parts)
+					   AND v_stable ? p.partition::text;
 					-- nothing left: the empty table goes like a deleted one
 					EXECUTE format('SELECT NOT EXISTS (SELECT 1 FROM estream.log_%s_%s)',
 								   t.topic_id, g.segment) INTO v_empty;
@@ -2346,6 +2367,8 @@ BEGIN
 	RETURN v_n;
 END
 $$;
+COMMENT ON FUNCTION estream._compact(integer) IS
+	'Compaction: removes records superseded by a newer record of the same key, and expired tombstones, from sealed segments, keeping the persisted stable offset above what it removed; one topic''s error does not stop the others; returns how many.';
 
 CREATE VIEW estream.maintenance_errors WITH (security_barrier) AS
 SELECT t.name AS topic, e.step, e.sqlstate, e.message, e.since, e.last_at, e.occurrences
@@ -2697,3 +2720,36 @@ DROP FUNCTION estream._capture_activate(oid);
 -- owner: make them look again (the trigger on estream.topic invalidates
 -- their caches).
 UPDATE estream.topic SET config = config;
+
+--
+-- Shared partition slots (1.4): bounded by the partitions in use, not by
+-- those that exist.  Readers take no slot; idle slots are evicted and
+-- initialized again from what is stored; records removed by retention and
+-- compaction leave the persisted stable offset above them.
+--
+
+CREATE FUNCTION estream._stable_offsets(topic text,
+	OUT partition integer, OUT stable bigint)
+RETURNS SETOF record
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'estream_stable_offsets';
+COMMENT ON FUNCTION estream._stable_offsets(text) IS
+	'Stable offset of every partition of a topic, from shared memory or, for a partition without a slot, from storage (taking no slot); for compaction.';
+REVOKE EXECUTE ON FUNCTION estream._stable_offsets(text) FROM PUBLIC;
+
+CREATE FUNCTION estream._partition_slots(
+	OUT slots integer, OUT used integer, OUT held integer, OUT this_database integer,
+	OUT created bigint, OUT evicted bigint, OUT reclaimed bigint, OUT refused bigint,
+	OUT evicted_unpersisted integer, OUT evicted_lost bigint)
+RETURNS SETOF record
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'estream_partition_slots';
+COMMENT ON FUNCTION estream._partition_slots() IS
+	'Use of the shared partition slots of the server, for roles that may describe the cluster (no row for others).';
+
+CREATE VIEW estream.partition_slots AS
+SELECT * FROM estream._partition_slots();
+COMMENT ON VIEW estream.partition_slots IS
+	'Shared partition slots of the server (estream.max_partitions): in use, held by open producing transactions, of this database; slots given, evicted, reclaimed from dropped topics, calls refused since start; evicted stable offsets not yet persisted, and lost. Needs describe on the cluster.';
+GRANT SELECT ON estream.partition_slots TO PUBLIC;
+

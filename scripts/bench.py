@@ -30,7 +30,20 @@ import sys
 import tempfile
 import time
 
-PGBIN = "/usr/lib/postgresql/15/bin"
+
+def server_bindir():
+    """The server binaries of $PG_CONFIG (bench.sh exports it, defaulting to
+    the system's PostgreSQL 15), so that a private installation can be
+    measured; /usr/lib/postgresql/15/bin without it."""
+    pg_config = os.environ.get("PG_CONFIG")
+    if pg_config:
+        r = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+        if r.returncode == 0 and r.stdout.strip():
+            return r.stdout.strip()
+    return "/usr/lib/postgresql/15/bin"
+
+
+PGBIN = server_bindir()
 
 # A JSON value of about 200 bytes, with a varying id.
 VALUE_SQL = ("('{\"id\": ' || :id || ', \"type\": \"order.created\", \"customer\": \"c-' || (:id % 9973) || "

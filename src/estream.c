@@ -77,9 +77,11 @@ _PG_init(void)
 	}
 
 	DefineCustomIntVariable("estream.max_partitions",
-							"Maximum number of topic partitions tracked in shared memory.",
-							"Every partition produced to or fetched from since the server "
-							"started takes one entry.",
+							"Number of shared slots for the state of topic partitions in use.",
+							"A partition takes a slot while it is produced to; idle slots "
+							"are given to other partitions when needed, and reading takes none. "
+							"Only the partitions that open transactions produce to at once "
+							"must fit.",
 							&estream_max_partitions,
 							4096, 16, INT_MAX / 2,
 							PGC_POSTMASTER, 0,

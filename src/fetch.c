@@ -400,7 +400,7 @@ fetch_common(FunctionCallInfo fcinfo, bool binary)
 	int32		max_bytes;
 	OffsetReset reset;
 	EstreamTopic *topic;
-	EstreamPartition *part = NULL;
+	EstreamPartReader reader;
 	EstreamWatermarks wm;
 	int64		log_start;
 	TimestampTz deadline;
@@ -448,7 +448,7 @@ fetch_common(FunctionCallInfo fcinfo, bool binary)
 	if (persisted)
 		check_persisted(topic);
 	else
-		part = estream_get_partition(topic, partition);
+		estream_reader_init(&reader, topic, partition);
 
 	InitMaterializedSRF(fcinfo, 0);
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
@@ -463,7 +463,8 @@ fetch_common(FunctionCallInfo fcinfo, bool binary)
 	}
 	else
 	{
-		estream_read_watermarks(part, &wm);
+		/* never takes a slot: a partition nobody produces to has none */
+		estream_reader_watermarks(&reader, &wm);
 		log_start = log_start_offset(topic, partition);
 	}
 
@@ -519,12 +520,11 @@ fetch_common(FunctionCallInfo fcinfo, bool binary)
 			continue;
 		}
 		/* never wait for our own open transaction to end */
-		if (estream_holds_marker(part))
+		if (estream_reader_holds_marker(&reader))
 			break;
 		/* [from, W) is empty or holes only: wait for W to move */
-		if (!estream_wait_for_stable(part, wm.stable, deadline))
+		if (!estream_wait_for_stable(&reader, wm.stable, deadline, &wm))
 			break;
-		estream_read_watermarks(part, &wm);
 	}
 
 	if (snap != NULL)
@@ -699,7 +699,7 @@ estream_wait_for_records(PG_FUNCTION_ARGS)
 	int			np;
 	int			no;
 	int32		wait_ms;
-	EstreamPartition **parts;
+	EstreamPartReader *readers;
 	int64	   *past;
 	EstreamUserSwitch sw;
 	Oid			caller;
@@ -733,7 +733,7 @@ estream_wait_for_records(PG_FUNCTION_ARGS)
 		PG_RETURN_BOOL(false);
 	}
 
-	parts = palloc(sizeof(EstreamPartition *) * np);
+	readers = palloc(sizeof(EstreamPartReader) * np);
 	past = palloc(sizeof(int64) * np);
 	for (int i = 0; i < np; i++)
 	{
@@ -742,17 +742,22 @@ estream_wait_for_records(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("partitions and from_offsets must not contain nulls")));
 		estream_check_partition(topic, DatumGetInt32(pdat[i]));
-		parts[i] = estream_get_partition(topic, DatumGetInt32(pdat[i]));
+		/* takes no slot: see estream_wait_for_any() */
+		estream_reader_init(&readers[i], topic, DatumGetInt32(pdat[i]));
 		past[i] = DatumGetInt64(odat[i]);
 		/* a watermark held by our own transaction would never move */
-		if (estream_holds_marker(parts[i]))
+		if (estream_reader_holds_marker(&readers[i]))
 			wait_ms = 0;
 	}
 
-	estream_leave(&sw);
-	moved = estream_wait_for_any(parts, past, np,
+	/*
+	 * Still as the extension's owner: a partition without a slot has its
+	 * watermark read from its log.
+	 */
+	moved = estream_wait_for_any(readers, past, np,
 								 TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 															 Max(wait_ms, 0)));
+	estream_leave(&sw);
 	PG_RETURN_BOOL(moved);
 }
 
@@ -836,4 +841,37 @@ estream_timestamp_at(PG_FUNCTION_ARGS)
 	if (isnull)
 		PG_RETURN_NULL();
 	PG_RETURN_DATUM(result);
+}
+
+/*
+ * estream._stable_offsets(topic text) returns (partition, stable) for every
+ * partition of a topic: from its shared slot, or, for a partition without
+ * one, from storage (taking no slot).  For compaction, which removes a
+ * tombstone only below the stable offset.  Internal: not executable by
+ * PUBLIC, no rights checked.
+ */
+PG_FUNCTION_INFO_V1(estream_stable_offsets);
+Datum
+estream_stable_offsets(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	EstreamTopic *topic;
+
+	require_arg(fcinfo, 0, "topic");
+	estream_require_shmem();
+	topic = estream_lookup_topic(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (int32 p = 0; p < topic->partitions; p++)
+	{
+		EstreamWatermarks wm;
+		Datum		row[2];
+		bool		nulls[2] = {false, false};
+
+		estream_partition_watermarks(topic, p, &wm);
+		row[0] = Int32GetDatum(p);
+		row[1] = Int64GetDatum(wm.stable);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, nulls);
+	}
+	return (Datum) 0;
 }

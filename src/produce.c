@@ -456,6 +456,8 @@ produce_records(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
 	Relation	segrel = NULL;
 	int64	   *counts;
 	int64	   *nextoff;
+	int32	   *parts;
+	int			nparts = 0;
 
 	/*
 	 * Lock the current segment and check the INSERT right before reserving
@@ -525,17 +527,53 @@ produce_records(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
 		prepare_insert_plans(topic, n > 1);
 	}
 
-	/* look up (and initialize) every partition before reserving anything */
+	/*
+	 * Before reserving anything: the transaction stays within
+	 * estream.max_partitions_per_transaction, and every partition has its
+	 * slot (initialized).  A call to several partitions pins their slots
+	 * until it has reserved in all of them, so that it either gets them
+	 * all or fails, with 53200, having reserved nothing; a call to one
+	 * partition checks in the reservation that its slot is still the one
+	 * it looked up, and looks again if not.
+	 */
+	parts = palloc(sizeof(int32) * topic->partitions);
 	for (int p = 0; p < topic->partitions; p++)
 	{
 		if (counts[p] > 0)
-			(void) estream_get_partition(topic, p);
+			parts[nparts++] = p;
 	}
+	estream_check_transaction_partitions(topic, parts, nparts);
 
-	for (int p = 0; p < topic->partitions; p++)
+	if (nparts == 1)
 	{
-		if (counts[p] > 0)
-			nextoff[p] = estream_reserve(estream_get_partition(topic, p), counts[p]);
+		EstreamPartRef ref;
+		int			flags = 0;
+
+		for (;;)
+		{
+			estream_acquire_partition(topic, parts[0], flags, &ref);
+			nextoff[parts[0]] = estream_reserve(&ref, counts[parts[0]]);
+			if (nextoff[parts[0]] >= 0)
+				break;
+			/* the slot was taken back since this backend last used it */
+			flags = ESTREAM_ACQUIRE_FRESH;
+		}
+	}
+	else
+	{
+		EstreamPartRef *refs = palloc(sizeof(EstreamPartRef) * nparts);
+
+		for (int i = 0; i < nparts; i++)
+			estream_acquire_partition(topic, parts[i], ESTREAM_ACQUIRE_PIN, &refs[i]);
+		for (int i = 0; i < nparts; i++)
+		{
+			nextoff[parts[i]] = estream_reserve(&refs[i], counts[parts[i]]);
+			if (nextoff[parts[i]] < 0)
+				elog(ERROR, "estream: pinned partition slot was taken back");
+		}
+		/* the markers hold the slots now */
+		for (int i = 0; i < nparts; i++)
+			estream_unpin_partition(&refs[i]);
 	}
 
 	for (int i = 0; i < n; i++)

@@ -2,7 +2,7 @@
  *
  * shmem.c
  *		Shared partition state: offset allocation, in-flight producers and
- *		the stable watermark of every topic partition.
+ *		the stable watermark of every topic partition in use.
  *
  * Concurrent transactions commit in any order, so a reader that simply
  * read "offset > last seen" would skip an offset whose transaction commits
@@ -11,7 +11,7 @@
  * belongs to a transaction that has ended.  Readers read W first, then take
  * a fresh snapshot and scan [from, W).
  *
- * For each partition we keep in shared memory:
+ * For each partition in use we keep in a slot of shared memory:
  *
  *	next			the next offset to hand out;
  *	inflight		one marker per open transaction that produced to the
@@ -22,27 +22,99 @@
  *
  * and W = min(committed_end, lowest first offset among in-flight markers).
  * Capping W at committed_end (rather than at next) means that W never
- * exposes an offset range that only aborted transactions used: after a
- * crash, when shared memory is rebuilt empty, next is recomputed as
- * 1 + the highest stored offset, which is then >= every W a reader could
- * have seen, so no offset a consumer has passed is ever handed out again.
+ * exposes an offset range that only aborted transactions used.
+ *
+ * Slots and their life
+ * --------------------
+ *
+ * estream.max_partitions slots exist; they bound the partitions in use at
+ * once, not the partitions that exist.  A slot is given to a partition
+ * when a producer first needs it ("creation"), and initialized from what
+ * is stored (stored_offset_end(): 1 + the highest stored offset, the log
+ * start, the persisted stable offset, the highest offset a consumer group
+ * committed).  A slot that is idle -- no in-flight marker, no pin -- may be
+ * taken back ("evicted") when another partition needs one and none is free
+ * (a clock sweep over the slots, of every database, giving a second chance
+ * to slots used since the hand last passed), and the database worker takes
+ * back the slots of dropped topics and databases.  Only when every slot is
+ * held by a marker or a pin does the caller that needs one more get
+ * "out of estream partition slots"; nobody else is affected.
+ *
+ * Readers never take a slot.  A partition without one has no marker, so
+ * no transaction is in flight on it (a producer needs the slot first), and
+ * its W is what a slot would be initialized with now: stored_offset_end().
+ * A producer may create the slot while a reader computes that, so the
+ * reader notes, under the LWLock, that there is no slot and the creation
+ * count of the key's bucket; computes the value with a fresh snapshot; and
+ * looks again under the LWLock.  A slot found then is used instead; no
+ * slot and the same count mean that no slot existed at any moment in
+ * between, so every transaction that ever produced to the partition had
+ * ended before the snapshot was taken, and the value is a valid W (and
+ * next) of the partition.  Otherwise it tries again.
+ *
+ * Why re-initializing after an eviction is safe
+ * ---------------------------------------------
+ *
+ * An evicted slot had no marker: every transaction that produced to it has
+ * ended (its marker is dropped after ProcArrayEndTransaction, or by a
+ * backend that is exiting and whose transaction can only abort), and
+ * committed_end C is 1 + the highest committed offset.  Every W the slot
+ * ever showed was <= C, and, as in departure (a) of docs/architecture.md,
+ * the offset C - 1 is stored by a committed transaction, visible to every
+ * snapshot taken after the eviction.  Retention and compaction, the only
+ * steps that remove committed records, raise the persisted stable offset
+ * past what they remove in the same transaction (estream--1.3--1.4.sql), so
+ * stored_offset_end() computed after the eviction is >= C either way.  So
+ * the new generation starts at or above every W a reader saw: W never moves
+ * backwards, no offset a consumer passed is handed out again, and every
+ * offset below the new W belongs to a transaction that has ended.  This is
+ * the argument of a restart, with one difference that makes it stronger:
+ * nothing is lost, so synchronous_commit does not matter.  (The one input
+ * that can shrink is the highest committed group offset, by deleting a
+ * group or seeking back; it can exceed the others only after a crash lost
+ * asynchronously committed records, as described for restarts.)
+ * An evicted slot's W is queued for the worker of its database, which
+ * persists it at its next run, so that standbys see the partition's last
+ * records even if nobody produces to it again.
  *
  * Note about locking:
  *
  * - EstreamShared->lock (an LWLock of the "estream" tranche) protects the
- *	 structure of the partition hash table: shared to look up, exclusive to
- *	 enter.  Entries are never removed while the postmaster lives, so a
- *	 backend may cache pointers to them.
+ *	 key-to-slot hash table, the free list, the clock hand, the queue of
+ *	 evicted watermarks and the counters: shared to look up, exclusive to
+ *	 create, evict or reclaim.  It is never held across a call that can
+ *	 error, and never while waiting.
+ * - A slot's in_use, key and generation change only with the LWLock held
+ *	 exclusively AND the slot's mutex held, so holding either keeps them
+ *	 still: a backend holding the LWLock (any mode) may use a slot it looked
+ *	 up without checking its generation.
  * - EstreamPartition->mutex (a spinlock) protects every other field of the
- *	 entry, including the in-flight list and the markers linked into it.
- *	 Registering a marker and advancing next happen in ONE critical
- *	 section, or a reader could see next move with no marker.  No code
- *	 holding it can error, allocate or sleep.
+ *	 slot, including the in-flight list and the markers linked into it,
+ *	 pins and usage.  Registering a marker and advancing next happen in ONE
+ *	 critical section, which also checks the slot's generation, or a reader
+ *	 could see next move with no marker.  No code holding it can error,
+ *	 allocate or sleep.
+ * - A backend keeps references (slot, generation) to slots: in its cache of
+ *	 partitions, in a reader.  They are hints: every use checks the
+ *	 generation under the mutex, and a stale one is looked up again.  A
+ *	 backend dereferences a slot without that check only while it holds
+ *	 the LWLock, a pin or a marker on it: a pinned slot or one with
+ *	 markers is never evicted.  Pins are short: a producer pins the slots of
+ *	 a multi-partition call from lookup to reservation (so that it fails
+ *	 before reserving anything if it cannot have them all), and a backend
+ *	 pins a slot while it initializes it.  Pins are undone at the end of the
+ *	 call, or by the (sub)transaction abort and exit callbacks.
+ * - A long-poll sleeps on its slot's condition variable without a pin; the
+ *	 evictor broadcasts it, and the sleeper, which checks the generation
+ *	 after PrepareToSleep and after every wake-up, looks again.  A long-poll
+ *	 on a partition without a slot sleeps on any_cv, which every move of any
+ *	 W broadcasts, and looks again when the creation count of its key's
+ *	 bucket changes: a W can only move after a slot is created.
  * - The end-of-transaction callback drops this backend's markers at
  *	 XACT_EVENT_COMMIT / XACT_EVENT_ABORT, which run after
  *	 ProcArrayEndTransaction: by the time W moves past our offsets, our
  *	 rows are visible (or known aborted) to every new snapshot.  It takes
- *	 only spinlocks and broadcasts the condition variable.
+ *	 only spinlocks and broadcasts condition variables.
  *
  * Copyright (c) 2026, estream developers
  *
@@ -60,6 +132,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/ipc.h"
+#include "port/atomics.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "funcapi.h"
@@ -72,22 +145,70 @@
 
 #include "estream.h"
 
+/* creation counts: one per bucket of keys (a power of two) */
+#define ESTREAM_CREATION_BUCKETS 1024
+
+/*
+ * Evicted watermarks waiting for their database's worker: room for two
+ * table's worth of evictions between two runs of the worker.
+ */
+#define EVICTED_CAPACITY(nslots)	Max(1024, 2 * (nslots))
+
 typedef struct EstreamShared
 {
-	LWLock	   *lock;			/* protects the hash table's structure */
+	LWLock	   *lock;			/* see "Note about locking" above */
 	int			markers_per_backend;
+	int			nslots;
 	ConditionVariable any_cv;	/* broadcast when any stable watermark moves,
-								 * for waits over several partitions */
+								 * for waits over several partitions and on
+								 * partitions without a slot */
+	/* the rest is protected by lock */
+	int			nfree;			/* slots on the free list */
+	int			clock_hand;		/* next slot the clock sweep looks at */
+	int			nevicted;		/* entries of the evicted queue in use */
+	int			evicted_overwrite;	/* next entry to overwrite when full */
+	uint64		creations;		/* slots given to a partition */
+	uint64		evictions;		/* idle slots taken back for another */
+	uint64		reclaimed;		/* slots of dropped topics taken back */
+	uint64		exhausted;		/* calls refused: every slot held */
+	uint64		evicted_lost;	/* evicted watermarks overwritten unpersisted */
 } EstreamShared;
+
+/* key-to-slot hash table entry */
+typedef struct PartHashEntry
+{
+	EstreamPartKey key;			/* hash key, must be first */
+	int			slot;
+} PartHashEntry;
+
+/*
+ * Watermarks of an evicted slot, kept until the worker of its database
+ * persists them (so that standbys see its last records).
+ */
+typedef struct EvictedWatermarks
+{
+	EstreamPartKey key;
+	int64		stable;
+	int64		next;
+} EvictedWatermarks;
 
 /* One marker this backend's open transaction holds (backend-local) */
 typedef struct LocalMarker
 {
-	EstreamPartition *part;
+	EstreamPartition *part;		/* held by the marker: never evicted */
+	uint64		generation;		/* of the slot, which the marker holds */
+	EstreamPartKey key;
 	EstreamMarker *marker;		/* in shared memory */
 	int64		last;			/* highest offset produced by live subxacts,
 								 * -1 if none */
 } LocalMarker;
+
+/* A pin this backend holds (backend-local) */
+typedef struct LocalPin
+{
+	EstreamPartition *part;
+	int			nestlevel;		/* transaction nesting level that took it */
+} LocalPin;
 
 /* Value of a LocalMarker's last before a subtransaction first produced */
 typedef struct SubxactSave
@@ -106,7 +227,11 @@ typedef struct LocalPartKey
 typedef struct LocalPartEntry
 {
 	LocalPartKey key;
-	EstreamPartition *part;
+	EstreamPartRef ref;			/* a hint: checked at every use; part NULL
+								 * if none */
+	bool		has_end;		/* end is known */
+	int64		end;			/* watermark of the partition without a slot */
+	uint64		end_creations;	/* creation count of its bucket then */
 } LocalPartEntry;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -114,15 +239,23 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 static EstreamShared *estream_shared = NULL;
 static HTAB *part_hash = NULL;
+static EstreamPartition *slots = NULL;
+static int *free_slots = NULL;
+static pg_atomic_uint64 *creation_counts = NULL;
+static EvictedWatermarks *evicted = NULL;
 static EstreamMarker *all_markers = NULL;
 
 static HTAB *local_part_cache = NULL;
 static LocalMarker *local_markers = NULL;
 static int	n_local_markers = 0;
+static LocalPin *local_pins = NULL;
+static int	n_local_pins = 0;
+static int	max_local_pins = 0;
 static SubxactSave *subxact_saves = NULL;
 static int	n_subxact_saves = 0;
 static int	max_subxact_saves = 0;
 static bool callbacks_registered = false;
+static bool persisting = false;
 
 static void estream_shmem_request(void);
 static void estream_shmem_startup(void);
@@ -130,6 +263,7 @@ static void estream_xact_callback(XactEvent event, void *arg);
 static void estream_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 									 SubTransactionId parentSubid, void *arg);
 static void release_markers(bool commit);
+static void release_pins(int nestlevel);
 static void estream_backend_exit(int code, Datum arg);
 
 static Size
@@ -139,7 +273,12 @@ estream_shmem_size(void)
 
 	size = MAXALIGN(sizeof(EstreamShared));
 	size = add_size(size, hash_estimate_size(estream_max_partitions,
-											 sizeof(EstreamPartition)));
+											 sizeof(PartHashEntry)));
+	size = add_size(size, mul_size(estream_max_partitions, sizeof(EstreamPartition)));
+	size = add_size(size, mul_size(estream_max_partitions, sizeof(int)));
+	size = add_size(size, mul_size(EVICTED_CAPACITY(estream_max_partitions),
+								   sizeof(EvictedWatermarks)));
+	size = add_size(size, mul_size(ESTREAM_CREATION_BUCKETS, sizeof(pg_atomic_uint64)));
 	size = add_size(size, mul_size(mul_size(MaxBackends,
 											estream_max_partitions_per_xact),
 								   sizeof(EstreamMarker)));
@@ -166,7 +305,7 @@ estream_shmem_request(void)
 		prev_shmem_request_hook();
 
 	RequestAddinShmemSpace(estream_shmem_size());
-	/* 0: partition hash, 1: worker state */
+	/* 0: partition slots, 1: worker state */
 	RequestNamedLWLockTranche("estream", 2);
 }
 
@@ -174,7 +313,9 @@ static void
 estream_shmem_startup(void)
 {
 	bool		found;
+	bool		found_slots;
 	HASHCTL		info;
+	int			n = estream_max_partitions;
 
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
@@ -184,18 +325,51 @@ estream_shmem_startup(void)
 	estream_shared = ShmemInitStruct("estream state", sizeof(EstreamShared), &found);
 	if (!found)
 	{
+		memset(estream_shared, 0, sizeof(EstreamShared));
 		estream_shared->lock = &(GetNamedLWLockTranche("estream"))->lock;
 		estream_shared->markers_per_backend = estream_max_partitions_per_xact;
+		estream_shared->nslots = n;
 		ConditionVariableInit(&estream_shared->any_cv);
 	}
 	estream_worker_shmem_startup(&(GetNamedLWLockTranche("estream"))[1].lock);
 
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(EstreamPartKey);
-	info.entrysize = sizeof(EstreamPartition);
-	part_hash = ShmemInitHash("estream partitions",
-							  estream_max_partitions, estream_max_partitions,
+	info.entrysize = sizeof(PartHashEntry);
+	part_hash = ShmemInitHash("estream partitions", n, n,
 							  &info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
+
+	/*
+	 * Every slot's mutex and condition variable are initialized here, once:
+	 * a backend may be about to sleep on a slot's condition variable while
+	 * the slot changes hands.
+	 */
+	slots = ShmemInitStruct("estream partition slots",
+							mul_size(n, sizeof(EstreamPartition)), &found_slots);
+	free_slots = ShmemInitStruct("estream free slots", mul_size(n, sizeof(int)), &found);
+	evicted = ShmemInitStruct("estream evicted watermarks",
+							  mul_size(EVICTED_CAPACITY(n), sizeof(EvictedWatermarks)),
+							  &found);
+	creation_counts = ShmemInitStruct("estream creation counts",
+									  mul_size(ESTREAM_CREATION_BUCKETS,
+											   sizeof(pg_atomic_uint64)), &found);
+	if (!found_slots)
+	{
+		for (int i = 0; i < n; i++)
+		{
+			EstreamPartition *part = &slots[i];
+
+			memset(part, 0, sizeof(EstreamPartition));
+			SpinLockInit(&part->mutex);
+			dlist_init(&part->inflight);
+			ConditionVariableInit(&part->cv);
+			/* popped from the end: slot 0 first */
+			free_slots[i] = n - 1 - i;
+		}
+		estream_shared->nfree = n;
+		for (int i = 0; i < ESTREAM_CREATION_BUCKETS; i++)
+			pg_atomic_init_u64(&creation_counts[i], 0);
+	}
 
 	all_markers = ShmemInitStruct("estream markers",
 								  mul_size(mul_size(MaxBackends,
@@ -256,6 +430,8 @@ ensure_backend_state(void)
 	max_subxact_saves = 16;
 	subxact_saves = MemoryContextAlloc(TopMemoryContext,
 									   sizeof(SubxactSave) * max_subxact_saves);
+	max_local_pins = 16;
+	local_pins = MemoryContextAlloc(TopMemoryContext, sizeof(LocalPin) * max_local_pins);
 
 	RegisterXactCallback(estream_xact_callback, NULL);
 	RegisterSubXactCallback(estream_subxact_callback, NULL);
@@ -341,69 +517,385 @@ stored_offset_end(EstreamTopic *topic, int32 partition)
 	return result;
 }
 
+static inline void
+make_key(EstreamPartKey *key, EstreamTopic *topic, int32 partition)
+{
+	memset(key, 0, sizeof(EstreamPartKey));
+	key->dbid = MyDatabaseId;
+	key->logrelid = topic->logrelid;
+	key->partition = partition;
+}
+
+static inline pg_atomic_uint64 *
+creation_count(uint32 hashcode)
+{
+	return &creation_counts[hashcode & (ESTREAM_CREATION_BUCKETS - 1)];
+}
+
 /*
- * Find (or create) the shared entry of a topic partition, initializing its
- * offsets from the stored log on first touch since server start.
+ * The slot of key, or NULL.  Caller holds estream_shared->lock (any mode),
+ * which keeps the slot's identity still until it is released.
  */
-EstreamPartition *
-estream_get_partition(EstreamTopic *topic, int32 partition)
+static EstreamPartition *
+lookup_locked(EstreamPartKey *key, uint32 hashcode)
+{
+	PartHashEntry *h = hash_search_with_hash_value(part_hash, key, hashcode,
+												   HASH_FIND, NULL);
+
+	return h != NULL ? &slots[h->slot] : NULL;
+}
+
+/*
+ * Watermarks of a slot.  Caller holds its mutex.  Markers are appended with
+ * first = next, which only grows, so the list is ordered by first and its
+ * head holds the lowest.
+ */
+static inline int64
+stable_locked(EstreamPartition *part)
+{
+	int64		stable = part->committed_end;
+
+	if (!dlist_is_empty(&part->inflight))
+	{
+		EstreamMarker *m = dlist_head_element(EstreamMarker, node, &part->inflight);
+
+		if (m->first < stable)
+			stable = m->first;
+	}
+	return stable;
+}
+
+/*
+ * Read the watermarks of the slot a reference points to.  Returns false,
+ * reading nothing, if the slot was taken back since (or is not initialized
+ * yet).
+ */
+static bool
+read_ref(EstreamPartRef *ref, EstreamWatermarks *wm)
+{
+	EstreamPartition *part = ref->part;
+	bool		ok;
+
+	SpinLockAcquire(&part->mutex);
+	ok = part->generation == ref->generation && part->initialized;
+	if (ok)
+	{
+		wm->stable = stable_locked(part);
+		wm->next = part->next;
+		part->usage = 1;
+	}
+	SpinLockRelease(&part->mutex);
+	return ok;
+}
+
+/*
+ * Remember a pin this backend took, so that an error undoes it.  Room is
+ * made before the pin is taken (make_pin_room), so this cannot fail.
+ */
+static void
+make_pin_room(void)
+{
+	if (n_local_pins >= max_local_pins)
+	{
+		max_local_pins *= 2;
+		local_pins = repalloc(local_pins, sizeof(LocalPin) * max_local_pins);
+	}
+}
+
+static void
+remember_pin(EstreamPartition *part)
+{
+	Assert(n_local_pins < max_local_pins);
+	local_pins[n_local_pins].part = part;
+	local_pins[n_local_pins].nestlevel = GetCurrentTransactionNestLevel();
+	n_local_pins++;
+}
+
+/*
+ * Drop one pin this backend holds on part.  No error, no allocation.
+ */
+static void
+unpin(EstreamPartition *part)
+{
+	for (int i = n_local_pins - 1; i >= 0; i--)
+	{
+		if (local_pins[i].part == part)
+		{
+			SpinLockAcquire(&part->mutex);
+			Assert(part->pins > 0);
+			part->pins--;
+			SpinLockRelease(&part->mutex);
+			local_pins[i] = local_pins[--n_local_pins];
+			return;
+		}
+	}
+	elog(WARNING, "estream: no pin to drop on a partition slot");
+}
+
+/*
+ * Drop every pin taken at transaction nesting level nestlevel or deeper
+ * (0: all).  Called at (sub)transaction abort and at exit: takes only
+ * spinlocks, cannot fail.
+ */
+static void
+release_pins(int nestlevel)
+{
+	int			i = 0;
+
+	while (i < n_local_pins)
+	{
+		if (local_pins[i].nestlevel >= nestlevel)
+		{
+			EstreamPartition *part = local_pins[i].part;
+
+			SpinLockAcquire(&part->mutex);
+			if (part->pins > 0)
+				part->pins--;
+			SpinLockRelease(&part->mutex);
+			local_pins[i] = local_pins[--n_local_pins];
+		}
+		else
+			i++;
+	}
+}
+
+/*
+ * Queue the watermarks of an evicted slot for the worker of its database.
+ * Caller holds the LWLock exclusively.  When the queue is full (its
+ * database's worker does not run), an entry is overwritten: that
+ * partition's persisted stable offset then catches up only when somebody
+ * produces to it again.
+ */
+static void
+queue_evicted_locked(EstreamPartKey *key, int64 stable, int64 next)
+{
+	EvictedWatermarks *e;
+
+	if (estream_shared->nevicted < EVICTED_CAPACITY(estream_shared->nslots))
+		e = &evicted[estream_shared->nevicted++];
+	else
+	{
+		e = &evicted[estream_shared->evicted_overwrite];
+		estream_shared->evicted_overwrite =
+			(estream_shared->evicted_overwrite + 1) % EVICTED_CAPACITY(estream_shared->nslots);
+		estream_shared->evicted_lost++;
+	}
+	e->key = *key;
+	e->stable = stable;
+	e->next = next;
+}
+
+/*
+ * Take a slot back from its partition.  Caller holds the LWLock exclusively
+ * and the slot's mutex, and has checked that the slot is idle (no marker,
+ * no pin); releases the mutex.  A backend still sleeping on the slot's
+ * condition variable is woken, finds the generation changed and looks its
+ * partition up again.
+ */
+static void
+take_back_locked(EstreamPartition *part, bool queue)
+{
+	EstreamPartKey key = part->key;
+	bool		initialized = part->initialized;
+	int64		stable = part->committed_end;
+	int64		next = part->next;
+
+	Assert(part->in_use && part->pins == 0 && dlist_is_empty(&part->inflight));
+	part->in_use = false;
+	part->initialized = false;
+	part->generation++;
+	SpinLockRelease(&part->mutex);
+
+	if (hash_search(part_hash, &key, HASH_REMOVE, NULL) == NULL)
+		elog(WARNING, "estream: partition slot missing from its hash table");
+	if (queue && initialized)
+		queue_evicted_locked(&key, stable, next);
+	ConditionVariableBroadcast(&part->cv);
+}
+
+/*
+ * Find an idle slot to evict: a clock sweep over every slot, which clears
+ * the usage bit of idle slots it passes and takes the first idle slot whose
+ * bit is already clear.  Two turns are enough to find one if there is
+ * any.  Caller holds the LWLock exclusively.  Returns the slot number, or
+ * -1 if every slot is held by a marker or a pin.
+ */
+static int
+evict_locked(void)
+{
+	int			n = estream_shared->nslots;
+
+	for (int i = 0; i < 2 * n; i++)
+	{
+		int			slotno = estream_shared->clock_hand;
+		EstreamPartition *part = &slots[slotno];
+
+		estream_shared->clock_hand = (slotno + 1) % n;
+		SpinLockAcquire(&part->mutex);
+		if (part->in_use && part->pins == 0 && dlist_is_empty(&part->inflight))
+		{
+			if (part->usage == 0)
+			{
+				take_back_locked(part, true);
+				estream_shared->evictions++;
+				return slotno;
+			}
+			part->usage = 0;
+		}
+		SpinLockRelease(&part->mutex);
+	}
+	return -1;
+}
+
+/*
+ * Give a slot to key, pinned by this backend and not initialized.  Caller
+ * holds the LWLock exclusively and has made pin room; key has no slot.
+ * Returns NULL if every slot is held.
+ */
+static EstreamPartition *
+create_locked(EstreamPartKey *key, uint32 hashcode)
+{
+	int			slotno;
+	PartHashEntry *h;
+	bool		found;
+	EstreamPartition *part;
+
+	if (estream_shared->nfree > 0)
+		slotno = free_slots[--estream_shared->nfree];
+	else if ((slotno = evict_locked()) < 0)
+		return NULL;
+
+	/* as many hash entries as slots, and this one's slot was free */
+	h = hash_search_with_hash_value(part_hash, key, hashcode, HASH_ENTER_NULL, &found);
+	if (h == NULL || found)
+	{
+		free_slots[estream_shared->nfree++] = slotno;
+		elog(ERROR, "estream: could not enter a partition into the slot table");
+	}
+	h->slot = slotno;
+
+	part = &slots[slotno];
+	SpinLockAcquire(&part->mutex);
+	Assert(!part->in_use && dlist_is_empty(&part->inflight) && part->pins == 0);
+	part->key = *key;
+	part->in_use = true;
+	part->initialized = false;
+	part->next = 0;
+	part->committed_end = 0;
+	part->usage = 1;
+	part->pins = 1;
+	SpinLockRelease(&part->mutex);
+	remember_pin(part);
+
+	pg_atomic_fetch_add_u64(creation_count(hashcode), 1);
+	estream_shared->creations++;
+	return part;
+}
+
+/*
+ * Find or create the slot of a topic partition for a producer, initialized
+ * from the stored log if it is new.  With ESTREAM_ACQUIRE_PIN the slot is
+ * pinned (estream_unpin_partition() or the end of the transaction drops
+ * the pin), else *ref is a hint that estream_reserve() checks.  Raises
+ * "out of estream partition slots" (53200) if every slot is held by a
+ * marker or a pin: only this caller fails.
+ */
+void
+estream_acquire_partition(EstreamTopic *topic, int32 partition, int flags,
+						  EstreamPartRef *ref)
 {
 	LocalPartKey lkey;
 	LocalPartEntry *lentry;
 	EstreamPartKey key;
+	uint32		hashcode;
 	EstreamPartition *part;
-	bool		found;
+	bool		initialized;
 
 	estream_require_shmem();
 	ensure_backend_state();
 
 	lkey.logrelid = topic->logrelid;
 	lkey.partition = partition;
-	lentry = hash_search(local_part_cache, &lkey, HASH_FIND, NULL);
-	if (lentry != NULL)
-		return lentry->part;
+	make_pin_room();
+	if ((flags & ESTREAM_ACQUIRE_FRESH) == 0)
+	{
+		lentry = hash_search(local_part_cache, &lkey, HASH_FIND, NULL);
+		if (lentry != NULL && lentry->ref.part != NULL)
+		{
+			*ref = lentry->ref;
+			if ((flags & ESTREAM_ACQUIRE_PIN) == 0)
+				return;
 
-	memset(&key, 0, sizeof(key));
-	key.dbid = MyDatabaseId;
-	key.logrelid = topic->logrelid;
-	key.partition = partition;
+			/* a pin taken with the generation checked holds the slot */
+			part = ref->part;
+			SpinLockAcquire(&part->mutex);
+			initialized = (part->generation == ref->generation && part->initialized);
+			if (initialized)
+				part->pins++;
+			SpinLockRelease(&part->mutex);
+			if (initialized)
+			{
+				remember_pin(part);
+				return;
+			}
+		}
+	}
 
+	make_key(&key, topic, partition);
+	hashcode = get_hash_value(part_hash, &key);
+
+	/* pinned from here until initialized (and on, if asked) */
 	LWLockAcquire(estream_shared->lock, LW_SHARED);
-	part = hash_search(part_hash, &key, HASH_FIND, NULL);
+	part = lookup_locked(&key, hashcode);
+	if (part != NULL)
+	{
+		SpinLockAcquire(&part->mutex);
+		part->pins++;
+		SpinLockRelease(&part->mutex);
+		remember_pin(part);
+	}
 	LWLockRelease(estream_shared->lock);
 
 	if (part == NULL)
 	{
 		LWLockAcquire(estream_shared->lock, LW_EXCLUSIVE);
-		part = hash_search(part_hash, &key, HASH_ENTER_NULL, &found);
-		if (part != NULL && !found)
+		part = lookup_locked(&key, hashcode);
+		if (part != NULL)
 		{
-			SpinLockInit(&part->mutex);
-			part->initialized = false;
-			part->next = 0;
-			part->committed_end = 0;
-			dlist_init(&part->inflight);
-			ConditionVariableInit(&part->cv);
+			SpinLockAcquire(&part->mutex);
+			part->pins++;
+			SpinLockRelease(&part->mutex);
+			remember_pin(part);
 		}
+		else if ((part = create_locked(&key, hashcode)) == NULL)
+			estream_shared->exhausted++;
 		LWLockRelease(estream_shared->lock);
 
 		if (part == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("out of estream partition slots"),
-					 errdetail("All %d slots for partition state in shared memory are in use.",
-							   estream_max_partitions),
-					 errhint("Increase estream.max_partitions and restart the server.")));
+					 errdetail("All %d slots for partition state in shared memory are held by open transactions or calls that produce to their partitions.",
+							   estream_shared->nslots),
+					 errhint("Increase estream.max_partitions and restart the server, or produce to fewer partitions in open transactions at once.")));
 	}
 
-	if (!part->initialized)
+	/* pinned: the slot's identity cannot change */
+	ref->part = part;
+	ref->generation = part->generation;
+
+	SpinLockAcquire(&part->mutex);
+	initialized = part->initialized;
+	SpinLockRelease(&part->mutex);
+	if (!initialized)
 	{
 		int64		end = stored_offset_end(topic, partition);
 
 		/*
-		 * Nobody can have produced to this partition since server start
-		 * before it was initialized, so the first value stored wins and any
-		 * later (possibly newer) computation is ignored.
+		 * Nobody can have produced to this generation of the slot before it
+		 * was initialized, and every snapshot used to compute end was taken
+		 * after the slot was created, so every computation sees the same
+		 * committed rows: the first value stored wins.
 		 */
 		SpinLockAcquire(&part->mutex);
 		if (!part->initialized)
@@ -415,28 +907,85 @@ estream_get_partition(EstreamTopic *topic, int32 partition)
 		SpinLockRelease(&part->mutex);
 	}
 
-	lentry = hash_search(local_part_cache, &lkey, HASH_ENTER, &found);
-	lentry->part = part;
-	return part;
+	if ((flags & ESTREAM_ACQUIRE_PIN) == 0)
+		unpin(part);
+
+	lentry = hash_search(local_part_cache, &lkey, HASH_ENTER, NULL);
+	lentry->ref = *ref;
+	lentry->has_end = false;
+}
+
+/*
+ * Drop the pin estream_acquire_partition() took.
+ */
+void
+estream_unpin_partition(EstreamPartRef *ref)
+{
+	unpin(ref->part);
+}
+
+/*
+ * Check, before anything is reserved, that producing to these partitions
+ * of topic keeps the transaction within estream.max_partitions_per_transaction
+ * (partitions it already produced to do not count again).
+ */
+void
+estream_check_transaction_partitions(EstreamTopic *topic, const int32 *partitions,
+									 int n)
+{
+	int			more = 0;
+
+	estream_require_shmem();
+	ensure_backend_state();
+
+	for (int i = 0; i < n; i++)
+	{
+		bool		held = false;
+
+		for (int j = 0; j < n_local_markers && !held; j++)
+			held = (local_markers[j].key.logrelid == topic->logrelid &&
+					local_markers[j].key.partition == partitions[i]);
+		if (!held)
+			more++;
+	}
+
+	if (n_local_markers + more > estream_shared->markers_per_backend)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("transaction produces to too many partitions"),
+				 errdetail("The call would make the transaction produce to %d partitions; one transaction can produce to at most %d.",
+						   n_local_markers + more, estream_shared->markers_per_backend),
+				 errhint("Increase estream.max_partitions_per_transaction, or split the transaction.")));
 }
 
 /*
  * Reserve count consecutive offsets of a partition for the current
- * transaction and return the first.  Registers the transaction as in flight
- * on the partition in the same critical section that advances next.
+ * transaction and return the first, or -1 (reserving nothing) if the slot
+ * *ref points to was taken back since it was looked up: the caller then
+ * acquires it again.  Registers the transaction as in flight on the
+ * partition in the same critical section that checks the slot's generation
+ * and advances next.  The caller has checked the transaction's partition
+ * count.
  */
 int64
-estream_reserve(EstreamPartition *part, int64 count)
+estream_reserve(EstreamPartRef *ref, int64 count)
 {
+	EstreamPartition *part = ref->part;
 	int			idx = -1;
 	int			nestlevel = GetCurrentTransactionNestLevel();
 	int64		first;
 
 	Assert(count > 0);
 
+	/*
+	 * A marker of ours on this generation of the slot holds it.  (A stale
+	 * reference may point to a slot that now belongs to another partition,
+	 * maybe one we hold a marker on: the generation tells them apart.)
+	 */
 	for (int i = n_local_markers - 1; i >= 0; i--)
 	{
-		if (local_markers[i].part == part)
+		if (local_markers[i].part == part &&
+			local_markers[i].generation == ref->generation)
 		{
 			idx = i;
 			break;
@@ -444,12 +993,7 @@ estream_reserve(EstreamPartition *part, int64 count)
 	}
 
 	if (idx < 0 && n_local_markers >= estream_shared->markers_per_backend)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("transaction produces to too many partitions"),
-				 errdetail("One transaction can produce to at most %d partitions.",
-						   estream_shared->markers_per_backend),
-				 errhint("Increase estream.max_partitions_per_transaction, or split the transaction.")));
+		elog(ERROR, "estream: transaction partition count not checked before reserving");
 
 	/* Make room for the subtransaction save before reserving anything */
 	if (nestlevel > 1 && n_subxact_saves >= max_subxact_saves)
@@ -461,6 +1005,7 @@ estream_reserve(EstreamPartition *part, int64 count)
 	if (idx < 0)
 	{
 		EstreamMarker *m;
+		bool		valid;
 
 		idx = n_local_markers;
 		m = &all_markers[(Size) (MyBackendId - 1) * estream_shared->markers_per_backend + idx];
@@ -468,13 +1013,22 @@ estream_reserve(EstreamPartition *part, int64 count)
 		m->pid = MyProcPid;
 		m->since = GetCurrentStatementStartTimestamp();
 		SpinLockAcquire(&part->mutex);
-		first = part->next;
-		part->next += count;
-		m->first = first;
-		dlist_push_tail(&part->inflight, &m->node);
+		valid = (part->generation == ref->generation && part->initialized);
+		if (valid)
+		{
+			first = part->next;
+			part->next += count;
+			part->usage = 1;
+			m->first = first;
+			dlist_push_tail(&part->inflight, &m->node);
+		}
 		SpinLockRelease(&part->mutex);
+		if (!valid)
+			return -1;
 
 		local_markers[idx].part = part;
+		local_markers[idx].generation = ref->generation;
+		local_markers[idx].key = part->key;
 		local_markers[idx].marker = m;
 		local_markers[idx].last = -1;
 		n_local_markers++;
@@ -484,6 +1038,7 @@ estream_reserve(EstreamPartition *part, int64 count)
 		SpinLockAcquire(&part->mutex);
 		first = part->next;
 		part->next += count;
+		part->usage = 1;
 		SpinLockRelease(&part->mutex);
 	}
 
@@ -516,35 +1071,181 @@ estream_reserve(EstreamPartition *part, int64 count)
 }
 
 /*
- * Read the stable watermark and the next offset of a partition.
+ * Readers
  */
+
 /*
- * The stable watermark of a partition.  Caller holds part->mutex.  Markers
- * are appended with first = next, which only grows, so the list is ordered
- * by first and its head holds the lowest.
+ * Prepare to read a partition of topic.  Nothing is looked up yet.
  */
-static inline int64
-stable_locked(EstreamPartition *part)
+void
+estream_reader_init(EstreamPartReader *r, EstreamTopic *topic, int32 partition)
 {
-	int64		stable = part->committed_end;
+	LocalPartKey lkey;
+	LocalPartEntry *lentry;
 
-	if (!dlist_is_empty(&part->inflight))
-	{
-		EstreamMarker *m = dlist_head_element(EstreamMarker, node, &part->inflight);
+	estream_require_shmem();
+	ensure_backend_state();
 
-		if (m->first < stable)
-			stable = m->first;
-	}
-	return stable;
+	memset(r, 0, sizeof(EstreamPartReader));
+	r->topic = topic;
+	r->partition = partition;
+	make_key(&r->key, topic, partition);
+	r->hashcode = get_hash_value(part_hash, &r->key);
+	r->creations = PG_UINT64_MAX;	/* never read: no count is that high */
+
+	/* the backend's last reference, if any, as a hint */
+	lkey.logrelid = topic->logrelid;
+	lkey.partition = partition;
+	lentry = hash_search(local_part_cache, &lkey, HASH_FIND, NULL);
+	if (lentry != NULL && lentry->ref.part != NULL)
+		r->ref = lentry->ref;
 }
 
-void
-estream_read_watermarks(EstreamPartition *part, EstreamWatermarks *wm)
+/*
+ * Look the partition up (without the reader's hint) and read its
+ * watermarks: from its slot if it has one, else from storage, taking no
+ * slot (see "Slots and their life" above).  Takes the LWLock in shared
+ * mode; may run a query.
+ */
+static void
+reader_resolve(EstreamPartReader *r, EstreamWatermarks *wm)
 {
-	SpinLockAcquire(&part->mutex);
-	wm->stable = stable_locked(part);
-	wm->next = part->next;
-	SpinLockRelease(&part->mutex);
+	LocalPartKey lkey;
+	LocalPartEntry *lentry;
+	bool		found;
+
+	lkey.logrelid = r->key.logrelid;
+	lkey.partition = r->key.partition;
+	lentry = hash_search(local_part_cache, &lkey, HASH_ENTER, &found);
+	if (!found)
+	{
+		lentry->ref.part = NULL;
+		lentry->has_end = false;
+	}
+
+	for (;;)
+	{
+		EstreamPartition *part;
+		uint64		generation = 0;
+		uint64		before;
+		int64		end;
+		bool		done = false;
+
+		LWLockAcquire(estream_shared->lock, LW_SHARED);
+		part = lookup_locked(&r->key, r->hashcode);
+		before = pg_atomic_read_u64(creation_count(r->hashcode));
+		if (part != NULL)
+		{
+			generation = part->generation;
+			r->ref.part = part;
+			r->ref.generation = generation;
+			done = read_ref(&r->ref, wm);
+		}
+		else if (lentry->has_end && lentry->end_creations == before)
+		{
+			/*
+			 * Computed before, and no slot created since: without a slot
+			 * the watermark cannot move (see estream_wait_for_stable()).
+			 */
+			r->ref.part = NULL;
+			r->creations = before;
+			wm->stable = lentry->end;
+			wm->next = lentry->end;
+			done = true;
+		}
+		LWLockRelease(estream_shared->lock);
+		if (done)
+			break;
+
+		/*
+		 * No slot, or one whose producer is still computing where it
+		 * starts (or failed to): no reservation has been made in it, so the
+		 * watermark is what is stored.
+		 */
+		end = stored_offset_end(r->topic, r->partition);
+
+		LWLockAcquire(estream_shared->lock, LW_SHARED);
+		if (part == NULL)
+		{
+			part = lookup_locked(&r->key, r->hashcode);
+			if (part == NULL &&
+				pg_atomic_read_u64(creation_count(r->hashcode)) == before)
+			{
+				/* no slot at any moment since before the snapshot */
+				r->ref.part = NULL;
+				r->creations = before;
+				wm->stable = end;
+				wm->next = end;
+				lentry->has_end = true;
+				lentry->end = end;
+				lentry->end_creations = before;
+				done = true;
+			}
+			else if (part != NULL)
+			{
+				r->ref.part = part;
+				r->ref.generation = part->generation;
+				done = read_ref(&r->ref, wm);
+			}
+		}
+		else if (part->generation == generation)
+		{
+			/*
+			 * The same generation of the slot all along: initialized
+			 * meanwhile, its own watermarks; still not, no reservation was
+			 * made in it since before the snapshot.
+			 */
+			done = read_ref(&r->ref, wm);
+			if (!done)
+			{
+				wm->stable = end;
+				wm->next = end;
+				done = true;
+			}
+		}
+		LWLockRelease(estream_shared->lock);
+		if (done)
+			break;
+
+		/* a slot created or taken back meanwhile: look again */
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	/* the slot found, as a hint for the next call */
+	if (r->ref.part != NULL)
+	{
+		lentry->ref = r->ref;
+		lentry->has_end = false;
+	}
+	r->last = *wm;
+}
+
+/*
+ * Read the stable watermark and the next offset of the partition of a
+ * reader, never taking a slot.
+ */
+void
+estream_reader_watermarks(EstreamPartReader *r, EstreamWatermarks *wm)
+{
+	if (r->ref.part != NULL && read_ref(&r->ref, wm))
+	{
+		r->last = *wm;
+		return;
+	}
+	reader_resolve(r, wm);
+}
+
+/*
+ * Watermarks of one partition, for SQL functions: never takes a slot.
+ */
+void
+estream_partition_watermarks(EstreamTopic *topic, int32 partition,
+							 EstreamWatermarks *wm)
+{
+	EstreamPartReader r;
+
+	estream_reader_init(&r, topic, partition);
+	estream_reader_watermarks(&r, wm);
 }
 
 /*
@@ -552,55 +1253,86 @@ estream_read_watermarks(EstreamPartition *part, EstreamWatermarks *wm)
  * fetch must not wait for its own transaction to end.
  */
 bool
-estream_holds_marker(EstreamPartition *part)
+estream_reader_holds_marker(EstreamPartReader *r)
 {
 	for (int i = 0; i < n_local_markers; i++)
 	{
-		if (local_markers[i].part == part)
+		if (local_markers[i].key.logrelid == r->key.logrelid &&
+			local_markers[i].key.partition == r->key.partition)
 			return true;
 	}
 	return false;
 }
 
 /*
- * Sleep until the stable watermark of a partition is above past, or until
- * deadline.  Returns true if it moved.  Interruptible (cancel,
- * statement_timeout); holds no lock while sleeping.
+ * Has the watermark of a reader's partition possibly changed since it was
+ * last read?  Reads it again if so; returns the watermarks in *wm.
+ * Without a slot, the watermark cannot move until a producer creates one,
+ * which the creation count of the key's bucket tells.
  */
-bool
-estream_wait_for_stable(EstreamPartition *part, int64 past, TimestampTz deadline)
+static void
+reader_refresh(EstreamPartReader *r, EstreamWatermarks *wm)
 {
-	bool		moved = false;
-
-	ConditionVariablePrepareToSleep(&part->cv);
-	for (;;)
-	{
-		EstreamWatermarks wm;
-		long		remaining;
-
-		estream_read_watermarks(part, &wm);
-		if (wm.stable > past)
-		{
-			moved = true;
-			break;
-		}
-		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-		if (remaining <= 0)
-			break;
-		(void) ConditionVariableTimedSleep(&part->cv, remaining, PG_WAIT_EXTENSION);
-	}
-	ConditionVariableCancelSleep();
-	return moved;
+	if (r->ref.part != NULL)
+		estream_reader_watermarks(r, wm);
+	else if (pg_atomic_read_u64(creation_count(r->hashcode)) != r->creations)
+		reader_resolve(r, wm);
+	else
+		*wm = r->last;
 }
 
 /*
- * Sleep until the stable watermark of any of n partitions is above its
- * past[i], or until deadline.  Returns true if one moved.  Interruptible;
- * holds no lock while sleeping.  Wakes on every watermark move of the
- * server, so keep the partition list short.
+ * Sleep until the stable watermark of a reader's partition is above past,
+ * or until deadline.  Returns true if it moved, with the watermarks in *wm.
+ * Interruptible (cancel, statement_timeout); holds no lock while sleeping.
+ * With a slot, sleeps on its condition variable (re-checking the slot
+ * after every wake-up: eviction wakes it); without, on any_cv.
  */
 bool
-estream_wait_for_any(EstreamPartition **parts, int64 *past, int n,
+estream_wait_for_stable(EstreamPartReader *r, int64 past, TimestampTz deadline,
+						EstreamWatermarks *wm)
+{
+	for (;;)
+	{
+		ConditionVariable *cv;
+		EstreamPartition *part = r->ref.part;
+		long		remaining;
+
+		cv = part != NULL ? &part->cv : &estream_shared->any_cv;
+		ConditionVariablePrepareToSleep(cv);
+
+		/* read after preparing to sleep, so that no broadcast is missed */
+		reader_refresh(r, wm);
+		if (wm->stable > past)
+		{
+			ConditionVariableCancelSleep();
+			return true;
+		}
+		if (r->ref.part != part)
+		{
+			/* a slot appeared or was taken back: sleep on the right one */
+			ConditionVariableCancelSleep();
+			continue;
+		}
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (remaining <= 0)
+		{
+			ConditionVariableCancelSleep();
+			return false;
+		}
+		(void) ConditionVariableTimedSleep(cv, remaining, PG_WAIT_EXTENSION);
+		ConditionVariableCancelSleep();
+	}
+}
+
+/*
+ * Sleep until the stable watermark of any of n readers' partitions is above
+ * its past[i], or until deadline.  Returns true if one moved.
+ * Interruptible; holds no lock while sleeping.  Wakes on every watermark
+ * move of the server, so keep the partition list short.
+ */
+bool
+estream_wait_for_any(EstreamPartReader *readers, int64 *past, int n,
 					 TimestampTz deadline)
 {
 	bool		moved = false;
@@ -614,7 +1346,7 @@ estream_wait_for_any(EstreamPartition **parts, int64 *past, int n,
 		{
 			EstreamWatermarks wm;
 
-			estream_read_watermarks(parts[i], &wm);
+			reader_refresh(&readers[i], &wm);
 			moved = wm.stable > past[i];
 		}
 		if (moved)
@@ -681,11 +1413,15 @@ estream_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (n_local_markers > 0)
 				release_markers(true);
+			if (n_local_pins > 0)
+				release_pins(0);
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			if (n_local_markers > 0)
 				release_markers(false);
+			if (n_local_pins > 0)
+				release_pins(0);
 			break;
 		default:
 			break;
@@ -694,8 +1430,9 @@ estream_xact_callback(XactEvent event, void *arg)
 
 /*
  * A rolled-back subtransaction's offsets become holes: restore each marker's
- * "last" to what it was before the subtransaction first produced to it.  A
- * committed subtransaction hands its saves to its parent.
+ * "last" to what it was before the subtransaction first produced to it, and
+ * drop the pins it took.  A committed subtransaction hands its saves to its
+ * parent.
  */
 static void
 estream_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
@@ -703,7 +1440,7 @@ estream_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 {
 	int			nestlevel;
 
-	if (n_subxact_saves == 0)
+	if (n_subxact_saves == 0 && n_local_pins == 0)
 		return;
 
 	nestlevel = GetCurrentTransactionNestLevel();
@@ -717,6 +1454,8 @@ estream_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 
 			local_markers[s->idx].last = s->saved_last;
 		}
+		if (n_local_pins > 0)
+			release_pins(nestlevel);
 	}
 	else if (event == SUBXACT_EVENT_COMMIT_SUB)
 	{
@@ -746,6 +1485,13 @@ estream_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 			}
 		}
 		n_subxact_saves = keep;
+
+		/* pins of the committed level belong to its parent now */
+		for (int i = 0; i < n_local_pins; i++)
+		{
+			if (local_pins[i].nestlevel >= nestlevel)
+				local_pins[i].nestlevel = nestlevel - 1;
+		}
 	}
 }
 
@@ -755,79 +1501,219 @@ estream_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
  * callbacks run last-registered first, so this runs before ShutdownPostgres
  * aborts the transaction, while its xid still looks in progress: harmless,
  * since that transaction can only abort and its rows never become visible,
- * and committed_end is not advanced.
+ * and committed_end is not advanced.  (A slot freed this way may be
+ * evicted and initialized again before the abort: its offsets may then be
+ * handed out again, which is safe because no W ever passed them, and a
+ * new row with one of them waits for the abort in the unique index.)
  */
 static void
 estream_backend_exit(int code, Datum arg)
 {
 	if (n_local_markers > 0)
 		release_markers(false);
+	if (n_local_pins > 0)
+		release_pins(0);
 }
 
 /*
- * Watermarks of one partition, for SQL functions: initializes the entry if
- * needed.
+ * The worker's "persist stable offsets" step sets this around its
+ * transaction: estream._shared_partitions() then also returns (and
+ * dequeues) the watermarks of this database's evicted slots.
  */
 void
-estream_partition_watermarks(EstreamTopic *topic, int32 partition,
-							 EstreamWatermarks *wm)
+estream_set_persisting(bool on)
 {
-	EstreamPartition *part = estream_get_partition(topic, partition);
-
-	estream_read_watermarks(part, wm);
+	persisting = on;
 }
 
 /*
- * Housekeeping of the database worker, for the partitions of its database:
+ * Housekeeping of the database worker:
  *
  * - remove in-flight markers whose backend is gone (a backend normally
  *	 drops its markers when its transaction ends or when it exits; this is
  *	 the safety net);
  * - with timeout_ms > 0, terminate the session of a transaction whose
  *	 marker has held back a stable offset for longer than that, as Kafka
- *	 aborts a transaction after transaction.timeout.ms.
+ *	 aborts a transaction after transaction.timeout.ms;
+ * - take back the idle slots of this database's dropped topics, and of
+ *	 dropped databases (whose queued evicted watermarks go too).
  *
- * Markers are copied under the spinlock, and acted on with no lock held;
- * a marker is removed only if the very same marker is still linked.
- * Entries are never removed, so the copied entry pointers stay valid.
- * Runs in a transaction (for relation names in messages).
+ * Markers are copied under the spinlock, with their slot's generation, and
+ * acted on with no lock held; a marker is removed only if the very same
+ * marker is still linked into the same generation of its slot.  Runs in a
+ * transaction (for catalog lookups and relation names in messages).
  */
 #define HOUSEKEEP_BATCH 1024
 
 typedef struct MarkerRef
 {
 	EstreamPartition *part;
+	uint64		generation;
+	EstreamPartKey key;
 	EstreamMarker *marker;
 	int			pid;
 	int64		first;
 	TimestampTz since;
 } MarkerRef;
 
+typedef struct SlotRef
+{
+	EstreamPartition *part;
+	uint64		generation;
+	EstreamPartKey key;
+} SlotRef;
+
 /* sessions already told to end, not to be signalled again for a while */
 static int	signalled_pids[16];
 static TimestampTz signalled_at[16];
 
-void
-estream_housekeep(int timeout_ms, int *reaped, int *terminated)
+/*
+ * Does the partition of a slot still exist?  Its database must exist and,
+ * for this database, its log relation (a committed DROP is seen).
+ */
+static bool
+slot_owner_exists(EstreamPartKey *key)
 {
-	HASH_SEQ_STATUS status;
-	EstreamPartition *part;
+	if (key->dbid == MyDatabaseId)
+		return SearchSysCacheExists1(RELOID, ObjectIdGetDatum(key->logrelid));
+	return SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(key->dbid));
+}
+
+static int
+reclaim_dropped(void)
+{
+	SlotRef    *cands = palloc(sizeof(SlotRef) * estream_shared->nslots);
+	EstreamPartKey *gone;
+	int			ncands = 0;
+	int			ngone = 0;
+	int			nreclaimed = 0;
+	Oid			last_gone_db = InvalidOid;
+	Oid			last_live_db = InvalidOid;
+
+	LWLockAcquire(estream_shared->lock, LW_SHARED);
+	for (int i = 0; i < estream_shared->nslots; i++)
+	{
+		EstreamPartition *part = &slots[i];
+
+		/* a slot's identity holds still under the LWLock */
+		if (!part->in_use)
+			continue;
+		cands[ncands].part = part;
+		cands[ncands].generation = part->generation;
+		cands[ncands].key = part->key;
+		ncands++;
+	}
+	LWLockRelease(estream_shared->lock);
+
+	/* keep the candidates whose partition is gone */
+	gone = palloc(sizeof(EstreamPartKey) * Max(ncands, 1));
+	for (int i = 0; i < ncands; i++)
+	{
+		SlotRef    *c = &cands[i];
+		bool		exists;
+
+		if (c->key.dbid != MyDatabaseId && c->key.dbid == last_live_db)
+			exists = true;
+		else if (c->key.dbid != MyDatabaseId && c->key.dbid == last_gone_db)
+			exists = false;
+		else
+		{
+			exists = slot_owner_exists(&c->key);
+			if (c->key.dbid != MyDatabaseId)
+			{
+				if (exists)
+					last_live_db = c->key.dbid;
+				else
+					last_gone_db = c->key.dbid;
+			}
+		}
+		if (!exists)
+		{
+			gone[ngone] = c->key;
+			if (c->key.dbid != MyDatabaseId)
+				gone[ngone].logrelid = InvalidOid;	/* the whole database */
+			ngone++;
+		}
+		else
+			c->part = NULL;
+	}
+	if (ngone == 0)
+	{
+		pfree(cands);
+		pfree(gone);
+		return 0;
+	}
+
+	LWLockAcquire(estream_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < ncands; i++)
+	{
+		EstreamPartition *part = cands[i].part;
+
+		if (part == NULL)
+			continue;
+		SpinLockAcquire(&part->mutex);
+		if (part->generation == cands[i].generation && part->in_use &&
+			part->pins == 0 && dlist_is_empty(&part->inflight))
+		{
+			/*
+			 * This database's watermarks are queued as for an eviction: if
+			 * the topic was in fact created by a transaction that committed
+			 * after the look-up above, they still get persisted (for a
+			 * dropped topic, the persisting step finds no row to update).
+			 */
+			take_back_locked(part, cands[i].key.dbid == MyDatabaseId);
+			free_slots[estream_shared->nfree++] = part - slots;
+			estream_shared->reclaimed++;
+			nreclaimed++;
+		}
+		else
+			SpinLockRelease(&part->mutex);
+	}
+
+	/* queued watermarks of dropped databases will never be persisted */
+	for (int i = 0; i < estream_shared->nevicted;)
+	{
+		EstreamPartKey *key = &evicted[i].key;
+		bool		match = false;
+
+		for (int j = 0; j < ngone && !match; j++)
+			match = (gone[j].dbid == key->dbid && !OidIsValid(gone[j].logrelid));
+		if (match)
+		{
+			evicted[i] = evicted[--estream_shared->nevicted];
+			if (estream_shared->evicted_overwrite >= estream_shared->nevicted)
+				estream_shared->evicted_overwrite = 0;
+		}
+		else
+			i++;
+	}
+	LWLockRelease(estream_shared->lock);
+
+	pfree(cands);
+	pfree(gone);
+	return nreclaimed;
+}
+
+void
+estream_housekeep(int timeout_ms, int *reaped, int *terminated, int *reclaimed)
+{
 	MarkerRef  *refs = palloc(sizeof(MarkerRef) * HOUSEKEEP_BATCH);
 	int			nrefs = 0;
 	TimestampTz now = GetCurrentTimestamp();
 
 	*reaped = 0;
 	*terminated = 0;
+	*reclaimed = 0;
 	if (estream_shared == NULL)
 		return;
 
 	LWLockAcquire(estream_shared->lock, LW_SHARED);
-	hash_seq_init(&status, part_hash);
-	while ((part = hash_seq_search(&status)) != NULL)
+	for (int i = 0; i < estream_shared->nslots && nrefs < HOUSEKEEP_BATCH; i++)
 	{
+		EstreamPartition *part = &slots[i];
 		dlist_iter	iter;
 
-		if (part->key.dbid != MyDatabaseId)
+		if (!part->in_use || part->key.dbid != MyDatabaseId)
 			continue;
 		SpinLockAcquire(&part->mutex);
 		dlist_foreach(iter, &part->inflight)
@@ -837,6 +1723,8 @@ estream_housekeep(int timeout_ms, int *reaped, int *terminated)
 			if (nrefs >= HOUSEKEEP_BATCH)
 				break;
 			refs[nrefs].part = part;
+			refs[nrefs].generation = part->generation;
+			refs[nrefs].key = part->key;
 			refs[nrefs].marker = m;
 			refs[nrefs].pid = m->pid;
 			refs[nrefs].first = m->first;
@@ -857,28 +1745,31 @@ estream_housekeep(int timeout_ms, int *reaped, int *terminated)
 			dlist_iter	iter;
 
 			SpinLockAcquire(&r->part->mutex);
-			dlist_foreach(iter, &r->part->inflight)
+			if (r->part->generation == r->generation)
 			{
-				EstreamMarker *m = dlist_container(EstreamMarker, node, iter.cur);
-
-				if (m == r->marker && m->pid == r->pid && m->first == r->first)
+				dlist_foreach(iter, &r->part->inflight)
 				{
-					dlist_delete(&m->node);
-					removed = true;
-					break;
+					EstreamMarker *m = dlist_container(EstreamMarker, node, iter.cur);
+
+					if (m == r->marker && m->pid == r->pid && m->first == r->first)
+					{
+						dlist_delete(&m->node);
+						removed = true;
+						break;
+					}
 				}
 			}
 			SpinLockRelease(&r->part->mutex);
 			if (removed)
 			{
-				char	   *relname = get_rel_name(r->part->key.logrelid);
+				char	   *relname = get_rel_name(r->key.logrelid);
 
 				(*reaped)++;
 				ConditionVariableBroadcast(&r->part->cv);
 				ConditionVariableBroadcast(&estream_shared->any_cv);
 				ereport(LOG,
 						(errmsg("estream removed the in-flight marker of gone process %d on partition %d of log \"%s\"",
-								r->pid, r->part->key.partition,
+								r->pid, r->key.partition,
 								relname ? relname : "?")));
 			}
 		}
@@ -903,10 +1794,10 @@ estream_housekeep(int timeout_ms, int *reaped, int *terminated)
 			if (recent)
 				continue;
 
-			relname = get_rel_name(r->part->key.logrelid);
+			relname = get_rel_name(r->key.logrelid);
 			ereport(LOG,
 					(errmsg("terminating process %d: its transaction has held back the stable offset of partition %d of log \"%s\" for longer than estream.transaction_timeout (%d ms)",
-							r->pid, r->part->key.partition,
+							r->pid, r->key.partition,
 							relname ? relname : "?", timeout_ms)));
 			if (kill(r->pid, SIGTERM) == 0)
 			{
@@ -919,13 +1810,19 @@ estream_housekeep(int timeout_ms, int *reaped, int *terminated)
 			}
 		}
 	}
+
+	*reclaimed = reclaim_dropped();
 }
 
 /*
  * estream._shared_partitions() returns the shared state of every partition
- * of this database touched since the server started: log relation,
- * partition, stable and next offset, in-flight transactions and the start
- * of the oldest.  The worker persists the stable offsets from it.
+ * of this database that has a slot: log relation, partition, stable and
+ * next offset, in-flight transactions and the start of the oldest.  The
+ * worker persists the stable offsets from it; in its "persist stable
+ * offsets" step it also gets (and dequeues) the watermarks of evicted slots
+ * of this database that have no slot again.  Should that step fail, they
+ * are lost: the partition's persisted stable offset (what standbys read
+ * below) then catches up at its next produce.  Nothing else depends on it.
  */
 typedef struct SharedRow
 {
@@ -942,23 +1839,23 @@ Datum
 estream_shared_partitions(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	HASH_SEQ_STATUS status;
-	EstreamPartition *part;
 	SharedRow  *rows;
 	int			n = 0;
-	int			max = estream_max_partitions;
+	int			max;
 
 	estream_require_shmem();
 	InitMaterializedSRF(fcinfo, 0);
 
+	max = estream_shared->nslots +
+		(persisting ? EVICTED_CAPACITY(estream_shared->nslots) : 0);
 	rows = palloc(sizeof(SharedRow) * max);
-	LWLockAcquire(estream_shared->lock, LW_SHARED);
-	hash_seq_init(&status, part_hash);
-	while ((part = hash_seq_search(&status)) != NULL)
+	LWLockAcquire(estream_shared->lock, persisting ? LW_EXCLUSIVE : LW_SHARED);
+	for (int i = 0; i < estream_shared->nslots; i++)
 	{
+		EstreamPartition *part = &slots[i];
 		SharedRow  *r;
 
-		if (part->key.dbid != MyDatabaseId || n >= max)
+		if (!part->in_use || part->key.dbid != MyDatabaseId)
 			continue;
 		r = &rows[n];
 		r->logrelid = part->key.logrelid;
@@ -984,6 +1881,34 @@ estream_shared_partitions(PG_FUNCTION_ARGS)
 		}
 		SpinLockRelease(&part->mutex);
 	}
+	if (persisting)
+	{
+		for (int i = 0; i < estream_shared->nevicted;)
+		{
+			EvictedWatermarks *e = &evicted[i];
+
+			if (e->key.dbid != MyDatabaseId)
+			{
+				i++;
+				continue;
+			}
+			/* a slot taken again since has newer watermarks */
+			if (lookup_locked(&e->key, get_hash_value(part_hash, &e->key)) == NULL)
+			{
+				SharedRow  *r = &rows[n++];
+
+				r->logrelid = e->key.logrelid;
+				r->partition = e->key.partition;
+				r->stable = e->stable;
+				r->next = e->next;
+				r->inflight = 0;
+				r->oldest = 0;
+			}
+			evicted[i] = evicted[--estream_shared->nevicted];
+			if (estream_shared->evicted_overwrite >= estream_shared->nevicted)
+				estream_shared->evicted_overwrite = 0;
+		}
+	}
 	LWLockRelease(estream_shared->lock);
 
 	for (int i = 0; i < n; i++)
@@ -1000,5 +1925,76 @@ estream_shared_partitions(PG_FUNCTION_ARGS)
 		nulls[5] = (rows[i].oldest == 0);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+	return (Datum) 0;
+}
+
+/*
+ * estream._partition_slots() returns one row on the use of the shared
+ * partition slots of the whole server: the number of slots, those in use,
+ * those held (by an open producing transaction or a pin), those of this
+ * database, and counters since the server started: slots given to
+ * partitions, idle slots evicted, slots of dropped topics reclaimed, calls
+ * refused because every slot was held, evicted stable offsets dropped
+ * before the worker persisted them.  For roles that may describe the
+ * cluster; others get no row.
+ */
+PG_FUNCTION_INFO_V1(estream_partition_slots);
+Datum
+estream_partition_slots(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum		values[10];
+	bool		nulls[10] = {0};
+	int			used = 0;
+	int			held = 0;
+	int			mine = 0;
+	int			nevicted;
+	uint64		creations;
+	uint64		evictions;
+	uint64		reclaimed;
+	uint64		exhausted;
+	uint64		lost;
+
+	estream_require_shmem();
+	InitMaterializedSRF(fcinfo, 0);
+	if (estream_acl_mode() &&
+		!estream_allowed(estream_caller(), ESTREAM_OP_DESCRIBE, ESTREAM_CLUSTER, NULL,
+						 InvalidOid))
+		return (Datum) 0;
+
+	LWLockAcquire(estream_shared->lock, LW_SHARED);
+	for (int i = 0; i < estream_shared->nslots; i++)
+	{
+		EstreamPartition *part = &slots[i];
+
+		if (!part->in_use)
+			continue;
+		used++;
+		if (part->key.dbid == MyDatabaseId)
+			mine++;
+		SpinLockAcquire(&part->mutex);
+		if (part->pins > 0 || !dlist_is_empty(&part->inflight))
+			held++;
+		SpinLockRelease(&part->mutex);
+	}
+	nevicted = estream_shared->nevicted;
+	creations = estream_shared->creations;
+	evictions = estream_shared->evictions;
+	reclaimed = estream_shared->reclaimed;
+	exhausted = estream_shared->exhausted;
+	lost = estream_shared->evicted_lost;
+	LWLockRelease(estream_shared->lock);
+
+	values[0] = Int32GetDatum(estream_shared->nslots);
+	values[1] = Int32GetDatum(used);
+	values[2] = Int32GetDatum(held);
+	values[3] = Int32GetDatum(mine);
+	values[4] = Int64GetDatum((int64) creations);
+	values[5] = Int64GetDatum((int64) evictions);
+	values[6] = Int64GetDatum((int64) reclaimed);
+	values[7] = Int64GetDatum((int64) exhausted);
+	values[8] = Int32GetDatum(nevicted);
+	values[9] = Int64GetDatum((int64) lost);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }

@@ -1054,7 +1054,10 @@ run_step(int i)
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, maintenance_steps[i].sql);
 
+		/* the persisting step also writes the evicted slots' watermarks */
+		estream_set_persisting(maintenance_steps[i].counter == EWC_PERSISTED);
 		rc = SPI_execute(maintenance_steps[i].sql, false, 1);
+		estream_set_persisting(false);
 		if (rc != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "estream worker: \"%s\" failed", maintenance_steps[i].sql);
 		else
@@ -1074,6 +1077,7 @@ run_step(int i)
 	PG_CATCH();
 	{
 		done = 0;
+		estream_set_persisting(false);
 		step_failed(cxt, maintenance_steps[i].name);
 	}
 	PG_END_TRY();
@@ -1160,13 +1164,15 @@ run_housekeeping(void)
 	MemoryContext cxt = CurrentMemoryContext;
 	int			reaped = 0;
 	int			terminated = 0;
+	int			reclaimed = 0;
 
 	PG_TRY();
 	{
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		estream_housekeep(estream_transaction_timeout, &reaped, &terminated);
+		estream_housekeep(estream_transaction_timeout, &reaped, &terminated,
+						  &reclaimed);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
