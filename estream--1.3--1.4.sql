@@ -256,6 +256,20 @@ AS 'MODULE_PATHNAME', 'estream_gateway';
 COMMENT ON FUNCTION estream.create_topic(text, integer, jsonb, boolean) IS
 	'Creates a topic with the given partition count and Kafka-style configuration; the caller becomes its owner (needs the create right).';
 
+CREATE FUNCTION estream._drain(topic_id integer)
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'estream_drain';
+COMMENT ON FUNCTION estream._drain(integer) IS
+	'For drop_topic(): ends the long-polls of the topic now and keeps new ones from sleeping until the transaction ends.';
+
+CREATE FUNCTION estream._draining(topic_id integer)
+RETURNS boolean
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'estream_draining_sql';
+COMMENT ON FUNCTION estream._draining(integer) IS
+	'Whether another transaction is dropping the topic (null: any topic) or the extension: poll() and consume() stop waiting.';
+
 CREATE FUNCTION estream._drop_topic_impl(topic text, if_exists boolean)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
@@ -279,6 +293,8 @@ BEGIN
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'Pass if_exists => true to ignore missing topics.';
 	END IF;
+	-- long-polls of the topic hold a lock on its log until they return
+	PERFORM estream._drain(t.topic_id);
 	EXECUTE format('DROP TABLE estream.log_%s', t.topic_id);
 	DELETE FROM estream.topic x WHERE x.topic_id = t.topic_id;
 	-- rights granted on this topic by name go with it, as privileges go
@@ -802,7 +818,8 @@ BEGIN
 			WHERE o.group_id = g.group_id AND o.topic_id = t.topic_id AND o.partition = p;
 			EXIT WHEN got >= max_records;
 		END LOOP;
-		EXIT WHEN got > 0 OR wait_ms = 0 OR clock_timestamp() >= deadline;
+		EXIT WHEN got > 0 OR wait_ms = 0 OR clock_timestamp() >= deadline
+			OR estream._draining(t.topic_id);
 		-- nothing to read in the partitions we could claim: wait for any
 		-- partition to move past where the group stands
 		IF cardinality(parts) = 0 THEN
@@ -1030,7 +1047,8 @@ BEGIN
 			END LOOP;
 			EXIT WHEN got >= max_records;
 		END LOOP;
-		EXIT WHEN got > 0 OR coalesce(wait_ms, 0) = 0 OR clock_timestamp() >= deadline;
+		EXIT WHEN got > 0 OR coalesce(wait_ms, 0) = 0 OR clock_timestamp() >= deadline
+			OR estream._draining(NULL);
 		PERFORM pg_sleep(least(0.05, greatest(0, extract(epoch FROM deadline - clock_timestamp()))));
 		-- waiting counts as being alive
 		UPDATE estream.group_member m SET last_heartbeat = clock_timestamp()

@@ -160,10 +160,16 @@ acl_reset(void)
 	ext_owner = InvalidOid;
 }
 
+/*
+ * Without estream.acl (extension 1.3 or older, or none), any relation's
+ * invalidation reloads: the table may just have been created by ALTER
+ * EXTENSION UPDATE or CREATE EXTENSION, and a session that looked before
+ * must not go on without rights.
+ */
 static void
 acl_relcache_inval(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == acl_relid)
+	if (relid == InvalidOid || relid == acl_relid || !OidIsValid(acl_relid))
 		acl_loaded = false;
 }
 

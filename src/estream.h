@@ -229,6 +229,8 @@ extern bool estream_wait_for_any(EstreamPartReader *readers, int64 *past, int n,
 extern void estream_partition_watermarks(EstreamTopic *topic, int32 partition,
 										 EstreamWatermarks *wm);
 extern void estream_set_persisting(bool on);
+extern void estream_begin_drain(int32 topic_id);
+extern bool estream_draining(int32 topic_id);
 extern void estream_housekeep(int timeout_ms, int *reaped, int *terminated,
 							  int *reclaimed);
 

@@ -506,7 +506,7 @@ fetch_common(FunctionCallInfo fcinfo, bool binary)
 			int64		past = wm.stable;
 			int64		dummy;
 
-			if (remaining <= 0)
+			if (remaining <= 0 || estream_draining(topic->topic_id))
 				break;
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 Min(remaining, 100), PG_WAIT_EXTENSION);

@@ -154,6 +154,21 @@
  */
 #define EVICTED_CAPACITY(nslots)	Max(1024, 2 * (nslots))
 
+/* DROP EXTENSION, ALTER EXTENSION UPDATE or drop_topic() in progress at once */
+#define ESTREAM_DRAINS 16
+
+/*
+ * A transaction about to drop or replace what long-polls wait on: waits of
+ * its database (on one topic, or on all with topic_id 0) end at once
+ * instead of holding their locks until their deadline.
+ */
+typedef struct EstreamDrain
+{
+	int			pid;			/* 0: free entry */
+	Oid			dbid;
+	int32		topic_id;		/* 0: every topic of the database */
+} EstreamDrain;
+
 typedef struct EstreamShared
 {
 	LWLock	   *lock;			/* see "Note about locking" above */
@@ -172,6 +187,8 @@ typedef struct EstreamShared
 	uint64		reclaimed;		/* slots of dropped topics taken back */
 	uint64		exhausted;		/* calls refused: every slot held */
 	uint64		evicted_lost;	/* evicted watermarks overwritten unpersisted */
+	slock_t		drain_mutex;	/* protects drains */
+	EstreamDrain drains[ESTREAM_DRAINS];
 } EstreamShared;
 
 /* key-to-slot hash table entry */
@@ -255,6 +272,7 @@ static SubxactSave *subxact_saves = NULL;
 static int	n_subxact_saves = 0;
 static int	max_subxact_saves = 0;
 static bool callbacks_registered = false;
+static bool local_drains = false;	/* this backend has entries in drains */
 static bool persisting = false;
 
 static void estream_shmem_request(void);
@@ -263,6 +281,7 @@ static void estream_xact_callback(XactEvent event, void *arg);
 static void estream_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 									 SubTransactionId parentSubid, void *arg);
 static void release_markers(bool commit);
+static void end_drains(void);
 static void release_pins(int nestlevel);
 static void estream_backend_exit(int code, Datum arg);
 
@@ -330,6 +349,7 @@ estream_shmem_startup(void)
 		estream_shared->markers_per_backend = estream_max_partitions_per_xact;
 		estream_shared->nslots = n;
 		ConditionVariableInit(&estream_shared->any_cv);
+		SpinLockInit(&estream_shared->drain_mutex);
 	}
 	estream_worker_shmem_startup(&(GetNamedLWLockTranche("estream"))[1].lock);
 
@@ -1286,7 +1306,8 @@ reader_refresh(EstreamPartReader *r, EstreamWatermarks *wm)
  * or until deadline.  Returns true if it moved, with the watermarks in *wm.
  * Interruptible (cancel, statement_timeout); holds no lock while sleeping.
  * With a slot, sleeps on its condition variable (re-checking the slot
- * after every wake-up: eviction wakes it); without, on any_cv.
+ * after every wake-up: eviction wakes it); without, on any_cv.  Returns
+ * false at once while the topic or the extension is being dropped.
  */
 bool
 estream_wait_for_stable(EstreamPartReader *r, int64 past, TimestampTz deadline,
@@ -1315,6 +1336,8 @@ estream_wait_for_stable(EstreamPartReader *r, int64 past, TimestampTz deadline,
 			continue;
 		}
 		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (estream_draining(r->topic->topic_id))
+			remaining = 0;
 		if (remaining <= 0)
 		{
 			ConditionVariableCancelSleep();
@@ -1329,7 +1352,8 @@ estream_wait_for_stable(EstreamPartReader *r, int64 past, TimestampTz deadline,
  * Sleep until the stable watermark of any of n readers' partitions is above
  * its past[i], or until deadline.  Returns true if one moved.
  * Interruptible; holds no lock while sleeping.  Wakes on every watermark
- * move of the server, so keep the partition list short.
+ * move of the server, so keep the partition list short.  The readers are of
+ * one topic (a drain of it ends the wait).
  */
 bool
 estream_wait_for_any(EstreamPartReader *readers, int64 *past, int n,
@@ -1352,7 +1376,7 @@ estream_wait_for_any(EstreamPartReader *readers, int64 *past, int n,
 		if (moved)
 			break;
 		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-		if (remaining <= 0)
+		if (remaining <= 0 || (n > 0 && estream_draining(readers[0].topic->topic_id)))
 			break;
 		(void) ConditionVariableTimedSleep(&estream_shared->any_cv, remaining,
 										   PG_WAIT_EXTENSION);
@@ -1415,6 +1439,8 @@ estream_xact_callback(XactEvent event, void *arg)
 				release_markers(true);
 			if (n_local_pins > 0)
 				release_pins(0);
+			if (local_drains)
+				end_drains();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
@@ -1422,6 +1448,8 @@ estream_xact_callback(XactEvent event, void *arg)
 				release_markers(false);
 			if (n_local_pins > 0)
 				release_pins(0);
+			if (local_drains)
+				end_drains();
 			break;
 		default:
 			break;
@@ -1513,6 +1541,91 @@ estream_backend_exit(int code, Datum arg)
 		release_markers(false);
 	if (n_local_pins > 0)
 		release_pins(0);
+	if (local_drains)
+		end_drains();
+}
+
+/*
+ * Drains: DROP EXTENSION and ALTER EXTENSION UPDATE (whole database) and
+ * drop_topic() (one topic) need locks that long-polls hold until they
+ * return.  estream_begin_drain() records the drain until the end of the
+ * calling transaction and wakes every wait; a wait checks
+ * estream_draining() after preparing to sleep, so none sleeps through it,
+ * and returns what it has.  With every entry taken, waits are still woken
+ * once.  Must be called in a transaction.
+ */
+void
+estream_begin_drain(int32 topic_id)
+{
+	int			free_entry = -1;
+
+	if (estream_shared == NULL)
+		return;
+	ensure_backend_state();
+
+	SpinLockAcquire(&estream_shared->drain_mutex);
+	for (int i = 0; i < ESTREAM_DRAINS; i++)
+	{
+		EstreamDrain *d = &estream_shared->drains[i];
+
+		if (d->pid == MyProcPid && d->dbid == MyDatabaseId && d->topic_id == topic_id)
+		{
+			free_entry = -2;	/* already draining */
+			break;
+		}
+		if (d->pid == 0 && free_entry == -1)
+			free_entry = i;
+	}
+	if (free_entry >= 0)
+	{
+		EstreamDrain *d = &estream_shared->drains[free_entry];
+
+		d->pid = MyProcPid;
+		d->dbid = MyDatabaseId;
+		d->topic_id = topic_id;
+		local_drains = true;
+	}
+	SpinLockRelease(&estream_shared->drain_mutex);
+
+	/* after the entry is visible: a wait that missed it sees the broadcast */
+	ConditionVariableBroadcast(&estream_shared->any_cv);
+	for (int i = 0; i < estream_shared->nslots; i++)
+		ConditionVariableBroadcast(&slots[i].cv);
+}
+
+/*
+ * Whether another transaction of this database is dropping topic_id (or,
+ * with topic_id 0, any topic) or the extension: waits should not sleep.
+ */
+bool
+estream_draining(int32 topic_id)
+{
+	bool		found = false;
+
+	if (estream_shared == NULL)
+		return false;
+	SpinLockAcquire(&estream_shared->drain_mutex);
+	for (int i = 0; i < ESTREAM_DRAINS && !found; i++)
+	{
+		EstreamDrain *d = &estream_shared->drains[i];
+
+		found = d->pid != 0 && d->pid != MyProcPid && d->dbid == MyDatabaseId &&
+			(d->topic_id == 0 || topic_id == 0 || d->topic_id == topic_id);
+	}
+	SpinLockRelease(&estream_shared->drain_mutex);
+	return found;
+}
+
+/* At the end of the draining transaction.  Must not error. */
+static void
+end_drains(void)
+{
+	SpinLockAcquire(&estream_shared->drain_mutex);
+	for (int i = 0; i < ESTREAM_DRAINS; i++)
+		if (estream_shared->drains[i].pid == MyProcPid)
+			estream_shared->drains[i].pid = 0;
+	SpinLockRelease(&estream_shared->drain_mutex);
+	local_drains = false;
 }
 
 /*
@@ -1997,4 +2110,35 @@ estream_partition_slots(PG_FUNCTION_ARGS)
 	values[9] = Int64GetDatum((int64) lost);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
+}
+
+/*
+ * estream._drain(topic_id integer) returns void
+ *
+ * For drop_topic(): end the long-polls of the topic now and keep new ones
+ * from sleeping until this transaction ends (see estream_begin_drain()).
+ */
+PG_FUNCTION_INFO_V1(estream_drain);
+Datum
+estream_drain(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("topic_id must not be null")));
+	estream_begin_drain(PG_GETARG_INT32(0));
+	PG_RETURN_VOID();
+}
+
+/*
+ * estream._draining(topic_id integer) returns boolean
+ *
+ * Whether another transaction is dropping the topic (null: any topic) or
+ * the extension: the sleeping loops of poll() and consume() stop waiting.
+ */
+PG_FUNCTION_INFO_V1(estream_draining_sql);
+Datum
+estream_draining_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(estream_draining(PG_ARGISNULL(0) ? 0 : PG_GETARG_INT32(0)));
 }

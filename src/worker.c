@@ -51,6 +51,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_extension.h"
@@ -870,7 +871,46 @@ option_string(List *options, const char *name)
 }
 
 /*
- * Stop the worker of a database that the utility command needs alone.
+ * Whether the command drops or replaces estream in this database, by a role
+ * that may (its owner, or the owner of its schema): long-polls holding
+ * locks on estream's objects are then ended (see estream_begin_drain()).
+ */
+static bool
+drops_or_updates_estream(Node *parsetree)
+{
+	Oid			extoid = get_extension_oid("estream", true);
+
+	if (!OidIsValid(extoid))
+		return false;
+	if (IsA(parsetree, AlterExtensionStmt))
+		return strcmp(((AlterExtensionStmt *) parsetree)->extname, "estream") == 0 &&
+			pg_extension_ownercheck(extoid, GetUserId());
+	if (IsA(parsetree, DropStmt))
+	{
+		DropStmt   *stmt = (DropStmt *) parsetree;
+		ListCell   *lc;
+
+		if (stmt->removeType != OBJECT_EXTENSION && stmt->removeType != OBJECT_SCHEMA)
+			return false;
+		foreach(lc, stmt->objects)
+		{
+			Node	   *obj = lfirst(lc);
+
+			if (!IsA(obj, String) || strcmp(strVal(obj), "estream") != 0)
+				continue;
+			if (stmt->removeType == OBJECT_EXTENSION)
+				return pg_extension_ownercheck(extoid, GetUserId());
+			/* the extension's schema is estream (estream.control) */
+			return OidIsValid(get_namespace_oid("estream", true)) &&
+				pg_namespace_ownercheck(get_namespace_oid("estream", true), GetUserId());
+		}
+	}
+	return false;
+}
+
+/*
+ * Stop the worker of a database that the utility command needs alone; end
+ * the long-polls that would hold up dropping or updating the extension.
  */
 static void
 estream_process_utility(PlannedStmt *pstmt, const char *queryString,
@@ -881,6 +921,9 @@ estream_process_utility(PlannedStmt *pstmt, const char *queryString,
 	Node	   *parsetree = pstmt->utilityStmt;
 	const char *dbname = NULL;
 	volatile Oid paused = InvalidOid;
+
+	if (drops_or_updates_estream(parsetree))
+		estream_begin_drain(0);
 
 	switch (nodeTag(parsetree))
 	{
