@@ -2168,6 +2168,8 @@ COMMENT ON COLUMN estream.capture.progress_lsn IS
 COMMENT ON COLUMN estream.capture.stopped_at IS
 	'When the worker stopped the capture (null: not stopped); estream.resume_capture() starts it again.';
 COMMENT ON COLUMN estream.capture.stop_error IS 'The error that stopped the capture.';
+COMMENT ON COLUMN estream.capture.stop_detail IS 'The detail of that error, if it had one.';
+COMMENT ON COLUMN estream.capture.stop_sqlstate IS 'The SQLSTATE of that error.';
 COMMENT ON COLUMN estream.capture.stop_lsn IS
 	'The WAL position of the change that could not be captured; null if the initial copy failed.';
 COMMENT ON COLUMN estream.capture.stop_xid IS 'The source transaction of that change.';
