@@ -2771,3 +2771,472 @@ COMMENT ON VIEW estream.partition_slots IS
 	'Shared partition slots of the server (estream.max_partitions): in use, held by open producing transactions, of this database; slots given, evicted, reclaimed from dropped topics, calls refused since start; evicted stable offsets not yet persisted, and lost. Needs describe on the cluster.';
 GRANT SELECT ON estream.partition_slots TO PUBLIC;
 
+--
+-- CDC isolation (issue 12).  A capture's failure stays its own: a change
+-- that cannot be rendered or written stops that capture (on_error "stop")
+-- or becomes a dead letter (on_error "skip"), a failed initial copy stops
+-- its capture, and the others go on; resume_capture() starts a stopped
+-- capture again from its position.  Default topic names are unique.
+-- (This section is kept in one piece, at the end of the script.)
+--
+
+-- The output plugin reads only the first columns of estream.capture (by
+-- number): these go at the end.  The worker writes them.
+ALTER TABLE estream.capture
+	ADD COLUMN on_error text NOT NULL DEFAULT 'stop' CHECK (on_error IN ('stop', 'skip')),
+	ADD COLUMN progress_lsn pg_catalog.pg_lsn,
+	ADD COLUMN stopped_at timestamptz,
+	ADD COLUMN stop_error text,
+	ADD COLUMN stop_detail text,
+	ADD COLUMN stop_sqlstate text,
+	ADD COLUMN stop_lsn pg_catalog.pg_lsn,
+	ADD COLUMN stop_xid bigint;
+COMMENT ON COLUMN estream.capture.on_error IS
+	'What the worker does with a change it cannot render or write: "stop" the capture, or "skip" it into estream.capture_dead_letter.';
+COMMENT ON COLUMN estream.capture.progress_lsn IS
+	'The capture''s own position, when it is not that of the database''s streaming captures (stopped, or resumed and catching up): every source transaction that ended at or before it is written.';
+COMMENT ON COLUMN estream.capture.stopped_at IS
+	'When the worker stopped the capture (null: not stopped); estream.resume_capture() starts it again.';
+COMMENT ON COLUMN estream.capture.stop_error IS 'The error that stopped the capture.';
+COMMENT ON COLUMN estream.capture.stop_detail IS 'The detail of that error, if it had one.';
+COMMENT ON COLUMN estream.capture.stop_sqlstate IS 'The SQLSTATE of that error.';
+COMMENT ON COLUMN estream.capture.stop_lsn IS
+	'The WAL position of the change that could not be captured; null if the initial copy failed.';
+COMMENT ON COLUMN estream.capture.stop_xid IS 'The source transaction of that change.';
+
+CREATE TABLE estream.capture_dead_letter (
+	id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	relid oid NOT NULL,
+	capture_created_at timestamptz NOT NULL,
+	source_schema name NOT NULL,
+	source_table name NOT NULL,
+	topic_id integer NOT NULL REFERENCES estream.topic ON DELETE CASCADE,
+	topic text NOT NULL,
+	lsn pg_catalog.pg_lsn NOT NULL,
+	xid bigint NOT NULL,
+	commit_ts timestamptz NOT NULL,
+	key text,
+	event jsonb,
+	error text NOT NULL,
+	error_detail text,
+	sqlstate text NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+);
+CREATE INDEX capture_dead_letter_relid ON estream.capture_dead_letter (relid, capture_created_at);
+COMMENT ON TABLE estream.capture_dead_letter IS
+	'Changes of captures with on_error "skip" that could not be rendered or written into their topic: the change''s position, transaction, key, event (null if it could not be rendered) and error.';
+-- Not dumped, like estream.capture (rows name tables by OID).
+
+-- Only the extension's owner holds privileges on estream's tables, default
+-- privileges notwithstanding.
+DO $$
+DECLARE
+	r record;
+BEGIN
+	FOR r IN SELECT c.oid::regclass AS rel, a.grantee
+			   FROM pg_catalog.pg_class c CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
+			  WHERE c.oid IN ('estream.capture_dead_letter'::regclass,
+							  pg_catalog.pg_get_serial_sequence('estream.capture_dead_letter', 'id')::regclass)
+				AND a.grantee <> c.relowner
+	LOOP
+		EXECUTE format('REVOKE ALL ON %s FROM %s', r.rel,
+					   CASE WHEN r.grantee = 0 THEN 'PUBLIC'
+							ELSE quote_ident((SELECT rolname FROM pg_catalog.pg_roles WHERE oid = r.grantee)) END);
+	END LOOP;
+END
+$$;
+
+CREATE FUNCTION estream._capture_position()
+RETURNS pg_lsn
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'estream_capture_position';
+COMMENT ON FUNCTION estream._capture_position() IS
+	'Position of this database''s streaming captures as its worker last wrote it: every source transaction that ended before it is in their topics.';
+
+-- The schema and table parts of a default topic name: characters other
+-- than A-Z, a-z, 0-9 and _ become -XX per UTF-8 byte (lower-case hex).
+-- "-" never stands for itself, so different names give different parts,
+-- and names of those characters only keep their name.
+CREATE FUNCTION estream._topic_name_part(part text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT coalesce(string_agg(CASE WHEN ascii(x.ch) < 128 AND x.ch ~ '^[A-Za-z0-9_]$' THEN x.ch
+								ELSE regexp_replace(encode(convert_to(x.ch, 'UTF8'), 'hex'), '(..)', '-\1', 'g')
+						   END, '' ORDER BY x.i), '')
+  FROM regexp_split_to_table(part, '') WITH ORDINALITY AS x(ch, i)
+$$;
+COMMENT ON FUNCTION estream._topic_name_part(text) IS
+	'A schema or table name as a part of a default capture topic name: characters other than A-Z, a-z, 0-9 and _ escaped as -XX per UTF-8 byte.';
+REVOKE EXECUTE ON FUNCTION estream._topic_name_part(text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION estream._capture_impl(source regclass, topic text, options jsonb)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict error
+DECLARE
+	c record;
+	t estream.topic;
+	v_root oid;
+	v_topic text := _capture_impl.topic;
+	v_snapshot boolean := true;
+	v_before boolean := true;
+	v_columns text[];
+	v_partitions integer := 1;
+	v_on_error text := 'stop';
+	v_bad text;
+	k text;
+BEGIN
+	IF source IS NULL THEN
+		RAISE EXCEPTION 'source must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF current_setting('wal_level') <> 'logical' THEN
+		RAISE EXCEPTION 'change data capture needs wal_level = logical'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = format('wal_level is %s.', current_setting('wal_level')),
+				  HINT = 'Set wal_level = logical in postgresql.conf and restart the server.';
+	END IF;
+
+	SELECT cl.relkind, cl.relpersistence, cl.relispartition, n.nspname, cl.relname, cl.relowner INTO c
+	  FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace WHERE cl.oid = source;
+	-- the worker copies and decodes the table: only for its owner
+	IF NOT pg_has_role(estream._caller(), c.relowner, 'USAGE') THEN
+		RAISE EXCEPTION 'must be owner of table %', source
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'Capturing a table streams every row and change of it into a topic.',
+				  HINT = 'Its owner (or a member of the owning role) can capture it.';
+	END IF;
+	IF c.relkind NOT IN ('r', 'p') THEN
+		RAISE EXCEPTION '"%" is not a table', source
+			USING ERRCODE = 'wrong_object_type',
+				  DETAIL = format('Only tables can be captured; "%s" is a %s.', source,
+								  CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+									  WHEN 'f' THEN 'foreign table' WHEN 'S' THEN 'sequence'
+									  WHEN 'i' THEN 'index' WHEN 'c' THEN 'composite type'
+									  ELSE 'relation of kind ' || c.relkind::text END);
+	END IF;
+	IF c.relpersistence = 't' THEN
+		RAISE EXCEPTION 'cannot capture temporary table "%"', source
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = 'Changes of temporary tables are not written to the WAL.';
+	END IF;
+	IF c.relpersistence = 'u' THEN
+		RAISE EXCEPTION 'cannot capture unlogged table "%"', source
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = 'Changes of unlogged tables are not written to the WAL.',
+				  HINT = format('Make it logged first: ALTER TABLE %s SET LOGGED.', source);
+	END IF;
+	IF c.nspname = 'estream' THEN
+		RAISE EXCEPTION 'cannot capture "%", a table of estream', source
+			USING ERRCODE = 'feature_not_supported',
+				  HINT = 'Consume its topic instead.';
+	END IF;
+	-- system catalogs hold other roles' secrets (pg_authid); extensions'
+	-- tables (and their configuration tables) belong to the extension
+	IF source::oid < 16384 OR c.nspname IN ('pg_catalog', 'information_schema', 'pg_toast') THEN
+		RAISE EXCEPTION 'cannot capture system catalog "%"', source
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'Only user tables can be captured.';
+	END IF;
+	IF EXISTS (SELECT 1 FROM pg_depend d
+				WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'e'
+				  AND d.objid IN (source, pg_partition_root(source))) THEN
+		RAISE EXCEPTION 'cannot capture "%", a table of extension "%"', source,
+				(SELECT e.extname FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+				  WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'e'
+					AND d.objid IN (source, pg_partition_root(source)) LIMIT 1)
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'Tables that belong to an extension, its configuration among them, cannot be captured.';
+	END IF;
+
+	-- a partition is captured as its root (every partition, one topic)
+	v_root := source;
+	IF c.relispartition THEN
+		v_root := pg_partition_root(source);
+		RAISE NOTICE 'capturing partitioned table "%", the root of "%"', v_root::regclass, source;
+		SELECT n.nspname, cl.relname, cl.relowner INTO c.nspname, c.relname, c.relowner
+		  FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace WHERE cl.oid = v_root;
+		-- the root's rows are all captured: only for the root's owner
+		IF NOT pg_has_role(estream._caller(), c.relowner, 'USAGE') THEN
+			RAISE EXCEPTION 'must be owner of table %', v_root::regclass
+				USING ERRCODE = 'insufficient_privilege',
+					  DETAIL = format('Capturing "%s" captures its partitioned table "%s", every partition of it.',
+									  source, v_root::regclass),
+					  HINT = 'The owner of the partitioned table can capture it.';
+		END IF;
+	END IF;
+
+	IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
+		RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = 'invalid_parameter_value',
+			HINT = 'Pass for example {"snapshot": false, "columns": ["id", "status"], "before": true, "on_error": "skip"}.';
+	END IF;
+	FOR k IN SELECT jsonb_object_keys(options) LOOP
+		IF k NOT IN ('snapshot', 'columns', 'before', 'partitions', 'on_error') THEN
+			RAISE EXCEPTION 'unknown capture option "%"', k USING ERRCODE = 'invalid_parameter_value',
+				DETAIL = 'The options are "snapshot" (boolean), "columns" (array of column names), "before" (boolean), "partitions" (integer, for a new topic) and "on_error" ("stop" or "skip").';
+		END IF;
+	END LOOP;
+	IF options ? 'snapshot' THEN
+		IF jsonb_typeof(options->'snapshot') <> 'boolean' THEN
+			RAISE EXCEPTION 'capture option "snapshot" must be a boolean' USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		v_snapshot := (options->>'snapshot')::boolean;
+	END IF;
+	IF options ? 'before' THEN
+		IF jsonb_typeof(options->'before') <> 'boolean' THEN
+			RAISE EXCEPTION 'capture option "before" must be a boolean' USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		v_before := (options->>'before')::boolean;
+	END IF;
+	IF options ? 'partitions' THEN
+		IF jsonb_typeof(options->'partitions') <> 'number' OR (options->>'partitions') !~ '^[0-9]+$' THEN
+			RAISE EXCEPTION 'capture option "partitions" must be a positive integer' USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		v_partitions := (options->>'partitions')::integer;
+	END IF;
+	IF options ? 'on_error' THEN
+		IF jsonb_typeof(options->'on_error') <> 'string' OR options->>'on_error' NOT IN ('stop', 'skip') THEN
+			RAISE EXCEPTION 'capture option "on_error" must be "stop" or "skip"'
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = '"stop" stops the capture at a change that cannot be captured; "skip" writes that change to estream.capture_dead_letter and goes on.';
+		END IF;
+		v_on_error := options->>'on_error';
+	END IF;
+	IF options ? 'columns' THEN
+		IF jsonb_typeof(options->'columns') <> 'array'
+		   OR EXISTS (SELECT 1 FROM jsonb_array_elements(options->'columns') e WHERE jsonb_typeof(e) <> 'string') THEN
+			RAISE EXCEPTION 'capture option "columns" must be an array of column names'
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		SELECT array_agg(e) INTO v_columns FROM jsonb_array_elements_text(options->'columns') e;
+		IF v_columns IS NULL THEN
+			RAISE EXCEPTION 'capture option "columns" must name at least one column'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Leave the option out to capture every column.';
+		END IF;
+		SELECT string_agg(format('"%s"', col), ', ') INTO v_bad
+		  FROM unnest(v_columns) col
+		 WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = v_root AND a.attname = col
+							  AND a.attnum > 0 AND NOT a.attisdropped);
+		IF v_bad IS NOT NULL THEN
+			RAISE EXCEPTION 'table "%" has no column %', v_root::regclass, v_bad
+				USING ERRCODE = 'undefined_column';
+		END IF;
+	END IF;
+
+	IF EXISTS (SELECT 1 FROM estream.capture cp WHERE cp.relid = v_root) THEN
+		RAISE EXCEPTION 'table "%" is already captured', v_root::regclass
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'estream.captures lists the captures; estream.uncapture() ends one.';
+	END IF;
+
+	-- Debezium names topics <server>.<schema>.<table>: the database's name
+	-- with characters outside Kafka's alphabet made "_", then the schema
+	-- and the table escaped (estream._topic_name_part()), so that two
+	-- tables never get the same name and the name gives back the table.
+	IF v_topic IS NULL THEN
+		v_topic := format('%s.%s.%s', regexp_replace(current_database(), '[^A-Za-z0-9._-]', '_', 'g'),
+						  estream._topic_name_part(c.nspname), estream._topic_name_part(c.relname));
+		IF length(v_topic) > 249 THEN
+			RAISE EXCEPTION 'the topic name of table "%" would be too long', v_root::regclass
+				USING ERRCODE = 'name_too_long',
+					  DETAIL = format('"%s" has %s characters; a topic name has at most 249.', v_topic, length(v_topic)),
+					  HINT = 'Pass a topic name to estream.capture().';
+		END IF;
+		-- a table captured into this name explicitly: not shared unasked
+		SELECT cp.relid::regclass::text INTO v_bad FROM estream.capture cp
+		 WHERE cp.topic = v_topic AND cp.relid <> v_root LIMIT 1;
+		IF v_bad IS NOT NULL THEN
+			RAISE EXCEPTION 'topic "%" is already the topic of table "%"', v_topic, v_bad
+				USING ERRCODE = 'duplicate_object',
+					  DETAIL = 'Without a topic name, capture() gives each table a topic of its own.',
+					  HINT = format('Pass another topic name, or pass "%s" to share that topic.', v_topic);
+		END IF;
+	END IF;
+	-- a row can be large: a new topic takes records up to 64 MB.  The
+	-- caller needs the create right for a new topic (and owns it), the
+	-- write right on an existing one.
+	IF NOT EXISTS (SELECT 1 FROM estream.topic tp WHERE tp.name = v_topic) THEN
+		PERFORM estream.create_topic(v_topic, v_partitions, '{"max.message.bytes": 67108864}');
+	ELSE
+		-- a table's rows go only into a topic of its owner's: the write right
+		-- (every producer has it on every topic) would let anyone who made a
+		-- topic of the default name first read what is captured into it
+		t := estream._authorize_topic(v_topic, 'write');
+		IF NOT pg_has_role(estream._caller(), t.owner, 'USAGE')
+		   AND NOT estream._allowed('alter', 'cluster', NULL, NULL) THEN
+			RAISE EXCEPTION 'topic "%" belongs to role "%"', v_topic, t.owner
+				USING ERRCODE = 'insufficient_privilege',
+					  DETAIL = 'A table is captured only into a new topic or one its capturer owns.',
+					  HINT = 'Pass another topic name, or have the topic''s owner give it to you (estream.alter_topic_owner()).';
+		END IF;
+	END IF;
+	IF position('compact' IN estream.effective_config(
+			(SELECT tp.config FROM estream.topic tp WHERE tp.name = v_topic))->>'cleanup.policy') > 0
+		  AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = v_root AND i.indisprimary) THEN
+		RAISE EXCEPTION 'table "%" has no primary key, which compacted topic "%" needs', v_root::regclass, v_topic
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'Its events would have no key, and a compacted topic keeps the latest record per key.';
+	END IF;
+
+	INSERT INTO estream.capture (relid, topic, with_before, columns, topic_id, source_schema,
+								 source_table, initial_snapshot, capturer, on_error)
+	SELECT v_root, v_topic, v_before, v_columns, x.topic_id, c.nspname, c.relname, v_snapshot,
+		   estream._caller(), v_on_error
+	  FROM estream.topic x WHERE x.name = v_topic;
+	RETURN v_topic;
+END
+$$;
+COMMENT ON FUNCTION estream._capture_impl(regclass, text, jsonb) IS
+	'Body of capture(): needs ownership of the table, and the create right for a new topic or ownership of an existing one.';
+COMMENT ON FUNCTION estream.capture(regclass, text, jsonb) IS
+	'Starts capturing the changes of a table into a topic (created if missing; by default <database>.<schema>.<table>, escaped), keyed by primary key; returns the topic. Options: snapshot, columns, before, partitions, on_error ("stop" or "skip"). Needs ownership of the table and the create right (new topic) or ownership of the topic.';
+
+CREATE FUNCTION estream._resume_capture_impl(source regclass, on_error text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict error
+DECLARE
+	v_root oid := source;
+	c record;
+BEGIN
+	IF source IS NULL THEN
+		RAISE EXCEPTION 'source must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF (SELECT relispartition FROM pg_class WHERE oid = source) THEN
+		v_root := pg_partition_root(source);
+	END IF;
+	-- as uncapture(): the table's owner, the topic's owner or the cluster's admin
+	IF NOT estream._allowed('alter', 'cluster', NULL, NULL)
+	   AND NOT coalesce(pg_has_role(estream._caller(), (SELECT relowner FROM pg_class WHERE oid = v_root),
+									'USAGE'), false)
+	   AND NOT coalesce((SELECT pg_has_role(estream._caller(), t.owner, 'USAGE')
+						   FROM estream.capture cp JOIN estream.topic t ON t.topic_id = cp.topic_id
+						  WHERE cp.relid = v_root), false) THEN
+		RAISE EXCEPTION 'must be owner of table % or of its topic', source
+			USING ERRCODE = 'insufficient_privilege',
+				  HINT = 'The table''s owner, the topic''s owner, or a role with the alter right on the cluster can resume a capture.';
+	END IF;
+	IF _resume_capture_impl.on_error IS NOT NULL AND _resume_capture_impl.on_error NOT IN ('stop', 'skip') THEN
+		RAISE EXCEPTION 'capture option "on_error" must be "stop" or "skip"'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	SELECT cp.stopped_at, cp.snapshot IS NOT NULL AS copied INTO c
+	  FROM estream.capture cp WHERE cp.relid = v_root FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'table "%" is not captured', source
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'estream.captures lists the captures.';
+	END IF;
+	IF c.stopped_at IS NULL THEN
+		RAISE EXCEPTION 'the capture of table "%" is not stopped', v_root::regclass
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'estream.captures shows the state of each capture.';
+	END IF;
+	-- from its position (progress_lsn, kept), or with a new copy
+	UPDATE estream.capture cp
+	   SET stopped_at = NULL, stop_error = NULL, stop_detail = NULL, stop_sqlstate = NULL,
+		   stop_lsn = NULL, stop_xid = NULL,
+		   on_error = coalesce(_resume_capture_impl.on_error, cp.on_error)
+	 WHERE cp.relid = v_root;
+END
+$$;
+COMMENT ON FUNCTION estream._resume_capture_impl(regclass, text) IS
+	'Body of resume_capture(): needs ownership of the table or of its topic, or the alter right on the cluster.';
+REVOKE EXECUTE ON FUNCTION estream._resume_capture_impl(regclass, text) FROM PUBLIC;
+
+CREATE FUNCTION estream.resume_capture(source regclass, on_error text DEFAULT NULL)
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'estream_gateway';
+COMMENT ON FUNCTION estream.resume_capture(regclass, text) IS
+	'Starts a stopped capture again, from the source transaction it stopped at (or with a new initial copy, if that failed): no change lost, none twice; on_error, if given, replaces the capture''s policy. Needs ownership of the table or of its topic, or alter on the cluster.';
+
+CREATE OR REPLACE VIEW estream.captures WITH (security_barrier) AS
+SELECT c.relid::regclass AS source,
+	   c.topic,
+	   CASE WHEN c.stopped_at IS NOT NULL THEN 'stopped'
+			WHEN c.snapshot IS NOT NULL AND c.progress_lsn IS NOT NULL THEN 'catching up'
+			WHEN c.snapshot IS NOT NULL THEN 'streaming'
+			WHEN c.initial_snapshot THEN 'waiting for its initial copy'
+			ELSE 'waiting for the worker' END AS state,
+	   c.columns,
+	   c.with_before AS before_image,
+	   c.initial_snapshot,
+	   c.snapshot_rows,
+	   c.created_at,
+	   c.activated_at,
+	   s.slot_name,
+	   s.confirmed_flush_lsn,
+	   estream._capture_origin_lsn() AS origin_lsn,
+	   CASE WHEN p.lsn IS NULL THEN NULL
+			ELSE pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), p.lsn)::bigint
+	   END AS lag_bytes,
+	   -- every change committed before now() - lag_seconds is in its topic
+	   CASE WHEN c.snapshot IS NULL OR c.stopped_at IS NOT NULL OR c.progress_lsn IS NOT NULL THEN NULL
+			ELSE round(greatest(0, extract(epoch FROM pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) st.caught_up_at)), 3)
+	   END AS lag_seconds,
+	   st.last_commit AS last_source_commit,
+	   st.events AS events_captured,
+	   st.last_error,
+	   c.on_error,
+	   p.lsn AS progress_lsn,
+	   CASE WHEN c.stopped_at IS NOT NULL AND c.progress_lsn IS NOT NULL
+			THEN pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), c.progress_lsn)::bigint
+	   END AS retained_bytes,
+	   c.stopped_at,
+	   c.stop_lsn,
+	   c.stop_xid,
+	   c.stop_error,
+	   c.stop_sqlstate,
+	   (SELECT count(*) FROM estream.capture_dead_letter d
+		 WHERE d.relid OPERATOR(pg_catalog.=) c.relid
+		   AND d.capture_created_at OPERATOR(pg_catalog.=) c.created_at) AS dead_letters
+FROM estream.capture c
+	 JOIN estream.topic t ON t.topic_id OPERATOR(pg_catalog.=) c.topic_id
+	 LEFT JOIN pg_catalog.pg_replication_slots s
+		ON s.slot_name OPERATOR(pg_catalog.=) ('estream_' OPERATOR(pg_catalog.||)
+			(SELECT d.oid FROM pg_catalog.pg_database d
+			  WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())::text)
+	 LEFT JOIN estream._capture_status() st ON true
+	 -- the capture's position: its own, or that of the streaming captures
+	 CROSS JOIN LATERAL (SELECT CASE WHEN c.snapshot IS NULL THEN NULL
+									 WHEN c.progress_lsn IS NOT NULL THEN c.progress_lsn
+									 ELSE coalesce(estream._capture_position(), s.confirmed_flush_lsn)
+								END AS lsn) p
+WHERE estream._allowed('describe', 'topic', t.name, t.owner);
+COMMENT ON VIEW estream.captures IS
+	'Captured tables whose topic the caller may describe, with their state (streaming, stopped, ...), position, lag in bytes and seconds, the WAL a stopped capture keeps, its error, dead letters, the slot''s confirmed position and (with describe on the cluster) the origin''s progress and the worker''s capture progress.';
+
+-- dead letters to those who may describe the topic; their key and event
+-- (records that did not make it into the topic) to those who may read it
+CREATE VIEW estream.capture_dead_letters WITH (security_barrier) AS
+SELECT d.id,
+	   d.relid::regclass AS source,
+	   d.source_schema,
+	   d.source_table,
+	   d.topic,
+	   d.lsn,
+	   d.xid,
+	   d.commit_ts,
+	   CASE WHEN estream._allowed('read', 'topic', t.name, t.owner) THEN d.key END AS key,
+	   CASE WHEN estream._allowed('read', 'topic', t.name, t.owner) THEN d.event END AS event,
+	   d.error,
+	   d.error_detail,
+	   d.sqlstate,
+	   d.created_at
+FROM estream.capture_dead_letter d
+	 JOIN estream.topic t ON t.topic_id OPERATOR(pg_catalog.=) d.topic_id
+WHERE estream._allowed('describe', 'topic', t.name, t.owner);
+COMMENT ON VIEW estream.capture_dead_letters IS
+	'Changes that captures with on_error "skip" could not write into their topic, for the topics the caller may describe; key and event only with read on the topic.';
+GRANT SELECT ON estream.capture_dead_letters TO PUBLIC;
+
+--
+-- End of the CDC isolation section.
+--

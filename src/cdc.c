@@ -19,11 +19,31 @@
  * of plugin 'estream').
  *
  * The worker decodes in process from one slot per database (estream_<oid>)
- * and writes into topics in the same transaction that advances the
- * replication origin estream_<oid> to the end of the last source
- * transaction written (exactly-once: on restart decoding resumes from the
- * origin's progress; the slot is confirmed afterwards).  The worker's
- * session uses that origin, so the plugin drops the worker's own writes.
+ * and writes into topics.  Every capture has a position: every source
+ * transaction whose commit record ends at or before it is written for that
+ * capture, none after it.  The captures that stream share one position, the
+ * progress of the replication origin estream_<oid>, which the transaction
+ * that writes their records advances (xact.c RecordTransactionCommit()); a
+ * capture that is stopped, or resumed and catching up, has a position of
+ * its own (estream.capture.progress_lsn), which the same transaction
+ * updates.  So each capture is exactly-once on its own: after a crash,
+ * decoding starts from the slot's restart point and each capture takes
+ * only the transactions after its position.  The slot is confirmed, after
+ * the write commits, up to the lowest position: a stopped capture keeps
+ * the WAL it will need when resumed.  The worker's session uses the
+ * origin, so the plugin drops the worker's own writes.
+ *
+ * A capture's failure stays its own.  The plugin renders only what the
+ * worker wants (collector_admits()); the worker writes each topic's events
+ * of a run in a subtransaction, and if that fails, a source transaction at
+ * a time and then an event at a time, to find the change: a capture with
+ * on_error "stop" stops before that change's transaction (its position),
+ * with "skip" the change goes to estream.capture_dead_letter.  A change
+ * whose rendering fails (which aborts the whole decoding) is recognised
+ * when its step fails twice on it, and is then handed over without being
+ * rendered (PoisonedChange).  A failed initial copy stops its capture.
+ * Errors of the moment (locks, memory, cancels) still fail the whole step,
+ * which is retried.
  *
  * A table captured while the slot already runs needs a cut between its
  * initial copy and the stream.  The worker takes a snapshot S after every
@@ -35,7 +55,8 @@
  * transaction; the next run makes the copy and decodes it again.  The copy
  * (capture_activate()) reads the table through a cursor as the table's
  * owner, in a security-restricted operation, renders the rows as decoding
- * does, and writes them as the worker.
+ * does, and writes them as the worker, within a lock timeout and a time
+ * limit of its own (estream.capture_copy_lock_timeout, _timeout).
  *
  * The worker runs as a superuser, in a session whose search_path the
  * database's owner can set: every SQL name and operator here is qualified
@@ -63,6 +84,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -88,6 +110,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
+#include "utils/timeout.h"
 #include "utils/tuplestore.h"
 #include "utils/typcache.h"
 #include "utils/xid8.h"
@@ -137,21 +160,78 @@ void		_PG_output_plugin_init(OutputPluginCallbacks *cb);
 /*
  * The pieces of the line being written, for the worker's writer callback,
  * which stores them as they are: the topic, the key (or none) and the value
- * (the envelope), or the end of a transaction.
+ * (the envelope) of an event; a change that could not be rendered (the
+ * error instead of the event); or the end of a transaction.
  */
+typedef enum PieceKind
+{
+	PIECE_EVENT,
+	PIECE_FAILURE,
+	PIECE_COMMIT
+} PieceKind;
+
 typedef struct LinePieces
 {
-	bool		commit;
+	PieceKind	kind;
 	Oid			relid;			/* captured table */
-	TransactionId capture_xmin; /* transaction that wrote the capture row */
 	TimestampTz created_at;		/* which capture of the table */
 	const char *topic;
 	Jsonb	   *key;			/* NULL: none */
 	Jsonb	   *value;
 	TimestampTz commit_time;
+	TransactionId xid;			/* the source transaction */
+	XLogRecPtr	final_lsn;		/* its commit record */
+	XLogRecPtr	end_lsn;		/* the end of its commit record */
+	const char *error;			/* PIECE_FAILURE: the error's message */
+	int			sqlerrcode;		/* and SQLSTATE */
 } LinePieces;
 
 static LinePieces pieces;
+
+/*
+ * Changes that cannot be rendered.  An error while the plugin renders a
+ * change of a capture aborts the whole decoding run (the reorder buffer
+ * does not survive it), so the worker remembers the change (rendering_now)
+ * when its step fails.  A change whose rendering fails twice in a row,
+ * with an error that is not of a transient kind, is "poisoned": from then
+ * on the plugin does not render it but hands the worker the error instead
+ * (PIECE_FAILURE), which the capture's policy deals with as with a change
+ * that could not be written.  Worker only; in TopMemoryContext.
+ */
+typedef struct PoisonedChange
+{
+	Oid			relid;
+	TimestampTz created_at;
+	XLogRecPtr	lsn;			/* of the change */
+	int			failures;		/* steps that failed rendering it */
+	char	   *message;
+	int			sqlerrcode;
+} PoisonedChange;
+
+static List *poisoned = NIL;
+
+static struct
+{
+	bool		active;			/* the plugin renders this change now */
+	Oid			relid;
+	TimestampTz created_at;
+	XLogRecPtr	lsn;
+} rendering_now;
+
+static PoisonedChange *
+find_poisoned(Oid relid, TimestampTz created_at, XLogRecPtr lsn)
+{
+	ListCell   *lc;
+
+	foreach(lc, poisoned)
+	{
+		PoisonedChange *pc = lfirst(lc);
+
+		if (pc->relid == relid && pc->created_at == created_at && pc->lsn == lsn)
+			return pc;
+	}
+	return NULL;
+}
 
 /*
  * Set when estream.capture changes: a trigger on it sends a relcache
@@ -267,8 +347,11 @@ plugin_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr com
 	if (ctx->write != cdc_write)
 		appendStringInfo(ctx->out, "{\"commit\": true, \"xid\": %u, \"commit_ts\": \"%s\"}",
 						 txn->xid, timestamptz_to_str(txn->xact_time.commit_time));
-	pieces.commit = true;
+	pieces.kind = PIECE_COMMIT;
 	pieces.commit_time = txn->xact_time.commit_time;
+	pieces.xid = txn->xid;
+	pieces.final_lsn = txn->final_lsn;
+	pieces.end_lsn = txn->end_lsn;
 	OutputPluginWrite(ctx, true);
 }
 
@@ -805,17 +888,27 @@ envelope(PluginState *st, CaptureInfo *ci, Relation relation, HeapTuple oldtup,
  *	{"topic": ..., "relid": ..., "key": {key columns} | null, "value": envelope}
  */
 static void
+set_pieces(ReorderBufferTXN *txn, CaptureInfo *ci, PieceKind kind)
+{
+	memset(&pieces, 0, sizeof(pieces));
+	pieces.kind = kind;
+	pieces.relid = ci->root;
+	pieces.created_at = ci->created_at;
+	pieces.topic = ci->topic;
+	pieces.commit_time = txn->xact_time.commit_time;
+	pieces.xid = txn->xid;
+	pieces.final_lsn = txn->final_lsn;
+	pieces.end_lsn = txn->end_lsn;
+}
+
+static void
 emit_event(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, CaptureInfo *ci,
 		   Jsonb *key, Jsonb *value)
 {
 	/* mark the transaction as having output, for the commit line */
 	txn->output_plugin_private = (void *) 1;
 	OutputPluginPrepareWrite(ctx, true);
-	pieces.commit = false;
-	pieces.relid = ci->root;
-	pieces.capture_xmin = ci->capture_xmin;
-	pieces.created_at = ci->created_at;
-	pieces.topic = ci->topic;
+	set_pieces(txn, ci, PIECE_EVENT);
 	pieces.key = key;
 	pieces.value = value;
 	if (ctx->write != cdc_write)
@@ -832,6 +925,60 @@ emit_event(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, CaptureInfo *ci,
 		appendStringInfoChar(ctx->out, '}');
 	}
 	OutputPluginWrite(ctx, true);
+}
+
+/*
+ * The worker's writer only: a poisoned change, not rendered (see
+ * PoisonedChange), with the error it gave.
+ */
+static void
+emit_failure(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, CaptureInfo *ci,
+			 PoisonedChange *pc)
+{
+	txn->output_plugin_private = (void *) 1;
+	OutputPluginPrepareWrite(ctx, true);
+	set_pieces(txn, ci, PIECE_FAILURE);
+	pieces.error = pc->message;
+	pieces.sqlerrcode = pc->sqlerrcode;
+	OutputPluginWrite(ctx, true);
+}
+
+/*
+ * Whether to render a change of capture ci at lsn: false if the worker
+ * does not want it (see collector_admits()); if it is poisoned, hands the
+ * worker its error and returns false.  Otherwise notes the change as the
+ * one being rendered, until render_done().
+ */
+static bool collector_admits(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+							 CaptureInfo *ci);
+
+static bool
+render_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, CaptureInfo *ci,
+			 XLogRecPtr lsn)
+{
+	PoisonedChange *pc;
+
+	if (ctx->write != cdc_write)
+		return true;
+	if (!collector_admits(ctx, txn, ci))
+		return false;
+	pc = find_poisoned(ci->root, ci->created_at, lsn);
+	if (pc != NULL && pc->failures >= 2)
+	{
+		emit_failure(ctx, txn, ci, pc);
+		return false;
+	}
+	rendering_now.relid = ci->root;
+	rendering_now.created_at = ci->created_at;
+	rendering_now.lsn = lsn;
+	rendering_now.active = true;
+	return true;
+}
+
+static void
+render_done(void)
+{
+	rendering_now.active = false;
 }
 
 static void
@@ -869,6 +1016,8 @@ plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		default:
 			return;
 	}
+	if (!render_begin(ctx, txn, ci, change->lsn))
+		return;
 	old = MemoryContextSwitchTo(st->cxt);
 	if (change->data.tp.newtuple != NULL)
 		newtup = &change->data.tp.newtuple->tuple;
@@ -919,6 +1068,7 @@ plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 					   envelope(st, ci, relation, NULL, newtup, "c", txn, change->lsn));
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(st->cxt);
+			render_done();
 			return;
 		}
 	}
@@ -927,6 +1077,7 @@ plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			   envelope(st, ci, relation, oldtup, newtup, op, txn, change->lsn));
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(st->cxt);
+	render_done();
 }
 
 static void
@@ -944,11 +1095,14 @@ plugin_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			continue;
 		if (txn->origin_id != InvalidRepOriginId && txn->origin_id == st->own_origin)
 			continue;
+		if (!render_begin(ctx, txn, ci, change->lsn))
+			continue;
 		old = MemoryContextSwitchTo(st->cxt);
 		emit_event(ctx, txn, ci, NULL,
 				   envelope(st, ci, relations[i], NULL, NULL, "t", txn, change->lsn));
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(st->cxt);
+		render_done();
 	}
 }
 
@@ -978,7 +1132,14 @@ typedef struct CaptureState
 	bool		active;			/* its copy is made: snapshot known */
 	bool		copy;			/* with an initial copy */
 	bool		pending;		/* the worker has not started it yet */
+	bool		stopped;		/* stopped by an error: nothing is written */
+	bool		stopped_now;	/* stopped by this run */
+	bool		skip;			/* on_error "skip": failed changes are dead
+								 * letters */
+	XLogRecPtr	progress;		/* its own position, or invalid: the
+								 * database's (cdc_common) */
 	TimestampTz created_at;		/* which capture of the table */
+	char	   *topic;
 	FullTransactionId xmin;
 	FullTransactionId xmax;
 	int			nxip;
@@ -986,15 +1147,15 @@ typedef struct CaptureState
 } CaptureState;
 
 /*
- * The decoded lines of one run, filtered as they come: changes of tables
- * uncaptured since and changes already in a capture's copy are dropped; a
- * change of a capture whose copy is not made yet ends the collection before
- * its transaction.  Lines of one source transaction come together, its
- * commit line last.
+ * The decoded lines of one run, filtered before they are rendered (see
+ * collector_admits()): changes of tables uncaptured since, of stopped
+ * captures, that a capture's position or copy has already, are dropped; a
+ * change of a capture whose copy is not made yet ends the collection
+ * before its transaction.  Lines of one source transaction come together.
  */
 typedef struct Collector
 {
-	Tuplestorestate *lines;		/* (lsn, line) */
+	Tuplestorestate *lines;		/* columns LINE_* */
 	TupleDesc	desc;
 	List	   *caps;			/* CaptureState of this run */
 	int64		nlines;			/* lines stored */
@@ -1002,15 +1163,31 @@ typedef struct Collector
 	int64		txn_first;		/* index of its first stored line */
 	bool		stopped;		/* met a capture without its copy */
 	int64		stop_at;		/* lines from this index on are not written */
+	XLogRecPtr	stop_lsn;		/* commit record of the transaction there */
 	Oid			unknown_relid;	/* stopped at a capture not in caps */
 	TransactionId unknown_xmin; /* the transaction that made it */
 	TimestampTz unknown_created_at;
 } Collector;
 
+/* the columns of a collected line */
+#define LINE_LSN		1		/* the change's */
+#define LINE_KIND		2		/* PieceKind */
+#define LINE_RELID		3
+#define LINE_TOPIC		4
+#define LINE_KEY		5		/* text, or null */
+#define LINE_VALUE		6		/* jsonb; null for PIECE_FAILURE */
+#define LINE_COMMIT_TS	7
+#define LINE_XID		8
+#define LINE_FINAL_LSN	9
+#define LINE_END_LSN	10
+#define LINE_ERROR		11		/* PIECE_FAILURE: message */
+#define LINE_SQLSTATE	12
+#define LINE_NATTS		12
+
 /*
  * Captures (relid, created_at) not in the captures a run loaded, that
- * stopped that run (see cdc_write): when a later run does not find them
- * either, they were uncaptured.
+ * stopped that run (see collector_admits()): when a later run does not
+ * find them either, they were uncaptured.
  */
 typedef struct MissingCapture
 {
@@ -1040,10 +1217,29 @@ static bool origin_set_up = false;
 static RepOriginId cdc_origin = InvalidRepOriginId;	/* when origin_set_up */
 
 /*
+ * Positions in the source WAL.  A capture's position says that every source
+ * transaction whose commit record ends at or before it has been written
+ * into its topic (or had nothing for it); none after it has.  Captures
+ * that stream share one position, cdc_common, durable as the progress of
+ * the replication origin, which the transaction that writes their records
+ * advances.  A capture with a position of its own (estream.capture's
+ * progress_lsn: stopped, or resumed and not caught up yet) has it advanced
+ * in the same transaction, by an UPDATE.  cdc_decoded_to is where the
+ * decoding context has read to: a capture resumed behind it makes the
+ * worker decode again from the slot's restart point.
+ */
+static XLogRecPtr cdc_common = InvalidXLogRecPtr;
+static XLogRecPtr cdc_decoded_to = InvalidXLogRecPtr;
+
+/* estream.capture has the columns of 1.4's failure policies */
+static bool cdc_isolation = false;
+
+/*
  * The decoding context lives from run to run, holding the slot, so that a
  * run reads only the WAL written since the last one.  It is rebuilt (from
- * the slot's restart point, skipping what the origin or the slot say is
- * done) after an error and after a run stopped at a capture without copy.
+ * the slot's restart point, skipping what the positions say is done)
+ * after an error, after a run stopped at a capture without copy, and when
+ * a capture resumes behind it.
  */
 static LogicalDecodingContext *cdc_ctx = NULL;
 static Collector coll;
@@ -1070,6 +1266,84 @@ apply_bytes(void)
 static CaptureState *find_capture(List *caps, Oid relid);
 static bool visible_in_copy(CaptureState *cs, TransactionId xid);
 
+/* where a capture stands: its own position, or the database's */
+static XLogRecPtr
+capture_position(CaptureState *cs)
+{
+	return XLogRecPtrIsInvalid(cs->progress) ? cdc_common : cs->progress;
+}
+
+static void
+stop_collection(Collector *c, ReorderBufferTXN *txn)
+{
+	c->stopped = true;
+	c->stop_at = c->txn_first;
+	c->stop_lsn = txn->final_lsn;
+}
+
+/*
+ * Does the worker want a change of capture ci in txn (a transaction being
+ * replayed: its commit is decoded)?  Called before the change is rendered,
+ * so that nothing is rendered for nothing (a stopped capture, a change
+ * written already, one in the copy).
+ */
+static bool
+collector_admits(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, CaptureInfo *ci)
+{
+	Collector  *c = ctx->output_writer_private;
+	CaptureState *cs;
+
+	if (c->stopped)
+		return false;
+	if (txn->xid != c->cur_xid)
+	{
+		c->cur_xid = txn->xid;
+		c->txn_first = c->nlines;
+	}
+	cs = find_capture(c->caps, ci->root);
+
+	/*
+	 * A change decoded under an earlier capture of the table (dropped with
+	 * its topic, say, and captured again since): that capture is over, and
+	 * the current one starts after it.
+	 */
+	if (cs != NULL && cs->created_at != ci->created_at)
+		return false;
+	if (cs == NULL)
+	{
+		/*
+		 * Uncaptured since, or captured by a transaction that committed
+		 * (the plugin saw it) but was not visible yet when this run loaded
+		 * the captures.  Stop here; the next run loads them again once that
+		 * transaction is visible, and drops the changes if the capture is
+		 * not there.
+		 */
+		if (missing_was_checked(ci->root, ci->created_at))
+			return false;
+		stop_collection(c, txn);
+		c->unknown_relid = ci->root;
+		c->unknown_xmin = ci->capture_xmin;
+		c->unknown_created_at = ci->created_at;
+		return false;
+	}
+	/* stopped: resume_capture() makes the worker decode it again */
+	if (cs->stopped)
+		return false;
+	if (!cs->active)
+	{
+		/* its copy first, at the next run */
+		stop_collection(c, txn);
+		return false;
+	}
+	/* written already (decoded again for a capture behind) */
+	if (txn->end_lsn <= capture_position(cs))
+		return false;
+	/* in the copy already */
+	if (visible_in_copy(cs, txn->xid))
+		return false;
+	return true;
+}
+
 static void
 cdc_prepare_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
 				  bool last_write)
@@ -1082,75 +1356,48 @@ cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
 		  bool last_write)
 {
 	Collector  *c = ctx->output_writer_private;
-	Datum		values[5];
-	bool		nulls[5] = {false, true, true, true, true};
+	Datum		values[LINE_NATTS];
+	bool		nulls[LINE_NATTS];
 
+	if (pieces.kind == PIECE_COMMIT)
+	{
+		c->cur_xid = InvalidTransactionId;
+		return;
+	}
 	if (c->stopped)
 		return;
-	if (xid != c->cur_xid)
+	memset(nulls, false, sizeof(nulls));
+	values[LINE_LSN - 1] = LSNGetDatum(lsn);
+	values[LINE_KIND - 1] = Int32GetDatum((int32) pieces.kind);
+	values[LINE_RELID - 1] = ObjectIdGetDatum(pieces.relid);
+	values[LINE_TOPIC - 1] = CStringGetTextDatum(pieces.topic);
+	nulls[LINE_KEY - 1] = true;
+	if (pieces.key != NULL)
 	{
-		c->cur_xid = xid;
-		c->txn_first = c->nlines;
+		StringInfoData buf;
+
+		initStringInfo(&buf);
+		(void) JsonbToCString(&buf, &pieces.key->root, VARSIZE(pieces.key));
+		values[LINE_KEY - 1] = PointerGetDatum(cstring_to_text_with_len(buf.data, buf.len));
+		nulls[LINE_KEY - 1] = false;
 	}
-	values[0] = LSNGetDatum(lsn);
-	if (pieces.commit)
+	if (pieces.kind == PIECE_EVENT)
+		values[LINE_VALUE - 1] = JsonbPGetDatum(pieces.value);
+	else
+		nulls[LINE_VALUE - 1] = true;
+	values[LINE_COMMIT_TS - 1] = TimestampTzGetDatum(pieces.commit_time);
+	values[LINE_XID - 1] = Int64GetDatum((int64) pieces.xid);
+	values[LINE_FINAL_LSN - 1] = LSNGetDatum(pieces.final_lsn);
+	values[LINE_END_LSN - 1] = LSNGetDatum(pieces.end_lsn);
+	if (pieces.kind == PIECE_FAILURE)
 	{
-		values[4] = TimestampTzGetDatum(pieces.commit_time);
-		nulls[4] = false;
-		c->cur_xid = InvalidTransactionId;
+		values[LINE_ERROR - 1] = CStringGetTextDatum(pieces.error);
+		values[LINE_SQLSTATE - 1] = Int32GetDatum(pieces.sqlerrcode);
 	}
 	else
 	{
-		CaptureState *cs = find_capture(c->caps, pieces.relid);
-
-		/*
-		 * A change decoded under an earlier capture of the table (dropped
-		 * with its topic, say, and captured again since): that capture is
-		 * over, and the current one starts after it.
-		 */
-		if (cs != NULL && cs->created_at != pieces.created_at)
-			return;
-		if (cs == NULL)
-		{
-			/*
-			 * Uncaptured since, or captured by a transaction that committed
-			 * (the plugin saw it) but was not visible yet when this run
-			 * loaded the captures.  Stop here; the next run loads them
-			 * again once that transaction is visible, and drops the
-			 * changes if the capture is not there.
-			 */
-			if (missing_was_checked(pieces.relid, pieces.created_at))
-				return;
-			c->stopped = true;
-			c->stop_at = c->txn_first;
-			c->unknown_relid = pieces.relid;
-			c->unknown_xmin = pieces.capture_xmin;
-			c->unknown_created_at = pieces.created_at;
-			return;
-		}
-		if (!cs->active)
-		{
-			/* its copy first, at the next run */
-			c->stopped = true;
-			c->stop_at = c->txn_first;
-			return;
-		}
-		if (visible_in_copy(cs, xid))
-			return;				/* in the copy already */
-
-		values[1] = CStringGetTextDatum(pieces.topic);
-		nulls[1] = false;
-		if (pieces.key != NULL)
-		{
-			StringInfoData buf;
-
-			initStringInfo(&buf);
-			(void) JsonbToCString(&buf, &pieces.key->root, VARSIZE(pieces.key));
-			values[2] = PointerGetDatum(cstring_to_text_with_len(buf.data, buf.len));
-			nulls[2] = false;
-		}
-		values[3] = JsonbPGetDatum(pieces.value);
-		nulls[3] = false;
+		nulls[LINE_ERROR - 1] = true;
+		nulls[LINE_SQLSTATE - 1] = true;
 	}
 	tuplestore_putvalues(c->lines, c->desc, values, nulls);
 	c->nlines++;
@@ -1721,6 +1968,47 @@ capture_activate(Oid relid)
 }
 
 /*
+ * The limits of an initial copy: it runs in the worker, which meanwhile
+ * does nothing else (maintenance included), and reads the table as its
+ * owner, whose code (row security policies) may wait or sleep.  The copy
+ * waits for a lock at most estream.capture_copy_lock_timeout, and takes at
+ * most estream.capture_copy_timeout in all: then it fails with the error
+ * of lock_timeout or statement_timeout.  The worker's lock_timeout is set
+ * with PGC_S_OVERRIDE, which the owner's code cannot change (nor a SET in
+ * its functions); the statement timeout is a timer.
+ */
+static char *copy_saved_lock_timeout = NULL;
+
+static void
+copy_limits_begin(void)
+{
+	char		value[32];
+
+	copy_saved_lock_timeout = MemoryContextStrdup(TopMemoryContext,
+												  GetConfigOption("lock_timeout", false, false));
+	snprintf(value, sizeof(value), "%d", estream_capture_copy_lock_timeout);
+	SetConfigOption("lock_timeout", value, PGC_SUSET, PGC_S_OVERRIDE);
+	if (estream_capture_copy_timeout > 0)
+		enable_timeout_after(STATEMENT_TIMEOUT, estream_capture_copy_timeout);
+}
+
+/* after the copy, or after its error (the transaction aborted) */
+static void
+copy_limits_end(void)
+{
+	disable_timeout(STATEMENT_TIMEOUT, true);
+	/* a timeout that came after the copy's last check: not for what follows */
+	if (get_timeout_indicator(STATEMENT_TIMEOUT, true))
+		QueryCancelPending = false;
+	if (copy_saved_lock_timeout != NULL)
+	{
+		SetConfigOption("lock_timeout", copy_saved_lock_timeout, PGC_SUSET, PGC_S_OVERRIDE);
+		pfree(copy_saved_lock_timeout);
+		copy_saved_lock_timeout = NULL;
+	}
+}
+
+/*
  * Make the copy of a capture that has none yet, once every transaction
  * that could have committed before the capture became visible has ended
  * (else it is tried again at the next step, and the capture waits): take
@@ -1746,10 +2034,11 @@ activate_capture(Oid relid, bool copy)
 	/*
 	 * Not under the worker's origin: code of the table's owner that runs
 	 * during the copy (a row security policy) may write to captured tables,
-	 * and those changes must be decoded like anyone's.  estream_cdc_abort()
-	 * sets the origin again after an error.
+	 * and those changes must be decoded like anyone's.  The caller sets the
+	 * origin again after an error.
 	 */
 	replorigin_session_origin = InvalidRepOriginId;
+	copy_limits_begin();
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	XactIsoLevel = XACT_REPEATABLE_READ;
@@ -1758,32 +2047,148 @@ activate_capture(Oid relid, bool copy)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	capture_activate(relid);
 	end_xact();
+	copy_limits_end();
 	if (origin_set_up)
 		replorigin_session_origin = cdc_origin;
 	return true;
 }
 
+/*
+ * Is an error one of the moment (a lock, a serialization failure, memory,
+ * disk, a cancel or shutdown, an I/O error), which the worker retries with
+ * its whole step, rather than one of the change (too large a record, a
+ * value that cannot be rendered), which the capture's policy deals with?
+ */
+static bool
+error_is_transient(int sqlerrcode)
+{
+	switch (ERRCODE_TO_CATEGORY(sqlerrcode))
+	{
+		case ERRCODE_TO_CATEGORY(ERRCODE_TRANSACTION_ROLLBACK):
+		case ERRCODE_TO_CATEGORY(ERRCODE_INSUFFICIENT_RESOURCES):
+		case ERRCODE_TO_CATEGORY(ERRCODE_OPERATOR_INTERVENTION):
+		case ERRCODE_TO_CATEGORY(ERRCODE_SYSTEM_ERROR):
+			return true;
+		default:
+			return sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+	}
+}
+
+/*
+ * Start a capture (activate_capture()); if that fails, the capture alone
+ * stops, whatever the error (a policy of the owner that raises, a lock
+ * held on the table, the copy's time limit): the worker goes on with the
+ * others, and resume_capture() tries the copy again.  Before 1.4 the error
+ * fails the step, as it did.  Returns whether the capture was started.
+ */
+static bool
+try_activate_capture(Oid relid, bool copy, bool *postponed)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool done = false;
+	ErrorData  *volatile edata = NULL;
+
+	PG_TRY();
+	{
+		if (activate_capture(relid, copy))
+			done = true;
+		else
+			*postponed = true;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		copy_limits_end();
+		if (origin_set_up)
+			replorigin_session_origin = cdc_origin;
+		if (!cdc_isolation)
+			ReThrowError(edata);
+	}
+	PG_END_TRY();
+
+	if (edata != NULL)
+	{
+		Oid			argtypes[4] = {OIDOID, TEXTOID, TEXTOID, TEXTOID};
+		Datum		args[4];
+		char		nulls[4] = {' ', ' ', ' ', ' '};
+
+		args[0] = ObjectIdGetDatum(relid);
+		args[1] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
+		args[2] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
+		if (edata->detail != NULL)
+			args[3] = CStringGetTextDatum(edata->detail);
+		else
+			nulls[3] = 'n';
+		begin_xact();
+		if (SPI_execute_with_args("UPDATE estream.capture cp SET stopped_at = pg_catalog.clock_timestamp(),"
+								  " stop_error = $2, stop_sqlstate = $3, stop_detail = $4, stop_lsn = NULL,"
+								  " stop_xid = NULL, progress_lsn = NULL"
+								  " WHERE cp.relid OPERATOR(pg_catalog.=) $1 AND cp.snapshot IS NULL"
+								  " AND cp.stopped_at IS NULL"
+								  " RETURNING cp.relid::pg_catalog.regclass::pg_catalog.text, cp.topic",
+								  4, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not stop the capture of relation %u", relid);
+		if (SPI_processed == 1)
+			ereport(LOG,
+					(errmsg("estream stopped capturing table %s into topic \"%s\": its initial copy failed",
+							SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+							SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2)),
+					 errdetail("%s (SQLSTATE %s)", edata->message,
+							   unpack_sql_state(edata->sqlerrcode)),
+					 errhint("Remove the cause, then call estream.resume_capture(), which makes the copy again.")));
+		end_xact();
+		FreeErrorData(edata);
+	}
+	return done;
+}
+
+/*
+ * The captures, as of the caller's snapshot (in a transaction, SPI
+ * connected).  *any_pending: some capture waits for the worker to start
+ * it (its copy, or its start without copy).  A stopped capture waits for
+ * nothing: resume_capture() starts it again.
+ */
 static List *
 load_captures(bool *any_pending)
 {
 	List	   *result = NIL;
 	MemoryContext outer = CurrentMemoryContext;
+	Oid			capture_rel = get_relname_relid("capture", get_namespace_oid("estream", false));
 
 	*any_pending = false;
-	if (SPI_execute("SELECT relid, snapshot::pg_catalog.text, initial_snapshot, created_at FROM estream.capture",
+	/* the failure policies are 1.4's: before, a failure fails the step */
+	cdc_isolation = OidIsValid(capture_rel) &&
+		get_attnum(capture_rel, "on_error") != InvalidAttrNumber;
+	if (SPI_execute(cdc_isolation ?
+					"SELECT relid, snapshot::pg_catalog.text, initial_snapshot, created_at, topic,"
+					" stopped_at IS NOT NULL, progress_lsn, on_error OPERATOR(pg_catalog.=) 'skip'"
+					" FROM estream.capture" :
+					"SELECT relid, snapshot::pg_catalog.text, initial_snapshot, created_at, topic,"
+					" false, NULL::pg_catalog.pg_lsn, false FROM estream.capture",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read estream.capture");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
+		HeapTuple	row = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 		MemoryContext old = MemoryContextSwitchTo(outer);
 		CaptureState *cs = palloc0(sizeof(CaptureState));
 		char	   *snaptext;
+		Datum		d;
 
-		cs->relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		snaptext = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-		cs->created_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4, &isnull));
-		if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull)))
+		cs->relid = DatumGetObjectId(SPI_getbinval(row, desc, 1, &isnull));
+		snaptext = SPI_getvalue(row, desc, 2);
+		cs->created_at = DatumGetTimestampTz(SPI_getbinval(row, desc, 4, &isnull));
+		cs->topic = SPI_getvalue(row, desc, 5);
+		cs->stopped = DatumGetBool(SPI_getbinval(row, desc, 6, &isnull));
+		d = SPI_getbinval(row, desc, 7, &isnull);
+		cs->progress = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
+		cs->skip = DatumGetBool(SPI_getbinval(row, desc, 8, &isnull));
+		if (!DatumGetBool(SPI_getbinval(row, desc, 3, &isnull)))
 		{
 			/*
 			 * No initial copy: every change the plugin emits (those that
@@ -1792,7 +2197,7 @@ load_captures(bool *any_pending)
 			cs->active = true;
 			cs->xmin = cs->xmax = FullTransactionIdFromU64(0);
 			/* started (state streaming) once the slot is there */
-			if (snaptext == NULL)
+			if (snaptext == NULL && !cs->stopped)
 			{
 				cs->pending = true;
 				*any_pending = true;
@@ -1816,7 +2221,7 @@ load_captures(bool *any_pending)
 				p = (*end == ',') ? end + 1 : end;
 			}
 		}
-		else
+		else if (!cs->stopped)
 		{
 			cs->copy = true;
 			cs->pending = true;
@@ -1869,34 +2274,152 @@ visible_in_copy(CaptureState *cs, TransactionId xid)
 	return true;
 }
 
+/* ------------------------------------------------------------------
+ * Writing a run
+ * ------------------------------------------------------------------
+ */
+
 /*
- * The records of one run for one topic, written by produce_batch() at the
- * end of every chunk of lines: in order per topic.
+ * The records of one topic waiting for produce_batch(): at most
+ * CDC_APPLY_CHUNK of them, and apply_bytes() in all.
  */
 typedef struct TopicBatch
 {
 	char	   *topic;
 	bool		compacted;		/* takes no record without a key */
 	int			n;
+	Size		bytes;
 	Datum		values[CDC_APPLY_CHUNK];	/* jsonb */
 	Datum		keys[CDC_APPLY_CHUNK];	/* text */
 	bool		key_nulls[CDC_APPLY_CHUNK];
 } TopicBatch;
 
-static TopicBatch *
-topic_batch(List **batches, const char *topic)
+/*
+ * The write of one run.  Its lines are read back through read pointer 0 of
+ * the tuplestore; pointer 1 marks the start of a source transaction (to
+ * write it again) and pointer 2 the place before the last line read (to
+ * give it back).
+ */
+typedef struct WriteRun
 {
-	ListCell   *lc;
+	Tuplestorestate *lines;
+	TupleTableSlot *slot;
+	int64		nlines;			/* lines to write: those before a stop */
+	int64		pos;			/* index of the line pointer 0 reads next */
+	int64		mark_pos;		/* where pointer 1 is */
+	List	   *caps;
+	int64		written;		/* events written */
+	int64		dead;			/* dead letters written */
+	TimestampTz last_commit;	/* of the last source transaction written */
+} WriteRun;
+
+/* a line as read back: points into the slot, valid until the next read */
+typedef struct Line
+{
+	PieceKind	kind;
+	XLogRecPtr	lsn;
+	Oid			relid;
+	text	   *topic;
+	Datum		key;
+	bool		key_null;
+	Datum		value;
+	TimestampTz commit_ts;
+	int64		xid;
+	XLogRecPtr	final_lsn;
+	XLogRecPtr	end_lsn;
+	char	   *error;
+	int			sqlerrcode;
+} Line;
+
+/* why a change could not be written, and where it is */
+typedef struct Failure
+{
+	char	   *message;
+	char	   *detail;
+	int			sqlerrcode;
+	XLogRecPtr	lsn;			/* the change's */
+	XLogRecPtr	final_lsn;		/* its transaction's commit record */
+	int64		xid;
+	TimestampTz commit_ts;
+} Failure;
+
+static void
+rewind_lines(WriteRun *wr)
+{
+	tuplestore_select_read_pointer(wr->lines, 0);
+	tuplestore_rescan(wr->lines);
+	wr->pos = 0;
+}
+
+static bool
+read_line(WriteRun *wr, Line *line)
+{
+	TupleTableSlot *slot = wr->slot;
+	bool		isnull;
+	Datum		d;
+
+	CHECK_FOR_INTERRUPTS();
+	if (wr->pos >= wr->nlines)
+		return false;
+	tuplestore_copy_read_pointer(wr->lines, 0, 2);
+	if (!tuplestore_gettupleslot(wr->lines, true, false, slot))
+		return false;
+	wr->pos++;
+	line->lsn = DatumGetLSN(slot_getattr(slot, LINE_LSN, &isnull));
+	line->kind = (PieceKind) DatumGetInt32(slot_getattr(slot, LINE_KIND, &isnull));
+	line->relid = DatumGetObjectId(slot_getattr(slot, LINE_RELID, &isnull));
+	line->topic = DatumGetTextPP(slot_getattr(slot, LINE_TOPIC, &isnull));
+	line->key = slot_getattr(slot, LINE_KEY, &line->key_null);
+	line->value = slot_getattr(slot, LINE_VALUE, &isnull);
+	line->commit_ts = DatumGetTimestampTz(slot_getattr(slot, LINE_COMMIT_TS, &isnull));
+	line->xid = DatumGetInt64(slot_getattr(slot, LINE_XID, &isnull));
+	line->final_lsn = DatumGetLSN(slot_getattr(slot, LINE_FINAL_LSN, &isnull));
+	line->end_lsn = DatumGetLSN(slot_getattr(slot, LINE_END_LSN, &isnull));
+	d = slot_getattr(slot, LINE_ERROR, &isnull);
+	line->error = isnull ? NULL : TextDatumGetCString(d);
+	d = slot_getattr(slot, LINE_SQLSTATE, &isnull);
+	line->sqlerrcode = isnull ? 0 : DatumGetInt32(d);
+	return true;
+}
+
+/* give back the line just read */
+static void
+unread_line(WriteRun *wr)
+{
+	tuplestore_copy_read_pointer(wr->lines, 2, 0);
+	wr->pos--;
+}
+
+static void
+mark_lines(WriteRun *wr)
+{
+	tuplestore_copy_read_pointer(wr->lines, 0, 1);
+	wr->mark_pos = wr->pos;
+}
+
+static void
+back_to_mark(WriteRun *wr)
+{
+	tuplestore_copy_read_pointer(wr->lines, 1, 0);
+	wr->pos = wr->mark_pos;
+}
+
+static bool
+line_in_topic(Line *line, const char *topic)
+{
+	size_t		len = strlen(topic);
+
+	return VARSIZE_ANY_EXHDR(line->topic) == len &&
+		memcmp(VARDATA_ANY(line->topic), topic, len) == 0;
+}
+
+static TopicBatch *
+topic_batch(const char *topic)
+{
 	TopicBatch *tb;
 	Datum		args[1];
 	Oid			argtypes[1] = {TEXTOID};
 
-	foreach(lc, *batches)
-	{
-		tb = lfirst(lc);
-		if (strcmp(tb->topic, topic) == 0)
-			return tb;
-	}
 	tb = palloc0(sizeof(TopicBatch));
 	tb->topic = pstrdup(topic);
 	args[0] = CStringGetTextDatum(topic);
@@ -1912,45 +2435,618 @@ topic_batch(List **batches, const char *topic)
 
 		tb->compacted = !isnull && DatumGetBool(d);
 	}
-	*batches = lappend(*batches, tb);
+	SPI_freetuptable(SPI_tuptable);
 	return tb;
 }
 
 static void
-write_batches(List *batches)
+batch_discard(TopicBatch *tb)
 {
-	ListCell   *lc;
-
-	foreach(lc, batches)
+	for (int i = 0; i < tb->n; i++)
 	{
-		TopicBatch *tb = lfirst(lc);
+		pfree(DatumGetPointer(tb->values[i]));
+		if (!tb->key_nulls[i])
+			pfree(DatumGetPointer(tb->keys[i]));
+	}
+	tb->n = 0;
+	tb->bytes = 0;
+}
 
-		if (tb->n == 0)
-			continue;
-		(void) produce_events(tb->topic, tb->n, tb->values, tb->keys, tb->key_nulls);
-		for (int i = 0; i < tb->n; i++)
+static void
+batch_flush(TopicBatch *tb)
+{
+	if (tb->n == 0)
+		return;
+	(void) produce_events(tb->topic, tb->n, tb->values, tb->keys, tb->key_nulls);
+	batch_discard(tb);
+}
+
+/* add an event; a full batch is written first */
+static void
+batch_add(TopicBatch *tb, Line *line)
+{
+	Size		size = VARSIZE_ANY(DatumGetPointer(line->value)) +
+		(line->key_null ? 0 : VARSIZE_ANY(DatumGetPointer(line->key)));
+
+	/* a batch stays below estream.max_batch_bytes */
+	if (tb->n > 0 && (tb->n == CDC_APPLY_CHUNK || tb->bytes + size > apply_bytes()))
+		batch_flush(tb);
+	tb->keys[tb->n] = line->key_null ? (Datum) 0 : PointerGetDatum(DatumGetTextPCopy(line->key));
+	tb->key_nulls[tb->n] = line->key_null;
+	tb->values[tb->n] = PointerGetDatum(DatumGetJsonbPCopy(line->value));
+	tb->bytes += size;
+	tb->n++;
+}
+
+/* a table's qualified name, or its OID once dropped */
+static char *
+table_name(Oid relid)
+{
+	char	   *name = get_rel_name(relid);
+
+	if (name == NULL)
+		return psprintf("%u", relid);
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), name);
+}
+
+static Failure *
+failure_of_error(ErrorData *edata)
+{
+	Failure    *f = palloc0(sizeof(Failure));
+
+	f->message = pstrdup(edata->message ? edata->message : "unknown error");
+	f->detail = edata->detail ? pstrdup(edata->detail) : NULL;
+	f->sqlerrcode = edata->sqlerrcode;
+	return f;
+}
+
+/*
+ * Write one event in a subtransaction of its own.  Returns NULL, or why it
+ * could not be written (the subtransaction rolled back); a transient error
+ * is thrown.
+ */
+static Failure *
+produce_one(TopicBatch *tb, Line *line)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	Failure    *volatile f = NULL;
+	Datum		value = line->value;
+	Datum		key = line->key;
+	bool		key_null = line->key_null;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		(void) produce_events(tb->topic, 1, &value, &key, &key_null);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (error_is_transient(edata->sqlerrcode))
+			ReThrowError(edata);
+		f = failure_of_error(edata);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return f;
+}
+
+/*
+ * A change of a capture with on_error "skip" that could not be rendered
+ * or written goes to estream.capture_dead_letter (with its event, if it
+ * was rendered), in the transaction that writes the capture's events.
+ */
+static void
+write_dead_letter(CaptureState *cs, Line *line, Failure *f)
+{
+	Oid			argtypes[10] = {OIDOID, TIMESTAMPTZOID, PG_LSNOID, INT8OID, TIMESTAMPTZOID,
+	TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		args[10];
+	char		nulls[10];
+
+	memset(nulls, ' ', sizeof(nulls));
+	args[0] = ObjectIdGetDatum(cs->relid);
+	args[1] = TimestampTzGetDatum(cs->created_at);
+	args[2] = LSNGetDatum(f->lsn);
+	args[3] = Int64GetDatum(f->xid);
+	args[4] = TimestampTzGetDatum(f->commit_ts);
+	if (line->key_null)
+		nulls[5] = 'n';
+	else
+		args[5] = line->key;
+	if (line->kind == PIECE_EVENT)
+		args[6] = line->value;
+	else
+		nulls[6] = 'n';
+	args[7] = CStringGetTextDatum(f->message);
+	if (f->detail != NULL)
+		args[8] = CStringGetTextDatum(f->detail);
+	else
+		nulls[8] = 'n';
+	args[9] = CStringGetTextDatum(unpack_sql_state(f->sqlerrcode));
+	if (SPI_execute_with_args("INSERT INTO estream.capture_dead_letter (relid, capture_created_at,"
+							  " source_schema, source_table, topic_id, topic, lsn, xid, commit_ts, key, event,"
+							  " error, error_detail, sqlstate)"
+							  " SELECT cp.relid, cp.created_at, COALESCE(n.nspname, cp.source_schema),"
+							  " COALESCE(cl.relname, cp.source_table), cp.topic_id, cp.topic,"
+							  " $3, $4, $5, $6, $7, $8, $9, $10"
+							  " FROM estream.capture cp"
+							  " LEFT JOIN pg_catalog.pg_class cl ON cl.oid OPERATOR(pg_catalog.=) cp.relid"
+							  " LEFT JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) cl.relnamespace"
+							  " WHERE cp.relid OPERATOR(pg_catalog.=) $1 AND cp.created_at OPERATOR(pg_catalog.=) $2",
+							  10, argtypes, args, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not write a dead letter of capture of relation %u", cs->relid);
+	ereport(LOG,
+			(errmsg("estream could not capture a change of table %s into topic \"%s\" and wrote it to estream.capture_dead_letter",
+					table_name(cs->relid), cs->topic),
+			 errdetail("The change at %X/%X: %s (SQLSTATE %s)", LSN_FORMAT_ARGS(f->lsn),
+					   f->message, unpack_sql_state(f->sqlerrcode))));
+}
+
+/*
+ * write_dead_letter() in a subtransaction.  If even that fails (but for a
+ * transient error, which is thrown), returns false, with the failure's
+ * message telling both errors: the capture then stops.
+ */
+static bool
+try_dead_letter(CaptureState *cs, Line *line, Failure *f)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		write_dead_letter(cs, line, f);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (error_is_transient(edata->sqlerrcode))
+			ReThrowError(edata);
+		f->detail = psprintf("%s%sWriting it to estream.capture_dead_letter failed too: %s.",
+							 f->detail ? f->detail : "", f->detail ? " " : "",
+							 edata->message ? edata->message : "unknown error");
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
+ * Stop a capture at the transaction of a change that could not be rendered
+ * or written (its on_error is "stop"), in the caller's transaction: its
+ * position becomes the start of that transaction's commit record, so that
+ * everything of it before is written and nothing after; resume_capture()
+ * goes on from there.
+ */
+static void
+stop_capture(CaptureState *cs, Failure *f)
+{
+	Oid			argtypes[8] = {OIDOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID,
+	PG_LSNOID, INT8OID, PG_LSNOID};
+	Datum		args[8];
+	char		nulls[8];
+
+	memset(nulls, ' ', sizeof(nulls));
+	args[0] = ObjectIdGetDatum(cs->relid);
+	args[1] = TimestampTzGetDatum(cs->created_at);
+	args[2] = CStringGetTextDatum(f->message);
+	if (f->detail != NULL)
+		args[3] = CStringGetTextDatum(f->detail);
+	else
+		nulls[3] = 'n';
+	args[4] = CStringGetTextDatum(unpack_sql_state(f->sqlerrcode));
+	args[5] = LSNGetDatum(f->lsn);
+	args[6] = Int64GetDatum(f->xid);
+	args[7] = LSNGetDatum(f->final_lsn);
+	if (SPI_execute_with_args("UPDATE estream.capture cp SET stopped_at = pg_catalog.clock_timestamp(),"
+							  " stop_error = $3, stop_detail = $4, stop_sqlstate = $5, stop_lsn = $6,"
+							  " stop_xid = $7, progress_lsn = $8"
+							  " WHERE cp.relid OPERATOR(pg_catalog.=) $1 AND cp.created_at OPERATOR(pg_catalog.=) $2"
+							  " AND cp.stopped_at IS NULL",
+							  8, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not stop the capture of relation %u", cs->relid);
+	cs->stopped_now = true;
+	cs->progress = f->final_lsn;
+	ereport(LOG,
+			(errmsg("estream stopped capturing table %s into topic \"%s\"",
+					table_name(cs->relid), cs->topic),
+			 errdetail("The change at %X/%X of transaction %lld could not be written: %s (SQLSTATE %s)",
+					   LSN_FORMAT_ARGS(f->lsn), (long long) f->xid, f->message,
+					   unpack_sql_state(f->sqlerrcode)),
+			 errhint("Remove the cause, then call estream.resume_capture(), which goes on from that transaction.")));
+}
+
+/*
+ * Write every event of a topic in this run in one subtransaction, in
+ * batches.  Returns false, the subtransaction rolled back, if a change of
+ * the topic could not be rendered or an event could not be written; a
+ * transient error (or any error before 1.4) is thrown: the step fails.
+ */
+static bool
+write_topic_bulk(WriteRun *wr, TopicBatch *tb)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+	volatile int64 n = 0;
+	volatile TimestampTz last = 0;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		Line		line;
+
+		rewind_lines(wr);
+		while (read_line(wr, &line))
 		{
-			pfree(DatumGetPointer(tb->values[i]));
-			if (!tb->key_nulls[i])
-				pfree(DatumGetPointer(tb->keys[i]));
+			if (!line_in_topic(&line, tb->topic))
+				continue;
+			if (line.kind == PIECE_FAILURE)
+			{
+				ok = false;
+				break;
+			}
+			/* a compacted topic takes no record without a key (TRUNCATE) */
+			if (line.key_null && tb->compacted)
+				continue;
+			batch_add(tb, &line);
+			n++;
+			last = Max(last, line.commit_ts);
 		}
-		tb->n = 0;
+		if (ok)
+		{
+			batch_flush(tb);
+			ReleaseCurrentSubTransaction();
+		}
+		else
+		{
+			batch_discard(tb);
+			RollbackAndReleaseCurrentSubTransaction();
+		}
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		batch_discard(tb);
+		if (!cdc_isolation || error_is_transient(edata->sqlerrcode))
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	if (ok)
+	{
+		wr->written += n;
+		wr->last_commit = Max(wr->last_commit, last);
+	}
+	return ok;
+}
+
+/*
+ * Write the events of one source transaction (ending at txn_end) for a
+ * topic, from read pointer 0, in a subtransaction: in batches (bulk), or
+ * else each in a subtransaction of its own, so that one that fails is
+ * found: on_error "skip" writes it as a dead letter and goes on; "stop"
+ * stops its capture (stop_capture()) and returns false, with the
+ * subtransaction rolled back, so that the caller writes the transaction
+ * again without that capture.  In bulk, returns false (rolled back) on any
+ * failure but a transient one, which is thrown.  Returns true with read
+ * pointer 0 after the transaction's lines.
+ */
+static bool
+write_txn_try(WriteRun *wr, TopicBatch *tb, XLogRecPtr txn_end, bool bulk)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool done = true;
+	volatile int64 n = 0;
+	volatile int64 dead = 0;
+	volatile TimestampTz last = 0;
+	CaptureState *volatile stop_cs = NULL;
+	Failure    *volatile stop_failure = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		Line		line;
+
+		while (read_line(wr, &line))
+		{
+			CaptureState *cs;
+			Failure    *f;
+
+			if (line.end_lsn != txn_end)
+			{
+				unread_line(wr);
+				break;
+			}
+			if (!line_in_topic(&line, tb->topic))
+				continue;
+			cs = find_capture(wr->caps, line.relid);
+			if (cs == NULL || cs->stopped_now)
+				continue;
+			if (line.kind == PIECE_FAILURE)
+			{
+				if (bulk)
+				{
+					done = false;
+					break;
+				}
+				f = palloc0(sizeof(Failure));
+				f->message = line.error;
+				f->sqlerrcode = line.sqlerrcode;
+			}
+			else if (line.key_null && tb->compacted)
+				continue;
+			else if (bulk)
+			{
+				batch_add(tb, &line);
+				n++;
+				last = Max(last, line.commit_ts);
+				continue;
+			}
+			else if ((f = produce_one(tb, &line)) == NULL)
+			{
+				n++;
+				last = Max(last, line.commit_ts);
+				continue;
+			}
+			f->lsn = line.lsn;
+			f->final_lsn = line.final_lsn;
+			f->xid = line.xid;
+			f->commit_ts = line.commit_ts;
+			if (cs->skip && try_dead_letter(cs, &line, f))
+			{
+				dead++;
+				last = Max(last, line.commit_ts);
+				continue;
+			}
+			stop_cs = cs;
+			stop_failure = f;
+			done = false;
+			break;
+		}
+		if (done)
+		{
+			batch_flush(tb);
+			ReleaseCurrentSubTransaction();
+		}
+		else
+		{
+			batch_discard(tb);
+			RollbackAndReleaseCurrentSubTransaction();
+		}
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		batch_discard(tb);
+		/* event by event, only transient errors come here */
+		if (!bulk || error_is_transient(edata->sqlerrcode))
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		done = false;
+	}
+	PG_END_TRY();
+
+	if (stop_cs != NULL)
+		stop_capture(stop_cs, stop_failure);
+	if (done)
+	{
+		wr->written += n;
+		wr->dead += dead;
+		wr->last_commit = Max(wr->last_commit, last);
+	}
+	return done;
+}
+
+/*
+ * Write a topic's events of this run one source transaction at a time (see
+ * write_txn_try()): after write_topic_bulk() failed.
+ */
+static void
+write_topic_each(WriteRun *wr, TopicBatch *tb)
+{
+	Line		line;
+
+	rewind_lines(wr);
+	while (read_line(wr, &line))
+	{
+		XLogRecPtr	txn_end = line.end_lsn;
+
+		if (!line_in_topic(&line, tb->topic))
+			continue;
+		unread_line(wr);
+		mark_lines(wr);
+		if (write_txn_try(wr, tb, txn_end, true))
+			continue;
+		do
+			back_to_mark(wr);
+		while (!write_txn_try(wr, tb, txn_end, false));
 	}
 }
 
 /*
- * Start decoding (in a transaction): acquire the slot and read from its
- * restart point; transactions that ended before what the origin (the
- * durable progress of writes) or the slot say is done are skipped.
+ * Captures that are behind the others (resumed) get their own position
+ * advanced to where this run read (upto), or rejoin the database's
+ * position when they reach it: in the transaction that wrote their events.
  */
 static void
-start_decoding(void)
+advance_own_positions(List *caps, XLogRecPtr upto)
+{
+	ListCell   *lc;
+
+	if (!cdc_isolation)
+		return;
+	foreach(lc, caps)
+	{
+		CaptureState *cs = lfirst(lc);
+		Oid			argtypes[3] = {OIDOID, TIMESTAMPTZOID, PG_LSNOID};
+		Datum		args[3];
+		char		nulls[3] = {' ', ' ', ' '};
+		XLogRecPtr	pos;
+
+		if (cs->stopped || cs->stopped_now || !cs->active || cs->pending ||
+			XLogRecPtrIsInvalid(cs->progress))
+			continue;
+		pos = Max(cs->progress, upto);
+		args[0] = ObjectIdGetDatum(cs->relid);
+		args[1] = TimestampTzGetDatum(cs->created_at);
+		if (pos >= cdc_common)
+		{
+			nulls[2] = 'n';
+			pos = InvalidXLogRecPtr;
+		}
+		else
+			args[2] = LSNGetDatum(pos);
+		if (SPI_execute_with_args("UPDATE estream.capture cp SET progress_lsn = $3"
+								  " WHERE cp.relid OPERATOR(pg_catalog.=) $1"
+								  " AND cp.created_at OPERATOR(pg_catalog.=) $2 AND cp.stopped_at IS NULL",
+								  3, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not record the position of the capture of relation %u", cs->relid);
+		cs->progress = pos;
+	}
+}
+
+/*
+ * In the PG_CATCH of decoding: if the plugin was rendering a change of a
+ * capture, count the failure against that change (see PoisonedChange).
+ * The error stays current, to be thrown again.
+ */
+static void
+note_render_failure(void)
 {
 	MemoryContext old;
-	XLogRecPtr	progress;
+	ErrorData  *edata;
+
+	if (!rendering_now.active)
+		return;
+	rendering_now.active = false;
+	if (!cdc_isolation)
+		return;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	edata = CopyErrorData();
+	if (!error_is_transient(edata->sqlerrcode))
+	{
+		PoisonedChange *pc = find_poisoned(rendering_now.relid, rendering_now.created_at,
+										   rendering_now.lsn);
+
+		if (pc == NULL)
+		{
+			pc = palloc0(sizeof(PoisonedChange));
+			pc->relid = rendering_now.relid;
+			pc->created_at = rendering_now.created_at;
+			pc->lsn = rendering_now.lsn;
+			poisoned = lappend(poisoned, pc);
+		}
+		pc->failures++;
+		if (pc->message != NULL)
+			pfree(pc->message);
+		pc->message = pstrdup(edata->message ? edata->message : "unknown error");
+		pc->sqlerrcode = edata->sqlerrcode;
+	}
+	FreeErrorData(edata);
+	MemoryContextSwitchTo(old);
+}
+
+/* after a run that wrote up to upto: forget the poisoned changes before */
+static void
+forget_poisoned(XLogRecPtr upto)
+{
+	ListCell   *lc;
+
+	foreach(lc, poisoned)
+	{
+		PoisonedChange *pc = lfirst(lc);
+
+		if (pc->lsn < upto)
+		{
+			poisoned = foreach_delete_current(poisoned, lc);
+			pfree(pc->message);
+			pfree(pc);
+		}
+	}
+}
+
+/* ------------------------------------------------------------------
+ * Decoding
+ * ------------------------------------------------------------------
+ */
+
+/*
+ * Start decoding (in a transaction): acquire the slot and read from its
+ * restart point.  Transactions that ended before every capture's position
+ * (caps) are skipped; the slot is confirmed up to the lowest position,
+ * stopped captures included (after a restart the positions may be ahead of
+ * the slot, which is saved only now and then).
+ */
+static void
+start_decoding(List *caps)
+{
+	MemoryContext old;
+	volatile XLogRecPtr start = cdc_common;
+	volatile XLogRecPtr hold = cdc_common;
+	ListCell   *lc;
+
+	foreach(lc, caps)
+	{
+		CaptureState *cs = lfirst(lc);
+
+		if (XLogRecPtrIsInvalid(cs->progress))
+			continue;
+		hold = Min(hold, cs->progress);
+		if (!cs->stopped)
+			start = Min(start, cs->progress);
+	}
 
 	ReplicationSlotAcquire(slot_name, true);
-	progress = replorigin_session_get_progress(false);
 
 	/*
 	 * Starting to decode logs two LOG lines: only the first start of a
@@ -1961,7 +3057,7 @@ start_decoding(void)
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	PG_TRY();
 	{
-		cdc_ctx = CreateDecodingContext(progress, NIL, false,
+		cdc_ctx = CreateDecodingContext(start, NIL, false,
 										XL_ROUTINE(.page_read = read_local_xlog_page,
 												   .segment_open = wal_segment_open,
 												   .segment_close = wal_segment_close),
@@ -1976,11 +3072,31 @@ start_decoding(void)
 	PG_END_TRY();
 	decoded_once = true;
 	cdc_ctx->output_writer_private = &coll;
+	cdc_decoded_to = InvalidXLogRecPtr;
 
-	/* after a restart the origin may be ahead of the slot */
-	if (progress != InvalidXLogRecPtr &&
-		progress > MyReplicationSlot->data.confirmed_flush)
-		LogicalConfirmReceivedLocation(progress);
+	if (hold != InvalidXLogRecPtr &&
+		hold > MyReplicationSlot->data.confirmed_flush)
+		LogicalConfirmReceivedLocation(hold);
+
+	/*
+	 * A capture's position behind the slot (a slot dropped by hand and
+	 * made again, say): the changes in between are not in the WAL the slot
+	 * decodes any more.
+	 */
+	foreach(lc, caps)
+	{
+		CaptureState *cs = lfirst(lc);
+
+		if (!XLogRecPtrIsInvalid(cs->progress) &&
+			cs->progress < MyReplicationSlot->data.confirmed_flush)
+			ereport(WARNING,
+					(errmsg("changes of table %s from %X/%X to %X/%X cannot be captured",
+							table_name(cs->relid), LSN_FORMAT_ARGS(cs->progress),
+							LSN_FORMAT_ARGS(MyReplicationSlot->data.confirmed_flush)),
+					 errdetail("Replication slot \"%s\" is confirmed past the capture's position.",
+							   slot_name),
+					 errhint("Uncapture the table and capture it again to copy it afresh.")));
+	}
 	XLogBeginRead(cdc_ctx->reader, MyReplicationSlot->data.restart_lsn);
 }
 
@@ -1993,6 +3109,7 @@ stop_decoding(void)
 		FreeDecodingContext(cdc_ctx);
 		cdc_ctx = NULL;
 	}
+	cdc_decoded_to = InvalidXLogRecPtr;
 	if (MyReplicationSlot != NULL)
 		ReplicationSlotRelease();
 }
@@ -2014,6 +3131,9 @@ estream_cdc_drop(void)
 		cdc_origin = InvalidRepOriginId;
 		origin_set_up = false;
 	}
+	cdc_common = InvalidXLogRecPtr;
+	list_free_deep(poisoned);
+	poisoned = NIL;
 	snprintf(name, sizeof(name), "estream_%u", MyDatabaseId);
 	begin_xact();
 	if (SPI_execute(psprintf("SELECT pg_catalog.pg_drop_replication_slot(slot_name)"
@@ -2041,6 +3161,8 @@ estream_cdc_stop(void)
 void
 estream_cdc_abort(void)
 {
+	rendering_now.active = false;
+	cdc_decoded_to = InvalidXLogRecPtr;
 	if (cdc_ctx != NULL)
 	{
 		MemoryContext cxt = cdc_ctx->context;
@@ -2055,6 +3177,7 @@ estream_cdc_abort(void)
 	ReplicationSlotCleanup();
 	if (origin_set_up)
 		replorigin_session_origin = cdc_origin;
+	copy_limits_end();
 
 	/* entries a failed decoding may have built from old catalogs */
 	StartTransactionCommand();
@@ -2062,14 +3185,6 @@ estream_cdc_abort(void)
 	CommitTransactionCommand();
 }
 
-/*
- * One capture step of the worker: decode the WAL written since the last
- * run and write the changes of captured tables into their topics.  Returns
- * the number of change events written; *more is set when the run stopped
- * at its batch limit with WAL left to read, *active when there are
- * captures, *caught_up when everything committed before the run started
- * has been captured.  Runs its own transactions.
- */
 /*
  * A capture writes a table's rows into a topic for the role that captured
  * it (1.4): while that role owns the table and may write the topic.  A
@@ -2104,6 +3219,23 @@ end_unauthorized_captures(void)
 						   SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3))));
 }
 
+/*
+ * One capture step of the worker: decode the WAL written since the last
+ * run and write the changes of captured tables into their topics.  Returns
+ * the number of change events written; *more is set when the run stopped
+ * at its batch limit with WAL left to read, *active when there are
+ * captures, *caught_up when everything committed before the run started
+ * has been captured (or was for captures that are stopped).  Runs its own
+ * transactions.
+ *
+ * A capture's failure stays its own (1.4): its initial copy, or a change
+ * that cannot be rendered or written, stops that capture (or, with
+ * on_error "skip", makes the change a dead letter), and the others go on.
+ * The events of each topic are written in a subtransaction; if one fails,
+ * the topic's events are written again a source transaction at a time to
+ * find it (write_topic_each()).  Errors of the moment (a lock, memory, a
+ * cancel) fail the whole step, as any error did before.
+ */
 int64
 estream_cdc_run(bool *more, bool *active, bool *caught_up)
 {
@@ -2115,12 +3247,12 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 	bool		any_pending;
 	MemoryContext old;
 	XLogRecPtr	end_of_wal;
-	XLogRecPtr	applied = InvalidXLogRecPtr;
+	XLogRecPtr	upto;
 	XLogRecPtr	confirm;
-	TimestampTz applied_ts = 0;
-	int64		written = 0;
+	WriteRun	wr;
 	bool		stopped;
 	bool		copy_postponed = false;
+	ListCell   *lc;
 
 	*more = false;
 	*active = false;
@@ -2169,6 +3301,8 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 		replorigin_session_origin = origin;
 		cdc_origin = origin;
 		origin_set_up = true;
+		/* the position of streaming captures, as durable as their records */
+		cdc_common = replorigin_session_get_progress(false);
 	}
 
 	if (!slot_exists)
@@ -2191,7 +3325,6 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 	{
 		List	   *copies = NIL;
 		List	   *starts = NIL;
-		ListCell   *lc;
 
 		old = MemoryContextSwitchTo(TopMemoryContext);
 		foreach(lc, coll.caps)
@@ -2206,12 +3339,9 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 		MemoryContextSwitchTo(old);
 		end_xact();
 		foreach(lc, copies)
-		{
-			if (!activate_capture(lfirst_oid(lc), true))
-				copy_postponed = true;
-		}
+			(void) try_activate_capture(lfirst_oid(lc), true, &copy_postponed);
 		foreach(lc, starts)
-			activate_capture(lfirst_oid(lc), false);
+			(void) try_activate_capture(lfirst_oid(lc), false, &copy_postponed);
 		list_free(copies);
 		list_free(starts);
 	}
@@ -2220,31 +3350,57 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 
 	/*
 	 * Decode and write in one transaction: whatever it writes commits with
-	 * the origin's progress, or not at all.
+	 * the positions, or not at all.
 	 */
 	begin_xact();
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	coll.caps = load_captures(&any_pending);
 	MemoryContextSwitchTo(old);
 
-	coll.desc = CreateTemplateTupleDesc(5);
-	TupleDescInitEntry(coll.desc, 1, "lsn", PG_LSNOID, -1, 0);
-	TupleDescInitEntry(coll.desc, 2, "topic", TEXTOID, -1, 0);
-	TupleDescInitEntry(coll.desc, 3, "key", TEXTOID, -1, 0);
-	TupleDescInitEntry(coll.desc, 4, "value", JSONBOID, -1, 0);
-	TupleDescInitEntry(coll.desc, 5, "commit_ts", TIMESTAMPTZOID, -1, 0);
+	coll.desc = CreateTemplateTupleDesc(LINE_NATTS);
+	TupleDescInitEntry(coll.desc, LINE_LSN, "lsn", PG_LSNOID, -1, 0);
+	TupleDescInitEntry(coll.desc, LINE_KIND, "kind", INT4OID, -1, 0);
+	TupleDescInitEntry(coll.desc, LINE_RELID, "relid", OIDOID, -1, 0);
+	TupleDescInitEntry(coll.desc, LINE_TOPIC, "topic", TEXTOID, -1, 0);
+	TupleDescInitEntry(coll.desc, LINE_KEY, "key", TEXTOID, -1, 0);
+	TupleDescInitEntry(coll.desc, LINE_VALUE, "value", JSONBOID, -1, 0);
+	TupleDescInitEntry(coll.desc, LINE_COMMIT_TS, "commit_ts", TIMESTAMPTZOID, -1, 0);
+	TupleDescInitEntry(coll.desc, LINE_XID, "xid", INT8OID, -1, 0);
+	TupleDescInitEntry(coll.desc, LINE_FINAL_LSN, "final_lsn", PG_LSNOID, -1, 0);
+	TupleDescInitEntry(coll.desc, LINE_END_LSN, "end_lsn", PG_LSNOID, -1, 0);
+	TupleDescInitEntry(coll.desc, LINE_ERROR, "error", TEXTOID, -1, 0);
+	TupleDescInitEntry(coll.desc, LINE_SQLSTATE, "sqlstate", INT4OID, -1, 0);
 	coll.lines = tuplestore_begin_heap(false, false, work_mem);
+	/* read pointers 1 and 2 of WriteRun */
+	(void) tuplestore_alloc_read_pointer(coll.lines, EXEC_FLAG_REWIND);
+	(void) tuplestore_alloc_read_pointer(coll.lines, EXEC_FLAG_REWIND);
 	coll.nlines = 0;
 	coll.cur_xid = InvalidTransactionId;
 	coll.txn_first = 0;
 	coll.stopped = false;
 	coll.stop_at = 0;
+	coll.stop_lsn = InvalidXLogRecPtr;
 	coll.unknown_relid = InvalidOid;
 	coll.unknown_xmin = InvalidTransactionId;
 	coll.unknown_created_at = 0;
 
+	/* a capture resumed behind where decoding is: decode again for it */
+	if (cdc_ctx != NULL)
+	{
+		foreach(lc, coll.caps)
+		{
+			CaptureState *cs = lfirst(lc);
+
+			if (!cs->stopped && !XLogRecPtrIsInvalid(cs->progress) &&
+				cs->progress < cdc_decoded_to)
+			{
+				stop_decoding();
+				break;
+			}
+		}
+	}
 	if (cdc_ctx == NULL)
-		start_decoding();
+		start_decoding(coll.caps);
 
 	/*
 	 * Decoding builds catalog cache entries from the catalogs as they were
@@ -2254,98 +3410,100 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 	end_of_wal = GetFlushRecPtr(NULL);
 	if (cdc_ctx->reader->EndRecPtr < end_of_wal)
 		InvalidateSystemCaches();
-	while (cdc_ctx->reader->EndRecPtr < end_of_wal)
+	PG_TRY();
 	{
-		XLogRecord *record;
-		char	   *errm = NULL;
-
-		/*
-		 * The reader allocates its decode buffer and oversized records in
-		 * the current memory context, and frees them at a later read: they
-		 * must live as long as the decoding context.
-		 */
-		old = MemoryContextSwitchTo(cdc_ctx->context);
-		record = XLogReadRecord(cdc_ctx->reader, &errm);
-		MemoryContextSwitchTo(old);
-		if (errm)
-			elog(ERROR, "could not read WAL for capture: %s", errm);
-		if (record != NULL)
-			LogicalDecodingProcessRecord(cdc_ctx, cdc_ctx->reader);
-		if (coll.stopped)
-			break;
-		if (coll.nlines >= CDC_BATCH_LINES)
+		while (cdc_ctx->reader->EndRecPtr < end_of_wal)
 		{
-			*more = cdc_ctx->reader->EndRecPtr < end_of_wal;
-			break;
+			XLogRecord *record;
+			char	   *errm = NULL;
+
+			/*
+			 * The reader allocates its decode buffer and oversized records
+			 * in the current memory context, and frees them at a later
+			 * read: they must live as long as the decoding context.
+			 */
+			old = MemoryContextSwitchTo(cdc_ctx->context);
+			record = XLogReadRecord(cdc_ctx->reader, &errm);
+			MemoryContextSwitchTo(old);
+			if (errm)
+				elog(ERROR, "could not read WAL for capture: %s", errm);
+			if (record != NULL)
+				LogicalDecodingProcessRecord(cdc_ctx, cdc_ctx->reader);
+			if (coll.stopped)
+				break;
+			if (coll.nlines >= CDC_BATCH_LINES)
+			{
+				*more = cdc_ctx->reader->EndRecPtr < end_of_wal;
+				break;
+			}
+			CHECK_FOR_INTERRUPTS();
 		}
-		CHECK_FOR_INTERRUPTS();
 	}
+	PG_CATCH();
+	{
+		/* a change that cannot be rendered: see PoisonedChange */
+		note_render_failure();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	stopped = coll.stopped;
 	InvalidateSystemCaches();
 
-	/* write: source transactions in commit order, up to a stop */
+	/*
+	 * Every source transaction that ended before upto is decoded: the
+	 * reader's position, or the start of the transaction the run stopped at
+	 * (a capture without copy), whose lines and those after are not
+	 * written.
+	 */
+	upto = stopped ? coll.stop_lsn : cdc_ctx->reader->EndRecPtr;
+
+	/* write, topic by topic: source transactions in commit order */
+	memset(&wr, 0, sizeof(wr));
+	wr.lines = coll.lines;
+	wr.slot = MakeSingleTupleTableSlot(coll.desc, &TTSOpsMinimalTuple);
+	wr.nlines = stopped ? coll.stop_at : coll.nlines;
+	wr.caps = coll.caps;
 	{
-		TupleTableSlot *slot = MakeSingleTupleTableSlot(coll.desc, &TTSOpsMinimalTuple);
-		List	   *batches = NIL;
-		int			nchunk = 0;
-		Size		chunk_bytes = 0;
+		List	   *topics = NIL;
+		Line		line;
+		char	   *last = NULL;
 
-		for (int64 i = 0; !(stopped && i >= coll.stop_at); i++)
+		rewind_lines(&wr);
+		while (read_line(&wr, &line))
 		{
-			bool		isnull;
-			char	   *topic;
-			Datum		key;
-			bool		key_isnull;
-			Datum		value;
-			TopicBatch *tb;
-			Size		size;
+			char	   *topic = NULL;
 
-			if (!tuplestore_gettupleslot(coll.lines, true, false, slot))
-				break;
-			key = slot_getattr(slot, 2, &isnull);
-			if (isnull)
-			{
-				/* end of a source transaction, written in full */
-				applied = DatumGetLSN(slot_getattr(slot, 1, &isnull));
-				applied_ts = DatumGetTimestampTz(slot_getattr(slot, 5, &isnull));
+			if (last != NULL && line_in_topic(&line, last))
 				continue;
-			}
-			topic = TextDatumGetCString(key);
-			key = slot_getattr(slot, 3, &key_isnull);
-			value = slot_getattr(slot, 4, &isnull);
-			tb = topic_batch(&batches, topic);
-			pfree(topic);
-			/* a compacted topic takes no record without a key (TRUNCATE) */
-			if (key_isnull && tb->compacted)
-				continue;
-			size = VARSIZE_ANY(DatumGetPointer(value)) +
-				(key_isnull ? 0 : VARSIZE_ANY(DatumGetPointer(key)));
-			/* a batch stays below estream.max_batch_bytes */
-			if (nchunk > 0 && chunk_bytes + size > apply_bytes())
+			foreach(lc, topics)
 			{
-				write_batches(batches);
-				nchunk = 0;
-				chunk_bytes = 0;
+				if (line_in_topic(&line, strVal(lfirst(lc))))
+				{
+					topic = strVal(lfirst(lc));
+					break;
+				}
 			}
-			tb->keys[tb->n] = key_isnull ? (Datum) 0 : PointerGetDatum(DatumGetTextPCopy(key));
-			tb->key_nulls[tb->n] = key_isnull;
-			tb->values[tb->n] = PointerGetDatum(DatumGetJsonbPCopy(value));
-			chunk_bytes += size;
-			tb->n++;
-			written++;
-			if (++nchunk == CDC_APPLY_CHUNK)
+			if (topic == NULL)
 			{
-				write_batches(batches);
-				nchunk = 0;
-				chunk_bytes = 0;
+				topic = text_to_cstring(line.topic);
+				topics = lappend(topics, makeString(topic));
 			}
+			last = topic;
 		}
-		write_batches(batches);
-		ExecDropSingleTupleTableSlot(slot);
+		foreach(lc, topics)
+		{
+			TopicBatch *tb = topic_batch(strVal(lfirst(lc)));
+
+			if (!write_topic_bulk(&wr, tb))
+				write_topic_each(&wr, tb);
+			pfree(tb);
+		}
 	}
+	ExecDropSingleTupleTableSlot(wr.slot);
 	tuplestore_end(coll.lines);
 	coll.lines = NULL;
-	coll.caps = NIL;
+
+	advance_own_positions(coll.caps, upto);
 
 	if (OidIsValid(coll.unknown_relid))
 	{
@@ -2377,23 +3535,36 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 		missing_checked = NIL;
 	}
 
-	if (applied != InvalidXLogRecPtr && written > 0)
+	/*
+	 * Once this is written and durable, the slot may let go of the WAL
+	 * before the lowest position: upto, or that of a stopped capture, which
+	 * keeps the WAL it will need when resumed.
+	 */
+	confirm = upto;
+	foreach(lc, coll.caps)
 	{
-		replorigin_session_origin_lsn = applied;
-		replorigin_session_origin_timestamp = applied_ts;
+		CaptureState *cs = lfirst(lc);
+
+		if ((cs->stopped || cs->stopped_now) && !XLogRecPtrIsInvalid(cs->progress))
+			confirm = Min(confirm, cs->progress);
+	}
+	coll.caps = NIL;
+
+	/* the streaming captures' position commits with what was written */
+	if (upto > cdc_common)
+	{
+		replorigin_session_origin_lsn = upto;
+		replorigin_session_origin_timestamp = wr.last_commit != 0 ?
+			wr.last_commit : GetCurrentTimestamp();
 	}
 	end_xact();
 	replorigin_session_origin_lsn = InvalidXLogRecPtr;
 	replorigin_session_origin_timestamp = 0;
+	cdc_common = Max(cdc_common, upto);
+	cdc_decoded_to = upto;
+	forget_poisoned(upto);
 
-	/*
-	 * Written and durable (synchronous commit): the slot may let go of the
-	 * WAL before it.  Every transaction that ended before the reader's
-	 * position is handled, unless the run stopped at a capture without
-	 * copy: then up to the last transaction written, and the next run reads
-	 * again from the restart point.
-	 */
-	confirm = stopped ? applied : cdc_ctx->reader->EndRecPtr;
+	/* written and durable (synchronous commit) */
 	if (confirm != InvalidXLogRecPtr &&
 		confirm > MyReplicationSlot->data.confirmed_flush)
 	{
@@ -2414,7 +3585,6 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 	else if (!*more)
 		*caught_up = true;
 
-	if (applied_ts != 0)
-		estream_worker_cdc_progress(applied_ts);
-	return written;
+	estream_worker_cdc_progress(wr.last_commit, cdc_common);
+	return wr.written;
 }

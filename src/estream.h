@@ -16,6 +16,7 @@
 
 #include "postgres.h"
 
+#include "access/xlogdefs.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/ilist.h"
@@ -242,7 +243,9 @@ extern void estream_cdc_stop(void);
 extern void estream_cdc_drop(void);
 
 /* worker.c */
-extern void estream_worker_cdc_progress(TimestampTz commit_ts);
+extern int	estream_capture_copy_timeout;
+extern int	estream_capture_copy_lock_timeout;
+extern void estream_worker_cdc_progress(TimestampTz commit_ts, XLogRecPtr position);
 struct PlannedStmt;
 extern void estream_worker_init(void);
 extern Size estream_worker_shmem_size(void);

@@ -136,6 +136,7 @@ typedef struct EstreamWorkerSlot
 	TimestampTz cdc_caught_up;	/* start of the last capture step that
 								 * captured everything committed before */
 	char		cdc_error[256];	/* last error of the capture step */
+	XLogRecPtr	cdc_position;	/* position of the streaming captures */
 } EstreamWorkerSlot;
 
 typedef struct EstreamWorkerShared
@@ -154,6 +155,8 @@ int			estream_worker_naptime = 1000;
 int			estream_capture_naptime = 100;
 int			estream_transaction_timeout = 0;
 int			estream_maintenance_lock_timeout = 200;
+int			estream_capture_copy_timeout = 10 * 60 * 1000;
+int			estream_capture_copy_lock_timeout = 5000;
 
 static EstreamWorkerShared *worker_shared = NULL;
 static ProcessUtility_hook_type prev_process_utility = NULL;
@@ -288,6 +291,25 @@ estream_worker_init(void)
 							"when free.",
 							&estream_maintenance_lock_timeout,
 							200, 0, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("estream.capture_copy_timeout",
+							"Longest time the initial copy of a captured table may take.",
+							"The worker does nothing else meanwhile, maintenance included.  A copy "
+							"that takes longer fails, and its capture stops until "
+							"estream.resume_capture().  0 disables the limit.",
+							&estream_capture_copy_timeout,
+							10 * 60 * 1000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("estream.capture_copy_lock_timeout",
+							"Longest wait of the initial copy of a captured table for a lock.",
+							"A copy that waits longer fails, and its capture stops until "
+							"estream.resume_capture().  0 waits without limit.",
+							&estream_capture_copy_lock_timeout,
+							5000, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
@@ -1187,13 +1209,20 @@ run_capture(bool *more, bool *active)
 	LWLockRelease(worker_shared->lock);
 }
 
+/*
+ * After a capture step that succeeded: the commit time of the last source
+ * transaction it wrote (0: none) and the position of the streaming
+ * captures.
+ */
 void
-estream_worker_cdc_progress(TimestampTz commit_ts)
+estream_worker_cdc_progress(TimestampTz commit_ts, XLogRecPtr position)
 {
 	if (my_slot < 0)
 		return;
 	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
-	worker_shared->slots[my_slot].cdc_last_commit = commit_ts;
+	if (commit_ts != 0)
+		worker_shared->slots[my_slot].cdc_last_commit = commit_ts;
+	worker_shared->slots[my_slot].cdc_position = position;
 	LWLockRelease(worker_shared->lock);
 }
 
@@ -1693,6 +1722,41 @@ estream_capture_status(PG_FUNCTION_ARGS)
 	}
 	LWLockRelease(worker_shared->lock);
 	return (Datum) 0;
+}
+
+/*
+ * estream._capture_position() returns pg_lsn
+ *
+ * The position of this database's streaming captures (every source
+ * transaction that ended before it is in their topics), as its worker last
+ * wrote it; null before the worker's first capture step.  Captures with a
+ * position of their own (stopped, or resumed and catching up) have it in
+ * estream.capture.progress_lsn.  A WAL position, like those of
+ * pg_replication_slots: for every role.
+ */
+PG_FUNCTION_INFO_V1(estream_capture_position);
+Datum
+estream_capture_position(PG_FUNCTION_ARGS)
+{
+	XLogRecPtr	lsn = InvalidXLogRecPtr;
+
+	if (worker_shared == NULL)
+		PG_RETURN_NULL();
+	LWLockAcquire(worker_shared->lock, LW_SHARED);
+	for (int i = 0; i < worker_shared->nslots; i++)
+	{
+		EstreamWorkerSlot *s = &worker_shared->slots[i];
+
+		if (s->state != WS_FREE && s->dbid == MyDatabaseId)
+		{
+			lsn = s->cdc_position;
+			break;
+		}
+	}
+	LWLockRelease(worker_shared->lock);
+	if (lsn == InvalidXLogRecPtr)
+		PG_RETURN_NULL();
+	PG_RETURN_LSN(lsn);
 }
 
 /*
