@@ -2388,13 +2388,40 @@ $$;
 COMMENT ON FUNCTION estream._compact(integer) IS
 	'Compaction: removes records superseded by a newer record of the same key, and expired tombstones, from sealed segments, keeping the persisted stable offset above what it removed; one topic''s error does not stop the others; returns how many.';
 
+CREATE FUNCTION estream._worker_state()
+RETURNS text
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'estream_worker_state';
+COMMENT ON FUNCTION estream._worker_state() IS
+	'The state of this database''s worker (idle, running, disabled, failed, paused, ...; not started when it has none yet, no free worker slot when it cannot get one), for the status of what depends on it.';
+
+-- What keeps this database's worker from running, or NULL while it runs
+-- or is about to (starting, paused for a moment, not started yet).
+CREATE FUNCTION estream._worker_missing()
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT CASE WHEN s.s IN ('starting', 'running', 'idle', 'paused', 'not started') THEN NULL ELSE s.s END
+FROM (SELECT estream._worker_state() AS s) s
+$$;
+COMMENT ON FUNCTION estream._worker_missing() IS
+	'Why this database''s estream worker does not run (disabled, failed, no free worker slot, not preloaded, waiting for an update), or NULL while it runs.';
+
 CREATE VIEW estream.maintenance_errors WITH (security_barrier) AS
 SELECT t.name AS topic, e.step, e.sqlstate, e.message, e.since, e.last_at, e.occurrences
 FROM estream.maintenance_error e
 	 JOIN estream.topic t ON t.topic_id OPERATOR(pg_catalog.=) e.topic_id
-WHERE estream._allowed('describe', 'topic', t.name, t.owner);
+WHERE estream._allowed('describe', 'topic', t.name, t.owner)
+UNION ALL
+-- no worker: no topic of this database is maintained
+SELECT NULL, 'worker', '55000',
+	   pg_catalog.format('the estream worker of this database does not run (%s): no topic is rolled, retained or compacted and no table is captured', w.why),
+	   NULL, NULL, NULL
+FROM (SELECT estream._worker_missing() AS why) w
+WHERE w.why IS NOT NULL;
 COMMENT ON VIEW estream.maintenance_errors IS
-	'Topics the caller may describe on which a maintenance step (roll, seal, retention, compaction, drop) fails: the step, the error, since when and how many runs in a row; the other topics are maintained meanwhile.';
+	'Topics the caller may describe on which a maintenance step (roll, seal, retention, compaction, drop) fails: the step, the error, since when and how many runs in a row; the other topics are maintained meanwhile.  A row with step "worker" and no topic says that this database''s worker does not run, and why (see estream.workers).';
 
 -- Making a group, or a group's offset rows for a topic, takes a lock on the
 -- name first (estream._lock_name(): a lock no role can take from SQL):
@@ -2460,12 +2487,6 @@ $$;
 -- partitions' offsets are dumped with the group; members join again).
 SELECT pg_catalog.pg_extension_config_dump('estream.group_member', 'WHERE false');
 
-CREATE FUNCTION estream._worker_state()
-RETURNS text
-LANGUAGE C VOLATILE PARALLEL UNSAFE
-AS 'MODULE_PATHNAME', 'estream_worker_state';
-COMMENT ON FUNCTION estream._worker_state() IS
-	'The state of this database''s worker (idle, running, disabled, failed, paused, ...; not started when it has none), for the status of what depends on it.';
 
 --
 -- From table privileges to rights.  Before 1.4 a role produced with INSERT
@@ -2724,7 +2745,8 @@ BEGIN
 	FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
 			  WHERE p.pronamespace = 'estream'::regnamespace AND left(p.proname, 1) = '_'
 				AND p.proname NOT IN ('_allowed', '_timestamp_at', '_partition_stats', '_capture_status',
-									  '_worker_status', '_capture_origin_lsn', '_acls', '_worker_state')
+									  '_worker_status', '_capture_origin_lsn', '_acls', '_worker_state',
+									  '_worker_missing')
 	LOOP
 		EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
 	END LOOP;
@@ -3087,6 +3109,13 @@ BEGIN
 	SELECT v_root, v_topic, v_before, v_columns, x.topic_id, c.nspname, c.relname, v_snapshot,
 		   estream._caller(), v_on_error
 	  FROM estream.topic x WHERE x.name = v_topic;
+	v_bad := estream._worker_missing();
+	IF v_bad IS NOT NULL THEN
+		RAISE WARNING 'table "%" will not be captured until the estream worker of this database runs', v_root::regclass
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = format('The worker does not run: %s.', v_bad),
+				  HINT = 'See estream.workers and docs/operations.md ("Sizing the workers"). The capture starts when the worker runs, as docs/cdc.md describes.';
+	END IF;
 	RETURN v_topic;
 END
 $$;
@@ -3162,6 +3191,8 @@ SELECT c.relid::regclass AS source,
 	   c.topic,
 	   CASE WHEN c.stopped_at IS NOT NULL THEN 'stopped'
 			WHEN c.snapshot IS NOT NULL AND c.progress_lsn IS NOT NULL THEN 'catching up'
+			-- streams only while the worker runs
+			WHEN c.snapshot IS NOT NULL AND w.why IS NOT NULL THEN 'not running'
 			WHEN c.snapshot IS NOT NULL THEN 'streaming'
 			WHEN c.initial_snapshot THEN 'waiting for its initial copy'
 			ELSE 'waiting for the worker' END AS state,
@@ -3196,8 +3227,10 @@ SELECT c.relid::regclass AS source,
 	   c.stop_sqlstate,
 	   (SELECT count(*) FROM estream.capture_dead_letter d
 		 WHERE d.relid OPERATOR(pg_catalog.=) c.relid
-		   AND d.capture_created_at OPERATOR(pg_catalog.=) c.created_at) AS dead_letters
+		   AND d.capture_created_at OPERATOR(pg_catalog.=) c.created_at) AS dead_letters,
+	   w.why AS not_running_because
 FROM estream.capture c
+	 CROSS JOIN (SELECT estream._worker_missing() AS why) w
 	 JOIN estream.topic t ON t.topic_id OPERATOR(pg_catalog.=) c.topic_id
 	 LEFT JOIN pg_catalog.pg_replication_slots s
 		ON s.slot_name OPERATOR(pg_catalog.=) ('estream_' OPERATOR(pg_catalog.||)
@@ -3211,7 +3244,7 @@ FROM estream.capture c
 								END AS lsn) p
 WHERE estream._allowed('describe', 'topic', t.name, t.owner);
 COMMENT ON VIEW estream.captures IS
-	'Captured tables whose topic the caller may describe, with their state (streaming, stopped, ...), position, lag in bytes and seconds, the WAL a stopped capture keeps, its error, dead letters, the slot''s confirmed position and (with describe on the cluster) the origin''s progress and the worker''s capture progress.';
+	'Captured tables whose topic the caller may describe, with their state (streaming, stopped, not running when the database''s worker does not, ...), position, lag in bytes and seconds, the WAL a stopped capture keeps, its error, dead letters, the slot''s confirmed position and (with describe on the cluster) the origin''s progress and the worker''s capture progress.';
 
 -- dead letters to those who may describe the topic; their key and event
 -- (records that did not make it into the topic) to those who may read it

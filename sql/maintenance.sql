@@ -476,3 +476,10 @@ UPDATE estream.topic SET config = '{"segment.ms": "1", "retention.ms": "0"}' WHE
 SELECT count(*) > 0 AS rolled FROM estream.run_maintenance('m_broken') WHERE step = 'roll segments' AND done > 0;
 SELECT count(*) AS errors_left FROM estream.maintenance_errors WHERE topic LIKE 'm\_%';
 SELECT estream.drop_topic(t) FROM unnest(ARRAY['m_never', 'm_never_c', 'm_broken', 'm_fine']) t;
+-- this instance runs with estream.enable_worker = off: the view says that
+-- no topic is maintained (but run_maintenance() works, as above)
+DO $$ BEGIN   -- (once the worker saw it is disabled, within a second)
+FOR i IN 1 .. 200 LOOP EXIT WHEN estream._worker_missing() IS NOT NULL; PERFORM pg_sleep(0.05); END LOOP;
+END $$;
+SELECT topic, step, sqlstate, message FROM estream.maintenance_errors WHERE topic IS NULL;
+

@@ -107,6 +107,9 @@ typedef enum EstreamWorkerState
 	WS_PAUSED					/* stopped for DROP DATABASE and the like */
 } EstreamWorkerState;
 
+/* last_error of a worker that could not start: _worker_state() knows it */
+#define NO_WORKER_SLOT_ERROR "could not start the worker: no free background worker slot"
+
 static const char *const state_names[] = {
 	"free", "starting", "running", "idle", "disabled",
 	"waiting for ALTER EXTENSION estream UPDATE", "no extension",
@@ -643,7 +646,7 @@ estream_launcher_main(Datum main_arg)
 					s->errors++;
 					s->last_error_at = now;
 					snprintf(s->last_error, sizeof(s->last_error),
-							 "could not start the worker: no free background worker slot (max_worker_processes = %d)",
+							 NO_WORKER_SLOT_ERROR " (max_worker_processes = %d)",
 							 max_worker_processes);
 					ereport(WARNING,
 							(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
@@ -1648,14 +1651,17 @@ estream_worker_status(PG_FUNCTION_ARGS)
  * estream._worker_state() returns text
  *
  * The state of this database's worker ("idle", "running", "disabled",
- * "failed", ...), or "not started": for the status of what depends on it
- * (captures).  Tells only whether maintenance runs.
+ * "failed", ...), "not started" when it has none yet, "no free worker
+ * slot" when it cannot get one, "not preloaded": for the status of what
+ * depends on it (captures, maintenance).  Tells only whether maintenance
+ * runs.
  */
 PG_FUNCTION_INFO_V1(estream_worker_state);
 Datum
 estream_worker_state(PG_FUNCTION_ARGS)
 {
-	const char *state = "not started";
+	const char *state = NULL;
+	int			used = 0;
 
 	if (worker_shared == NULL)
 		PG_RETURN_TEXT_P(cstring_to_text("not preloaded"));
@@ -1664,10 +1670,18 @@ estream_worker_state(PG_FUNCTION_ARGS)
 	{
 		EstreamWorkerSlot *s = &worker_shared->slots[i];
 
+		if (s->state != WS_FREE)
+			used++;
 		if (s->state != WS_FREE && s->state != WS_NO_EXTENSION && s->dbid == MyDatabaseId)
-			state = state_names[s->state];
+			state = s->state == WS_FAILED &&
+				strncmp(s->last_error, NO_WORKER_SLOT_ERROR, strlen(NO_WORKER_SLOT_ERROR)) == 0 ?
+				"no free worker slot" : state_names[s->state];
 	}
 	LWLockRelease(worker_shared->lock);
+	/* none yet: about to start, or never (every background worker in use) */
+	if (state == NULL)
+		state = used + reserved_worker_slots() >= max_worker_processes ?
+			"no free worker slot" : "not started";
 	PG_RETURN_TEXT_P(cstring_to_text(state));
 }
 

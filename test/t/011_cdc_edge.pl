@@ -288,8 +288,8 @@ DROP TABLE drop_c;
 is( $node->safe_psql(
 		'postgres',
 		"SELECT string_agg(source::text || ':' || state, ',' ORDER BY source::text) FROM estream.captures WHERE source::oid IN ($a_oid, $c_oid)"),
-	"$a_oid:waiting for its initial copy,$c_oid:streaming",
-	'dropped tables stay registered, shown by OID (before the worker ran)');
+	"$a_oid:waiting for its initial copy,$c_oid:not running",
+	'dropped tables stay registered, shown by OID (before the worker ran; the worker is off)');
 set_worker($node, 1);
 wait_streaming($node, 'postgres', 'keep_b');
 is( $node->safe_psql(
