@@ -14,7 +14,10 @@ OBJS = \
 	src/cdc.o
 
 EXTENSION = estream
-DATA = estream--1.0.sql estream--1.0--1.1.sql estream--1.1--1.2.sql estream--1.2--1.3.sql estream--1.3--1.4.sql
+# The released scripts are kept as they were; the current version's
+# scripts are made from src/sql/ (see "Install scripts" below).
+DATA = estream--1.0.sql estream--1.0--1.1.sql estream--1.1--1.2.sql estream--1.2--1.3.sql
+DATA_built = estream--1.4.sql estream--1.3--1.4.sql
 PGFILEDESC = "estream - event streams for PostgreSQL"
 
 REGRESS = partitioner topic produce fetch limits cache groups maintenance cdc cdc_isolation security reinstall
@@ -44,6 +47,26 @@ tmp_check_conf/estream.conf: test/estream.conf
 	cp test/estream.conf $@
 	if "$$($(PG_CONFIG) --bindir)/postgres" --describe-config 2>/dev/null | grep -q '^output_plugin_libraries'; then \
 		echo "output_plugin_libraries = 'pgoutput, test_decoding, estream'" >> $@; fi
+
+# Install scripts.  Every function, view and grant of the current version
+# lives in one file of src/sql/ named after its concern, written to be
+# replayed (CREATE OR REPLACE); the catalog (tables, types) in
+# src/sql/catalog.sql for a fresh install, and as ALTERs in
+# src/sql/updates/<from>--<to>.sql for an update.  Both scripts replay the
+# same concern files; test/t/021_fresh_vs_update.pl checks they give the
+# same catalog.
+SQL_CONCERNS = $(addprefix src/sql/,privileges.sql topics.sql records.sql groups.sql \
+	maintenance.sql cdc.sql views.sql)
+
+estream--1.4.sql: src/sql/catalog.sql $(SQL_CONCERNS) src/sql/triggers.sql src/sql/grants.sql src/sql/start.sql
+	{ echo '/* $@: made by make from src/sql/; do not edit */'; \
+	  printf '%s\n' '\echo Use "CREATE EXTENSION estream" to load this file. \quit'; \
+	  for f in $^; do printf '\n-- ---- %s\n\n' "$$f"; cat "$$f"; done; } > $@
+
+estream--1.3--1.4.sql: src/sql/updates/1.3--1.4.sql $(SQL_CONCERNS) src/sql/updates/1.3--1.4.post.sql src/sql/grants.sql src/sql/start.sql
+	{ echo '/* $@: made by make from src/sql/; do not edit */'; \
+	  printf '%s\n' '\echo Use "ALTER EXTENSION estream UPDATE TO '"'"'1.4'"'"'" to load this file. \quit'; \
+	  for f in $^; do printf '\n-- ---- %s\n\n' "$$f"; cat "$$f"; done; } > $@
 
 # every object depends on the shared header (struct layouts)
 $(OBJS): src/estream.h
