@@ -3,6 +3,7 @@
 MODULE_big = estream
 OBJS = \
 	src/estream.o \
+	src/schema.o \
 	src/murmur2.o \
 	src/shmem.o \
 	src/topic.o \
@@ -68,8 +69,19 @@ estream--1.3--1.4.sql: src/sql/updates/1.3--1.4.sql $(SQL_CONCERNS) src/sql/upda
 	  printf '%s\n' '\echo Use "ALTER EXTENSION estream UPDATE TO '"'"'1.4'"'"'" to load this file. \quit'; \
 	  for f in $^; do printf '\n-- ---- %s\n\n' "$$f"; cat "$$f"; done; } > $@
 
-# every object depends on the shared header (struct layouts)
-$(OBJS): src/estream.h
+# each object depends on the headers it includes (struct layouts); a
+# subsystem's header includes the lower ones it needs (shmem.h: topic.h)
+src/estream.o: src/estream.h src/acl.h src/cdc.h src/schema.h src/shmem.h src/topic.h src/worker.h
+src/schema.o: src/schema.h
+src/murmur2.o: src/murmur2.h
+src/acl.o: src/acl.h
+src/topic.o: src/acl.h src/schema.h src/topic.h
+src/shmem.o: src/estream.h src/acl.h src/shmem.h src/topic.h
+src/produce.o: src/estream.h src/acl.h src/murmur2.h src/schema.h src/shmem.h src/topic.h
+src/fetch.o: src/estream.h src/acl.h src/shmem.h src/topic.h
+src/compact.o: src/estream.h src/schema.h
+src/cdc.o: src/estream.h src/cdc.h src/schema.h
+src/worker.o: src/estream.h src/acl.h src/cdc.h src/schema.h src/shmem.h src/topic.h src/worker.h
 
 .PHONY: bench
 bench:

@@ -116,11 +116,10 @@
 #include "utils/xid8.h"
 
 #include "estream.h"
+#include "cdc.h"
+#include "schema.h"
 
 #define UNAVAILABLE_VALUE "__debezium_unavailable_value"
-
-/* estream.capture.created_at: tells a capture of a table from a later one */
-#define CAPTURE_CREATED_AT_ATTNUM 11
 
 /* ------------------------------------------------------------------
  * Output plugin
@@ -356,6 +355,35 @@ plugin_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr com
 }
 
 /*
+ * The attribute number of a column of estream.capture, by name, in the
+ * descriptor of the historic snapshot (0: the column is not there yet).
+ */
+static AttrNumber
+capture_attnum(TupleDesc desc, const char *name)
+{
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return att->attnum;
+	}
+	return InvalidAttrNumber;
+}
+
+/* a column of a row of estream.capture: null if the column is missing */
+static Datum
+capture_getattr(HeapTuple tup, AttrNumber attnum, TupleDesc desc, bool *isnull)
+{
+	if (attnum == InvalidAttrNumber)
+	{
+		*isnull = true;
+		return (Datum) 0;
+	}
+	return heap_getattr(tup, attnum, desc, isnull);
+}
+
+/*
  * Look up (once per decoding session) whether a relation is captured, in
  * the historic snapshot of the change: a row of estream.capture for the
  * relation or its partition root.
@@ -407,22 +435,28 @@ lookup_capture(PluginState *st, Relation relation)
 		HeapTuple	tup;
 		TupleDesc	desc = RelationGetDescr(rel);
 
+		AttrNumber	att_relid = capture_attnum(desc, "relid");
+		AttrNumber	att_topic = capture_attnum(desc, "topic");
+		AttrNumber	att_before = capture_attnum(desc, "with_before");
+		AttrNumber	att_columns = capture_attnum(desc, "columns");
+		AttrNumber	att_created_at = capture_attnum(desc, "created_at");
+
 		while ((tup = systable_getnext(scan)) != NULL)
 		{
 			bool		isnull;
-			Datum		d = heap_getattr(tup, 1, desc, &isnull);
+			Datum		d = capture_getattr(tup, att_relid, desc, &isnull);
 
 			if (isnull || DatumGetObjectId(d) != root)
 				continue;
 			ci->captured = true;
 			ci->capture_xmin = HeapTupleHeaderGetXmin(tup->t_data);
-			d = heap_getattr(tup, CAPTURE_CREATED_AT_ATTNUM, desc, &isnull);
+			d = capture_getattr(tup, att_created_at, desc, &isnull);
 			ci->created_at = isnull ? 0 : DatumGetTimestampTz(d);
-			d = heap_getattr(tup, 2, desc, &isnull);
+			d = capture_getattr(tup, att_topic, desc, &isnull);
 			ci->topic = MemoryContextStrdup(st->cache_cxt, TextDatumGetCString(d));
-			d = heap_getattr(tup, 3, desc, &isnull);
+			d = capture_getattr(tup, att_before, desc, &isnull);
 			ci->before = isnull ? true : DatumGetBool(d);
-			d = heap_getattr(tup, 4, desc, &isnull);
+			d = capture_getattr(tup, att_columns, desc, &isnull);
 			if (!isnull)
 			{
 				Datum	   *elems;
@@ -2156,12 +2190,10 @@ load_captures(bool *any_pending)
 {
 	List	   *result = NIL;
 	MemoryContext outer = CurrentMemoryContext;
-	Oid			capture_rel = get_relname_relid("capture", get_namespace_oid("estream", false));
 
 	*any_pending = false;
 	/* the failure policies are 1.4's: before, a failure fails the step */
-	cdc_isolation = OidIsValid(capture_rel) &&
-		get_attnum(capture_rel, "on_error") != InvalidAttrNumber;
+	cdc_isolation = estream_schema_version() >= ESTREAM_SCHEMA_1_4;
 	if (SPI_execute(cdc_isolation ?
 					"SELECT relid, snapshot::pg_catalog.text, initial_snapshot, created_at, topic,"
 					" stopped_at IS NOT NULL, progress_lsn, on_error OPERATOR(pg_catalog.=) 'skip'"
@@ -3196,10 +3228,8 @@ estream_cdc_abort(void)
 static void
 end_unauthorized_captures(void)
 {
-	Oid			capture_rel = get_relname_relid("capture", get_namespace_oid("estream", false));
-
-	if (!OidIsValid(capture_rel) || get_attnum(capture_rel, "capturer") == InvalidAttrNumber)
-		return;					/* before 1.4 */
+	if (estream_schema_version() < ESTREAM_SCHEMA_1_4)
+		return;					/* no capturer before 1.4 */
 	if (SPI_execute("DELETE FROM estream.capture c"
 					" USING pg_catalog.pg_class cl, estream.topic t"
 					" WHERE cl.oid OPERATOR(pg_catalog.=) c.relid"
@@ -3221,12 +3251,14 @@ end_unauthorized_captures(void)
 
 /*
  * One capture step of the worker: decode the WAL written since the last
- * run and write the changes of captured tables into their topics.  Returns
- * the number of change events written; *more is set when the run stopped
- * at its batch limit with WAL left to read, *active when there are
- * captures, *caught_up when everything committed before the run started
- * has been captured (or was for captures that are stopped).  Runs its own
- * transactions.
+ * run and write the changes of captured tables into their topics.  Fills
+ * result: the number of change events written; more when the run stopped
+ * at its batch limit with WAL left to read, active when there are
+ * captures, caught_up when everything committed before the run started
+ * has been captured (or was for captures that are stopped); after a run
+ * that decoded (progressed), the commit time of the last source
+ * transaction written and the position of the streaming captures.  Runs
+ * its own transactions.
  *
  * A capture's failure stays its own (1.4): its initial copy, or a change
  * that cannot be rendered or written, stops that capture (or, with
@@ -3236,8 +3268,8 @@ end_unauthorized_captures(void)
  * find it (write_topic_each()).  Errors of the moment (a lock, memory, a
  * cancel) fail the whole step, as any error did before.
  */
-int64
-estream_cdc_run(bool *more, bool *active, bool *caught_up)
+void
+estream_cdc_run(EstreamCdcResult *result)
 {
 	int64		ncaptures;
 	bool		slot_exists;
@@ -3254,9 +3286,7 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 	bool		copy_postponed = false;
 	ListCell   *lc;
 
-	*more = false;
-	*active = false;
-	*caught_up = false;
+	memset(result, 0, sizeof(*result));
 	snprintf(slot_name, sizeof(slot_name), "estream_%u", MyDatabaseId);
 	snprintf(origin_name, sizeof(origin_name), "estream_%u", MyDatabaseId);
 	if (saved_log_min_messages[0] == '\0')
@@ -3277,9 +3307,9 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 		/* uncapturing the last table drops the slot: WAL is not kept */
 		if (slot_exists || origin_exists)
 			estream_cdc_drop();
-		return 0;
+		return;
 	}
-	*active = true;
+	result->active = true;
 
 	if (wal_level < WAL_LEVEL_LOGICAL)
 		ereport(ERROR,
@@ -3433,7 +3463,7 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 				break;
 			if (coll.nlines >= CDC_BATCH_LINES)
 			{
-				*more = cdc_ctx->reader->EndRecPtr < end_of_wal;
+				result->more = cdc_ctx->reader->EndRecPtr < end_of_wal;
 				break;
 			}
 			CHECK_FOR_INTERRUPTS();
@@ -3580,11 +3610,13 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 		 * table's changes: decode again at the maintenance pace only.
 		 */
 		if (copy_postponed)
-			*active = false;
+			result->active = false;
 	}
-	else if (!*more)
-		*caught_up = true;
+	else if (!result->more)
+		result->caught_up = true;
 
-	estream_worker_cdc_progress(wr.last_commit, cdc_common);
-	return wr.written;
+	result->written = wr.written;
+	result->last_commit = wr.last_commit;
+	result->position = cdc_common;
+	result->progressed = true;
 }

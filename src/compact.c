@@ -54,6 +54,7 @@
 #include "utils/tuplestore.h"
 
 #include "estream.h"
+#include "schema.h"
 
 typedef struct RemoveKey
 {
