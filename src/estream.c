@@ -35,7 +35,7 @@
 
 #include "estream.h"
 #include "acl.h"
-#include "cdc.h"
+#include "cdc_plugin.h"
 #include "schema.h"
 #include "shmem.h"
 #include "topic.h"
@@ -94,7 +94,7 @@ _PG_init(void)
 
 	estream_schema_init();
 	estream_topic_cache_init();
-	estream_cdc_init();
+	estream_cdc_plugin_init();
 	estream_acl_init();
 
 	/*
@@ -138,7 +138,7 @@ _PG_init(void)
 	shmem_startup_hook = estream_shmem_startup;
 }
 
-/* the settings of the database workers (worker.c, cdc.c) */
+/* the settings of the database workers (worker.c, cdc_apply.c) */
 static void
 define_worker_gucs(void)
 {

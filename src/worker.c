@@ -87,7 +87,7 @@
 
 #include "estream.h"
 #include "acl.h"
-#include "cdc.h"
+#include "cdc_apply.h"
 #include "schema.h"
 #include "shmem.h"
 #include "worker.h"

@@ -1,18 +1,17 @@
 /*-------------------------------------------------------------------------
  *
- * cdc.h
- *		Change data capture: the output plugin's registration and the
- *		database worker's capture step, what estream.c and worker.c call.
+ * cdc_apply.h
+ *		The database worker's capture step: what worker.c calls.
  *
  * Copyright (c) 2026, estream developers
  *
  * IDENTIFICATION
- *		src/cdc.h
+ *		src/cdc_apply.h
  *
  *-------------------------------------------------------------------------
  */
-#ifndef ESTREAM_CDC_H
-#define ESTREAM_CDC_H
+#ifndef ESTREAM_CDC_APPLY_H
+#define ESTREAM_CDC_APPLY_H
 
 #include "access/xlogdefs.h"
 #include "utils/timestamp.h"
@@ -31,10 +30,9 @@ typedef struct EstreamCdcResult
 	XLogRecPtr	position;		/* position of the streaming captures */
 } EstreamCdcResult;
 
-extern void estream_cdc_init(void);
 extern void estream_cdc_run(EstreamCdcResult *result);
 extern void estream_cdc_abort(void);
 extern void estream_cdc_stop(void);
 extern void estream_cdc_drop(void);
 
-#endif							/* ESTREAM_CDC_H */
+#endif							/* ESTREAM_CDC_APPLY_H */
