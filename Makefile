@@ -87,6 +87,11 @@ src/cdc_plugin.o: src/cdc_envelope.h src/cdc_plugin.h
 src/cdc_apply.o: src/estream.h src/cdc_apply.h src/cdc_envelope.h src/cdc_plugin.h src/schema.h
 src/worker.o: src/estream.h src/acl.h src/cdc_apply.h src/schema.h src/shmem.h src/topic.h src/worker.h
 
+# the order of the C modules (docs/architecture.md) and the length of functions
+.PHONY: check-modules
+check-modules: all
+	./scripts/check_modules.py
+
 .PHONY: bench
 bench:
 	./scripts/bench.sh
