@@ -76,7 +76,7 @@ estream--1.3--1.4.sql: src/sql/updates/1.3--1.4.sql $(SQL_CONCERNS) src/sql/upda
 src/estream.o: src/estream.h src/acl.h src/cdc_plugin.h src/schema.h src/shmem.h src/topic.h src/worker.h
 src/schema.o: src/schema.h
 src/murmur2.o: src/murmur2.h
-src/acl.o: src/acl.h
+src/acl.o: src/acl.h src/schema.h
 src/topic.o: src/acl.h src/schema.h src/topic.h
 src/shmem.o: src/estream.h src/acl.h src/shmem.h src/topic.h
 src/produce.o: src/estream.h src/acl.h src/murmur2.h src/schema.h src/shmem.h src/topic.h

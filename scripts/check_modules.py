@@ -29,7 +29,7 @@ MAY_CALL = {
     "shmem": {"topic", "acl"},
     "cdc_envelope": set(),
     "topic": {"acl", "schema"},
-    "acl": set(),
+    "acl": {"schema"},
     "murmur2": set(),
     "schema": set(),
 }

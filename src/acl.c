@@ -80,6 +80,7 @@
 #include "utils/syscache.h"
 
 #include "acl.h"
+#include "schema.h"
 
 /* an ACL row */
 typedef struct AclEntry
@@ -111,7 +112,7 @@ typedef struct RoleRights
 
 static MemoryContext acl_cxt = NULL;
 static bool acl_loaded = false;
-static bool acl_mode;			/* estream.acl exists (1.4 or later) */
+static bool acl_mode;			/* extension 1.4 or later: estream's rights */
 static Oid	acl_relid = InvalidOid;
 static Oid	ext_owner = InvalidOid;
 static List *acl_entries = NIL;
@@ -238,10 +239,11 @@ acl_load(void)
 
 	nsp = get_namespace_oid("estream", true);
 	acl_relid = OidIsValid(nsp) ? get_relname_relid("acl", nsp) : InvalidOid;
-	acl_mode = OidIsValid(acl_relid);
+	acl_mode = estream_schema_version() >= ESTREAM_SCHEMA_1_4;
 	ext_owner = lookup_extension_owner();
 
-	if (acl_mode && OidIsValid(ext_owner))
+	/* (in the update to 1.4, before its script has made estream.acl: no rows) */
+	if (acl_mode && OidIsValid(acl_relid) && OidIsValid(ext_owner))
 	{
 		int			rc;
 
