@@ -3,6 +3,7 @@
 MODULE_big = estream
 OBJS = \
 	src/estream.o \
+	src/schema.o \
 	src/murmur2.o \
 	src/shmem.o \
 	src/topic.o \
@@ -11,7 +12,9 @@ OBJS = \
 	src/fetch.o \
 	src/compact.o \
 	src/worker.o \
-	src/cdc.o
+	src/cdc_envelope.o \
+	src/cdc_plugin.o \
+	src/cdc_apply.o
 
 EXTENSION = estream
 # The released scripts are kept as they were; the current version's
@@ -68,8 +71,26 @@ estream--1.3--1.4.sql: src/sql/updates/1.3--1.4.sql $(SQL_CONCERNS) src/sql/upda
 	  printf '%s\n' '\echo Use "ALTER EXTENSION estream UPDATE TO '"'"'1.4'"'"'" to load this file. \quit'; \
 	  for f in $^; do printf '\n-- ---- %s\n\n' "$$f"; cat "$$f"; done; } > $@
 
-# every object depends on the shared header (struct layouts)
-$(OBJS): src/estream.h
+# each object depends on the headers it includes (struct layouts); a
+# subsystem's header includes the lower ones it needs (shmem.h: topic.h)
+src/estream.o: src/estream.h src/acl.h src/cdc_plugin.h src/schema.h src/shmem.h src/topic.h src/worker.h
+src/schema.o: src/schema.h
+src/murmur2.o: src/murmur2.h
+src/acl.o: src/acl.h src/schema.h
+src/topic.o: src/acl.h src/schema.h src/topic.h
+src/shmem.o: src/estream.h src/acl.h src/shmem.h src/topic.h
+src/produce.o: src/estream.h src/acl.h src/murmur2.h src/schema.h src/shmem.h src/topic.h
+src/fetch.o: src/estream.h src/acl.h src/shmem.h src/topic.h
+src/compact.o: src/estream.h src/schema.h
+src/cdc_envelope.o: src/cdc_envelope.h
+src/cdc_plugin.o: src/cdc_envelope.h src/cdc_plugin.h
+src/cdc_apply.o: src/estream.h src/cdc_apply.h src/cdc_envelope.h src/cdc_plugin.h src/schema.h
+src/worker.o: src/estream.h src/acl.h src/cdc_apply.h src/schema.h src/shmem.h src/topic.h src/worker.h
+
+# the order of the C modules (docs/architecture.md) and the length of functions
+.PHONY: check-modules
+check-modules: all
+	./scripts/check_modules.py
 
 .PHONY: bench
 bench:

@@ -79,7 +79,8 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
-#include "estream.h"
+#include "acl.h"
+#include "schema.h"
 
 /* an ACL row */
 typedef struct AclEntry
@@ -111,7 +112,7 @@ typedef struct RoleRights
 
 static MemoryContext acl_cxt = NULL;
 static bool acl_loaded = false;
-static bool acl_mode;			/* estream.acl exists (1.4 or later) */
+static bool acl_mode;			/* extension 1.4 or later: estream's rights */
 static Oid	acl_relid = InvalidOid;
 static Oid	ext_owner = InvalidOid;
 static List *acl_entries = NIL;
@@ -238,10 +239,11 @@ acl_load(void)
 
 	nsp = get_namespace_oid("estream", true);
 	acl_relid = OidIsValid(nsp) ? get_relname_relid("acl", nsp) : InvalidOid;
-	acl_mode = OidIsValid(acl_relid);
+	acl_mode = estream_schema_version() >= ESTREAM_SCHEMA_1_4;
 	ext_owner = lookup_extension_owner();
 
-	if (acl_mode && OidIsValid(ext_owner))
+	/* (in the update to 1.4, before its script has made estream.acl: no rows) */
+	if (acl_mode && OidIsValid(acl_relid) && OidIsValid(ext_owner))
 	{
 		int			rc;
 
@@ -641,24 +643,6 @@ estream_leave(EstreamUserSwitch *sw)
 	sw->switched = false;
 }
 
-/*
- * Check the caller's right to do op on a topic (looked up, possibly
- * missing).  Rights are checked before existence, so that a role without
- * rights cannot tell which topics exist.  Returns the topic; raises
- * ERRCODE_UNDEFINED_OBJECT if it does not exist.  The caller of this
- * function has entered (estream_enter).
- */
-EstreamTopic *
-estream_authorize_topic(Oid caller, const char *name, uint32 op)
-{
-	EstreamTopic *topic = estream_lookup_topic(name, true);
-
-	estream_require(caller, op, ESTREAM_TOPIC, name, topic ? topic->owner : InvalidOid);
-	if (topic == NULL)
-		topic = estream_lookup_topic(name, false);	/* raises the error */
-	return topic;
-}
-
 static Oid
 regrole_arg(FunctionCallInfo fcinfo, int argno)
 {
@@ -722,68 +706,6 @@ Datum
 estream_caller_sql(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_OID(estream_caller());
-}
-
-/*
- * estream.has_right(role regrole, operation text, resource_type text,
- * resource_name text) returns boolean
- *
- * May the role do the operation?  As has_table_privilege() does for
- * tables; a topic's owner counts.
- */
-PG_FUNCTION_INFO_V1(estream_has_right);
-Datum
-estream_has_right(PG_FUNCTION_ARGS)
-{
-	EstreamUserSwitch sw;
-	EstreamResource resource;
-	uint32		ops;
-	char	   *name;
-	Oid			owner = InvalidOid;
-	Oid			caller;
-	bool		result = true;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("role must not be null")));
-	resource = estream_parse_resource(text_arg(fcinfo, 2));
-	ops = estream_parse_operations(text_arg(fcinfo, 1), resource);
-	name = text_arg(fcinfo, 3);
-	if (resource != ESTREAM_CLUSTER && name == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("resource_name must not be null for a %s", estream_resource_name(resource))));
-	caller = estream_enter(&sw);
-
-	/*
-	 * About its own roles, anyone; about others, only who may describe the
-	 * cluster (the answer tells which topics exist, and others' rights).
-	 */
-	if (!has_privs_of_role(caller, PG_GETARG_OID(0)) &&
-		!estream_allowed(caller, ESTREAM_OP_DESCRIBE, ESTREAM_CLUSTER, NULL, InvalidOid))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to look at the rights of role \"%s\"",
-						GetUserNameFromId(PG_GETARG_OID(0), true) ?
-						GetUserNameFromId(PG_GETARG_OID(0), true) : "?"),
-				 errdetail("A role may ask about the roles whose privileges it has; about others, only with the describe right on the cluster.")));
-	if (resource == ESTREAM_TOPIC)
-	{
-		EstreamTopic *topic = estream_lookup_topic(name, true);
-
-		if (topic != NULL)
-			owner = topic->owner;
-	}
-	for (int bit = 0; bit < 16; bit++)
-	{
-		uint32		op = ((uint32) 1) << bit;
-
-		if ((ops & op) && !estream_allowed(PG_GETARG_OID(0), op, resource, name, owner))
-			result = false;
-	}
-	estream_leave(&sw);
-	PG_RETURN_BOOL(result);
 }
 
 /*

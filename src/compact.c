@@ -54,6 +54,7 @@
 #include "utils/tuplestore.h"
 
 #include "estream.h"
+#include "schema.h"
 
 typedef struct RemoveKey
 {
@@ -146,71 +147,20 @@ estream_truncate_segment(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(true);
 }
 
-/*
- * estream._rewrite_segment(segment regclass, partitions int[], offsets
- * bigint[]) returns bigint
- *
- * Remove the records (partitions[i], offsets[i]) from a segment.  Returns
- * how many were removed, or -1 if the segment is in use (nothing done).
- */
-PG_FUNCTION_INFO_V1(estream_rewrite_segment);
-Datum
-estream_rewrite_segment(PG_FUNCTION_ARGS)
+/* the records (partitions[i], offsets[i]) to remove, as a hash table */
+static HTAB *
+records_to_remove(Datum *pdat, bool *pnull, Datum *odat, bool *onull, int n)
 {
-	Oid			segoid;
-	Datum	   *pdat;
-	Datum	   *odat;
-	bool	   *pnull;
-	bool	   *onull;
-	int			np;
-	int			no;
 	HTAB	   *remove;
 	HASHCTL		info;
-	Relation	rel;
-	TupleDesc	desc;
-	Tuplestorestate *keep;
-	TableScanDesc scan;
-	TupleTableSlot *slot;
-	Snapshot	snap;
-	int64		removed = 0;
-	int64		kept = 0;
-	char	   *relname;
-	EState	   *estate;
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
-	ResultRelInfo *rri;
-	CommandId	cid;
-
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("arguments of estream._rewrite_segment must not be null")));
-	segoid = PG_GETARG_OID(0);
-	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), INT4OID, 4, true, TYPALIGN_INT,
-					  &pdat, &pnull, &np);
-	deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), INT8OID, 8, FLOAT8PASSBYVAL,
-					  TYPALIGN_DOUBLE, &odat, &onull, &no);
-	if (np != no)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("partitions and offsets must have the same length")));
-
-	/* only segments of estream logs, and only their owner */
-	relname = check_segment(segoid);
-
-	if (np == 0)
-		PG_RETURN_INT64(0);
-	if (!ConditionalLockRelationOid(segoid, AccessExclusiveLock))
-		PG_RETURN_INT64(-1);
 
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(RemoveKey);
 	info.entrysize = sizeof(RemoveKey);
 	info.hcxt = CurrentMemoryContext;
-	remove = hash_create("estream records to remove", np, &info,
+	remove = hash_create("estream records to remove", n, &info,
 						 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	for (int i = 0; i < np; i++)
+	for (int i = 0; i < n; i++)
 	{
 		RemoveKey	k;
 
@@ -223,8 +173,24 @@ estream_rewrite_segment(PG_FUNCTION_ARGS)
 		k.offset = DatumGetInt64(odat[i]);
 		(void) hash_search(remove, &k, HASH_ENTER, NULL);
 	}
+	return remove;
+}
 
-	/* 2. copy the survivors, with their TOASTed values inline */
+/*
+ * The records of a segment that are not to be removed, with their TOASTed
+ * values inline, read with a fresh snapshot; *removed: how many are.  The
+ * caller holds the segment's AccessExclusiveLock.
+ */
+static Tuplestorestate *
+read_survivors(Oid segoid, HTAB *remove, int64 *removed)
+{
+	Relation	rel;
+	TupleDesc	desc;
+	Tuplestorestate *keep;
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	Snapshot	snap;
+
 	rel = table_open(segoid, NoLock);
 	desc = CreateTupleDescCopy(RelationGetDescr(rel));
 	keep = tuplestore_begin_heap(false, false, work_mem);
@@ -243,7 +209,7 @@ estream_rewrite_segment(PG_FUNCTION_ARGS)
 		k.offset = DatumGetInt64(slot_getattr(slot, 3, &isnull));
 		if (hash_search(remove, &k, HASH_FIND, NULL) != NULL)
 		{
-			removed++;
+			(*removed)++;
 			continue;
 		}
 		tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
@@ -258,26 +224,30 @@ estream_rewrite_segment(PG_FUNCTION_ARGS)
 			tuplestore_puttuple(keep, tup);
 		if (should_free)
 			heap_freetuple(tup);
-		kept++;
 	}
 	table_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
 	UnregisterSnapshot(snap);
 	table_close(rel, NoLock);
+	return keep;
+}
 
-	if (removed == 0)
-	{
-		tuplestore_end(keep);
-		PG_RETURN_INT64(0);
-	}
+/*
+ * Insert the survivors into the (emptied) segment, frozen; as the owner,
+ * since index expressions of the segment are evaluated.
+ */
+static void
+insert_survivors(Oid segoid, Tuplestorestate *keep)
+{
+	Relation	rel;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
+	CommandId	cid;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
 
-	/* 3. a new, empty file */
-	truncate_as_owner(segoid, relname);
-
-	/*
-	 * 4. the survivors, frozen; as the owner, since index expressions of the
-	 * segment are evaluated
-	 */
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(rel_owner(segoid),
 						   save_sec_context | SECURITY_RESTRICTED_OPERATION);
@@ -301,9 +271,71 @@ estream_rewrite_segment(PG_FUNCTION_ARGS)
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
 	table_close(rel, NoLock);
-	tuplestore_end(keep);
 	AtEOXact_GUC(false, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
+/*
+ * estream._rewrite_segment(segment regclass, partitions int[], offsets
+ * bigint[]) returns bigint
+ *
+ * Remove the records (partitions[i], offsets[i]) from a segment.  Returns
+ * how many were removed, or -1 if the segment is in use (nothing done).
+ */
+PG_FUNCTION_INFO_V1(estream_rewrite_segment);
+Datum
+estream_rewrite_segment(PG_FUNCTION_ARGS)
+{
+	Oid			segoid;
+	Datum	   *pdat;
+	Datum	   *odat;
+	bool	   *pnull;
+	bool	   *onull;
+	int			np;
+	int			no;
+	HTAB	   *remove;
+	Tuplestorestate *keep;
+	int64		removed = 0;
+	char	   *relname;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("arguments of estream._rewrite_segment must not be null")));
+	segoid = PG_GETARG_OID(0);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), INT4OID, 4, true, TYPALIGN_INT,
+					  &pdat, &pnull, &np);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), INT8OID, 8, FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &odat, &onull, &no);
+	if (np != no)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("partitions and offsets must have the same length")));
+
+	/* only segments of estream logs, and only their owner */
+	relname = check_segment(segoid);
+
+	if (np == 0)
+		PG_RETURN_INT64(0);
+	if (!ConditionalLockRelationOid(segoid, AccessExclusiveLock))
+		PG_RETURN_INT64(-1);
+
+	remove = records_to_remove(pdat, pnull, odat, onull, np);
+
+	/* 2. copy the survivors, with their TOASTed values inline */
+	keep = read_survivors(segoid, remove, &removed);
+	if (removed == 0)
+	{
+		tuplestore_end(keep);
+		PG_RETURN_INT64(0);
+	}
+
+	/* 3. a new, empty file */
+	truncate_as_owner(segoid, relname);
+
+	/* 4. the survivors, frozen */
+	insert_survivors(segoid, keep);
+	tuplestore_end(keep);
 
 	PG_RETURN_INT64(removed);
 }

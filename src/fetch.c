@@ -44,6 +44,9 @@
 #include "utils/timestamp.h"
 
 #include "estream.h"
+#include "acl.h"
+#include "shmem.h"
+#include "topic.h"
 
 typedef enum OffsetReset
 {

@@ -18,7 +18,7 @@
  */
 #include "postgres.h"
 
-#include "estream.h"
+#include "murmur2.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 

@@ -42,6 +42,11 @@
 #include "utils/rel.h"
 
 #include "estream.h"
+#include "acl.h"
+#include "murmur2.h"
+#include "schema.h"
+#include "shmem.h"
+#include "topic.h"
 
 /* One record being produced */
 typedef struct ProduceRecord
@@ -134,8 +139,8 @@ check_record_size(EstreamTopic *topic, ProduceRecord *r, int index)
  * Partition for a null key: round-robin over the topic's partitions,
  * starting at a backend-dependent place so that producers spread.
  */
-int32
-estream_sticky_partition(EstreamTopic *topic)
+static int32
+sticky_partition(EstreamTopic *topic)
 {
 	int32		p;
 
@@ -505,7 +510,7 @@ produce_records(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
 		{
 			/* all null-key records of one call stick to one partition */
 			if (sticky < 0)
-				sticky = estream_sticky_partition(topic);
+				sticky = sticky_partition(topic);
 			r->partition = sticky;
 		}
 		counts[r->partition]++;

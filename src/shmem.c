@@ -144,6 +144,9 @@
 #include "utils/syscache.h"
 
 #include "estream.h"
+#include "acl.h"
+#include "shmem.h"
+#include "topic.h"
 
 /* creation counts: one per bucket of keys (a power of two) */
 #define ESTREAM_CREATION_BUCKETS 1024
@@ -251,9 +254,6 @@ typedef struct LocalPartEntry
 	uint64		end_creations;	/* creation count of its bucket then */
 } LocalPartEntry;
 
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
 static EstreamShared *estream_shared = NULL;
 static HTAB *part_hash = NULL;
 static EstreamPartition *slots = NULL;
@@ -275,8 +275,6 @@ static bool callbacks_registered = false;
 static bool local_drains = false;	/* this backend has entries in drains */
 static bool persisting = false;
 
-static void estream_shmem_request(void);
-static void estream_shmem_startup(void);
 static void estream_xact_callback(XactEvent event, void *arg);
 static void estream_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 									 SubTransactionId parentSubid, void *arg);
@@ -285,8 +283,12 @@ static void end_drains(void);
 static void release_pins(int nestlevel);
 static void estream_backend_exit(int code, Datum arg);
 
-static Size
-estream_shmem_size(void)
+/*
+ * The shared memory of the partition state, for estream.c's
+ * shmem_request_hook.
+ */
+Size
+estream_partitions_shmem_size(void)
 {
 	Size		size;
 
@@ -301,58 +303,32 @@ estream_shmem_size(void)
 	size = add_size(size, mul_size(mul_size(MaxBackends,
 											estream_max_partitions_per_xact),
 								   sizeof(EstreamMarker)));
-	size = add_size(size, estream_worker_shmem_size());
 	return size;
 }
 
 /*
- * Called from _PG_init when loaded through shared_preload_libraries.
+ * Attach to (or create) the shared partition state, from estream.c's
+ * shmem_startup_hook, which holds AddinShmemInitLock; lock is the LWLock
+ * of EstreamShared.
  */
 void
-estream_shmem_init(void)
-{
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = estream_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = estream_shmem_startup;
-}
-
-static void
-estream_shmem_request(void)
-{
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-
-	RequestAddinShmemSpace(estream_shmem_size());
-	/* 0: partition slots, 1: worker state */
-	RequestNamedLWLockTranche("estream", 2);
-}
-
-static void
-estream_shmem_startup(void)
+estream_partitions_shmem_startup(LWLock *lock)
 {
 	bool		found;
 	bool		found_slots;
 	HASHCTL		info;
 	int			n = estream_max_partitions;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-
 	estream_shared = ShmemInitStruct("estream state", sizeof(EstreamShared), &found);
 	if (!found)
 	{
 		memset(estream_shared, 0, sizeof(EstreamShared));
-		estream_shared->lock = &(GetNamedLWLockTranche("estream"))->lock;
+		estream_shared->lock = lock;
 		estream_shared->markers_per_backend = estream_max_partitions_per_xact;
 		estream_shared->nslots = n;
 		ConditionVariableInit(&estream_shared->any_cv);
 		SpinLockInit(&estream_shared->drain_mutex);
 	}
-	estream_worker_shmem_startup(&(GetNamedLWLockTranche("estream"))[1].lock);
-
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(EstreamPartKey);
 	info.entrysize = sizeof(PartHashEntry);
@@ -400,8 +376,6 @@ estream_shmem_startup(void)
 		memset(all_markers, 0, mul_size(mul_size(MaxBackends,
 												 estream_max_partitions_per_xact),
 										sizeof(EstreamMarker)));
-
-	LWLockRelease(AddinShmemInitLock);
 }
 
 bool

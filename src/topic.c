@@ -15,6 +15,10 @@
  * freed in a later transaction.  Any abort also marks the cache stale, since
  * a lookup may have cached a topic whose creation rolled back.
  *
+ * The checks of rights that need a topic's owner (estream_authorize_topic(),
+ * estream.has_right()) are here too, above acl.c, which knows nothing of
+ * topics.
+ *
  * Copyright (c) 2026, estream developers
  *
  * IDENTIFICATION
@@ -25,6 +29,9 @@
 #include "postgres.h"
 
 #include "catalog/namespace.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
@@ -37,7 +44,9 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-#include "estream.h"
+#include "acl.h"
+#include "schema.h"
+#include "topic.h"
 
 #define MAX_TOPIC_NAME	249
 
@@ -162,12 +171,6 @@ estream_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
-Oid
-estream_schema_oid(void)
-{
-	return get_namespace_oid("estream", false);
-}
-
 /*
  * Look up a topic by name.  Returns NULL if it does not exist and missing_ok,
  * else raises an error.  The result is valid until the next lookup.
@@ -260,9 +263,7 @@ estream_lookup_topic(const char *name, bool missing_ok)
 		tstype = SPI_getvalue(tup, desc, 7);
 		entry.compacted = (tstype != NULL && strstr(tstype, "compact") != NULL);
 		entry.owner = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
-		entry.has_persisted =
-			get_attnum(get_relname_relid("partition", estream_schema_oid()),
-					   "stable_offset") != InvalidAttrNumber;
+		entry.has_persisted = estream_schema_version() >= ESTREAM_SCHEMA_1_2;
 		entry.rr_next = -1;
 		entry.segrelid = InvalidOid;
 
@@ -328,4 +329,95 @@ estream_topic_invalidate(PG_FUNCTION_ARGS)
 
 	CacheInvalidateRelcache(trigdata->tg_relation);
 	return PointerGetDatum(NULL);
+}
+
+/* ------------------------------------------------------------------
+ * Rights on topics: the checks of acl.c that need a topic's owner
+ * ------------------------------------------------------------------
+ */
+
+/*
+ * Check the caller's right to do op on a topic (looked up, possibly
+ * missing).  Rights are checked before existence, so that a role without
+ * rights cannot tell which topics exist.  Returns the topic; raises
+ * ERRCODE_UNDEFINED_OBJECT if it does not exist.  The caller of this
+ * function has entered (estream_enter).
+ */
+EstreamTopic *
+estream_authorize_topic(Oid caller, const char *name, uint32 op)
+{
+	EstreamTopic *topic = estream_lookup_topic(name, true);
+
+	estream_require(caller, op, ESTREAM_TOPIC, name, topic ? topic->owner : InvalidOid);
+	if (topic == NULL)
+		topic = estream_lookup_topic(name, false);	/* raises the error */
+	return topic;
+}
+
+static char *
+text_arg(FunctionCallInfo fcinfo, int argno)
+{
+	return PG_ARGISNULL(argno) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(argno));
+}
+
+/*
+ * estream.has_right(role regrole, operation text, resource_type text,
+ * resource_name text) returns boolean
+ *
+ * May the role do the operation?  As has_table_privilege() does for
+ * tables; a topic's owner counts.
+ */
+PG_FUNCTION_INFO_V1(estream_has_right);
+Datum
+estream_has_right(PG_FUNCTION_ARGS)
+{
+	EstreamUserSwitch sw;
+	EstreamResource resource;
+	uint32		ops;
+	char	   *name;
+	Oid			owner = InvalidOid;
+	Oid			caller;
+	bool		result = true;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("role must not be null")));
+	resource = estream_parse_resource(text_arg(fcinfo, 2));
+	ops = estream_parse_operations(text_arg(fcinfo, 1), resource);
+	name = text_arg(fcinfo, 3);
+	if (resource != ESTREAM_CLUSTER && name == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("resource_name must not be null for a %s", estream_resource_name(resource))));
+	caller = estream_enter(&sw);
+
+	/*
+	 * About its own roles, anyone; about others, only who may describe the
+	 * cluster (the answer tells which topics exist, and others' rights).
+	 */
+	if (!has_privs_of_role(caller, PG_GETARG_OID(0)) &&
+		!estream_allowed(caller, ESTREAM_OP_DESCRIBE, ESTREAM_CLUSTER, NULL, InvalidOid))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to look at the rights of role \"%s\"",
+						GetUserNameFromId(PG_GETARG_OID(0), true) ?
+						GetUserNameFromId(PG_GETARG_OID(0), true) : "?"),
+				 errdetail("A role may ask about the roles whose privileges it has; about others, only with the describe right on the cluster.")));
+	if (resource == ESTREAM_TOPIC)
+	{
+		EstreamTopic *topic = estream_lookup_topic(name, true);
+
+		if (topic != NULL)
+			owner = topic->owner;
+	}
+	for (int bit = 0; bit < 16; bit++)
+	{
+		uint32		op = ((uint32) 1) << bit;
+
+		if ((ops & op) && !estream_allowed(PG_GETARG_OID(0), op, resource, name, owner))
+			result = false;
+	}
+	estream_leave(&sw);
+	PG_RETURN_BOOL(result);
 }

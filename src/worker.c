@@ -86,6 +86,11 @@
 #include "utils/timestamp.h"
 
 #include "estream.h"
+#include "acl.h"
+#include "cdc_apply.h"
+#include "schema.h"
+#include "shmem.h"
+#include "worker.h"
 
 #define ESTREAM_RESTART_DELAY_MS	5000	/* before restarting a failed worker */
 #define ESTREAM_NO_EXTENSION_MS		60000	/* before looking again at a
@@ -152,15 +157,6 @@ typedef struct EstreamWorkerShared
 	EstreamWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } EstreamWorkerShared;
 
-/* GUC variables */
-bool		estream_enable_worker = true;
-int			estream_worker_naptime = 1000;
-int			estream_capture_naptime = 100;
-int			estream_transaction_timeout = 0;
-int			estream_maintenance_lock_timeout = 200;
-int			estream_capture_copy_timeout = 10 * 60 * 1000;
-int			estream_capture_copy_lock_timeout = 5000;
-
 static EstreamWorkerShared *worker_shared = NULL;
 static ProcessUtility_hook_type prev_process_utility = NULL;
 
@@ -198,28 +194,17 @@ static const struct
 	const char *name;
 	const char *sql;
 	int			counter;
-	int			since;			/* extension version: 10 * major + minor */
+	int			since;			/* first extension version that has it */
 }			maintenance_steps[] =
 {
-	{"persist stable offsets", "SELECT estream._persist_watermarks()", EWC_PERSISTED, 12},
-	{"roll segments", "SELECT estream._roll_segments()", EWC_ROLLED, 12},
-	{"seal segments", "SELECT estream._seal_segments()", -1, 12},
-	{"apply retention", "SELECT estream._apply_retention()", EWC_DELETED, 12},
-	{"compact", "SELECT estream._compact()", EWC_COMPACTED, 12},
-	{"drop empty segments", "SELECT estream._drop_empty_segments()", EWC_DROPPED, 12},
-	{"forget the rights of dropped roles", "SELECT estream._forget_dropped_roles()", -1, 14},
+	{"persist stable offsets", "SELECT estream._persist_watermarks()", EWC_PERSISTED, ESTREAM_SCHEMA_1_2},
+	{"roll segments", "SELECT estream._roll_segments()", EWC_ROLLED, ESTREAM_SCHEMA_1_2},
+	{"seal segments", "SELECT estream._seal_segments()", -1, ESTREAM_SCHEMA_1_2},
+	{"apply retention", "SELECT estream._apply_retention()", EWC_DELETED, ESTREAM_SCHEMA_1_2},
+	{"compact", "SELECT estream._compact()", EWC_COMPACTED, ESTREAM_SCHEMA_1_2},
+	{"drop empty segments", "SELECT estream._drop_empty_segments()", EWC_DROPPED, ESTREAM_SCHEMA_1_2},
+	{"forget the rights of dropped roles", "SELECT estream._forget_dropped_roles()", -1, ESTREAM_SCHEMA_1_4},
 };
-
-/* "1.4" -> 14 */
-static int
-version_number(const char *version)
-{
-	int			major = 0;
-	int			minor = 0;
-
-	(void) sscanf(version, "%d.%d", &major, &minor);
-	return 10 * major + minor;
-}
 
 Size
 estream_worker_shmem_size(void)
@@ -244,77 +229,13 @@ estream_worker_shmem_startup(LWLock *lock)
 }
 
 /*
- * Register the launcher (called from _PG_init when preloaded).
+ * Register the launcher and the utility hook (called from _PG_init when
+ * preloaded, after the GUCs are defined).
  */
 void
 estream_worker_init(void)
 {
 	BackgroundWorker worker;
-
-	DefineCustomBoolVariable("estream.enable_worker",
-							 "Runs the per-database maintenance workers.",
-							 "When off, workers stay connected but idle: no retention, "
-							 "compaction or persisted stable offsets.",
-							 &estream_enable_worker,
-							 true,
-							 PGC_SIGHUP, 0,
-							 NULL, NULL, NULL);
-
-	DefineCustomIntVariable("estream.worker_naptime",
-							"Time between two maintenance runs of a database worker.",
-							"It bounds how far persisted stable offsets (read on standbys) "
-							"lag behind the primary.",
-							&estream_worker_naptime,
-							1000, 10, 3600 * 1000,
-							PGC_SIGHUP, GUC_UNIT_MS,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("estream.capture_naptime",
-							"Time between two capture steps of a database worker that has captures.",
-							"It bounds the capture lag of an idle worker: a change is in its "
-							"topic at most this long plus one step after it committed.",
-							&estream_capture_naptime,
-							100, 10, 60 * 1000,
-							PGC_SIGHUP, GUC_UNIT_MS,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("estream.transaction_timeout",
-							"Longest time a producing transaction may hold back a partition's stable offset.",
-							"The worker terminates the session of a transaction that has had "
-							"produced records in flight for longer.  0 disables the limit.",
-							&estream_transaction_timeout,
-							0, 0, INT_MAX,
-							PGC_SIGHUP, GUC_UNIT_MS,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("estream.maintenance_lock_timeout",
-							"Longest wait of a maintenance step for a lock that readers hold.",
-							"Retention, compaction and dropping emptied segments need exclusive "
-							"locks; readers that come meanwhile wait behind.  0: take them only "
-							"when free.",
-							&estream_maintenance_lock_timeout,
-							200, 0, 60000,
-							PGC_SIGHUP, GUC_UNIT_MS,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("estream.capture_copy_timeout",
-							"Longest time the initial copy of a captured table may take.",
-							"The worker does nothing else meanwhile, maintenance included.  A copy "
-							"that takes longer fails, and its capture stops until "
-							"estream.resume_capture().  0 disables the limit.",
-							&estream_capture_copy_timeout,
-							10 * 60 * 1000, 0, INT_MAX,
-							PGC_SIGHUP, GUC_UNIT_MS,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("estream.capture_copy_lock_timeout",
-							"Longest wait of the initial copy of a captured table for a lock.",
-							"A copy that waits longer fails, and its capture stops until "
-							"estream.resume_capture().  0 waits without limit.",
-							&estream_capture_copy_lock_timeout,
-							5000, 0, INT_MAX,
-							PGC_SIGHUP, GUC_UNIT_MS,
-							NULL, NULL, NULL);
 
 	if (IsBinaryUpgrade)
 		return;
@@ -453,29 +374,13 @@ set_no_extension(Oid dbid, TimestampTz retry_at)
 	MemoryContextSwitchTo(old);
 }
 
-void
-estream_launcher_main(Datum main_arg)
+/*
+ * Workers started by a previous launcher (that failed) have no handle
+ * here: stop them, and start afresh.
+ */
+static void
+launcher_takeover(void)
 {
-	BackgroundWorkerHandle **handles;
-	TimestampTz next_scan = 0;
-	List	   *dbs = NIL;
-	bool		warned_full = false;
-	TimestampTz last_rescan = 0;
-
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-
-	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
-	pgstat_report_appname("estream launcher");
-
-	handles = MemoryContextAllocZero(TopMemoryContext,
-									 sizeof(BackgroundWorkerHandle *) * worker_shared->nslots);
-
-	/*
-	 * Workers started by a previous launcher (that failed) have no handle
-	 * here: stop them, and start afresh.
-	 */
 	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
 	worker_shared->launcher_pid = MyProcPid;
 	worker_shared->launcher_latch = MyLatch;
@@ -503,6 +408,156 @@ estream_launcher_main(Datum main_arg)
 	for (int i = 0; i < worker_shared->nslots; i++)
 		memset(&worker_shared->slots[i], 0, sizeof(EstreamWorkerSlot));
 	LWLockRelease(worker_shared->lock);
+}
+
+/*
+ * Notice the workers that exited: a paused one waits, one that found no
+ * extension frees its slot, one that failed is started again later.  The
+ * caller holds the workers' lock.
+ */
+static void
+launcher_reap(BackgroundWorkerHandle **handles, TimestampTz now,
+			  TimestampTz last_rescan)
+{
+	for (int i = 0; i < worker_shared->nslots; i++)
+	{
+		EstreamWorkerSlot *s = &worker_shared->slots[i];
+		pid_t		pid;
+
+		if (s->state == WS_FREE || handles[i] == NULL)
+			continue;
+		if (GetBackgroundWorkerPid(handles[i], &pid) != BGWH_STOPPED)
+			continue;
+		pfree(handles[i]);
+		handles[i] = NULL;
+		s->pid = 0;
+		if (s->paused_until > now)
+		{
+			s->state = WS_PAUSED;
+			s->retry_at = s->paused_until;
+		}
+		else if (s->resumed)
+		{
+			s->state = WS_PAUSED;
+			s->retry_at = 0;
+		}
+		else if (s->state == WS_NO_EXTENSION)
+		{
+			/*
+			 * Free the slot; remember not to look again too soon, unless
+			 * an extension was created since this worker looked.
+			 */
+			set_no_extension(s->dbid,
+							 s->started_at < last_rescan ? 0 :
+							 TimestampTzPlusMilliseconds(now, ESTREAM_NO_EXTENSION_MS));
+			memset(s, 0, sizeof(*s));
+		}
+		else
+		{
+			s->state = WS_FAILED;
+			s->retry_at = TimestampTzPlusMilliseconds(now, ESTREAM_RESTART_DELAY_MS);
+			s->errors++;
+			s->last_error_at = now;
+			snprintf(s->last_error, sizeof(s->last_error),
+					 "the worker exited unexpectedly (see the server log); it is started again in %d ms",
+					 ESTREAM_RESTART_DELAY_MS);
+			ereport(LOG,
+					(errmsg("estream worker for database %u exited unexpectedly, restarting it in %d ms",
+							s->dbid, ESTREAM_RESTART_DELAY_MS)));
+		}
+	}
+}
+
+/*
+ * Start a worker for every database in dbs that has none and is not held
+ * off (retry_at; a database without the extension is looked at again only
+ * after a while, or at once on rescan).  The caller holds the workers'
+ * lock.
+ */
+static void
+launcher_start_workers(BackgroundWorkerHandle **handles, List *dbs,
+					   TimestampTz now, bool rescan, bool *warned_full)
+{
+	ListCell   *lc;
+
+	foreach(lc, dbs)
+	{
+		Oid			dbid = lfirst_oid(lc);
+		int			i = find_slot(dbid);
+		EstreamWorkerSlot *s;
+
+		if (i >= 0)
+		{
+			s = &worker_shared->slots[i];
+			if (handles[i] != NULL || s->retry_at > now)
+				continue;
+		}
+		else
+		{
+			/* a new extension somewhere is reason to look again */
+			if (!rescan && no_extension_until(dbid) > now)
+				continue;
+			for (i = 0; i < worker_shared->nslots; i++)
+				if (worker_shared->slots[i].state == WS_FREE)
+					break;
+			if (i >= worker_shared->nslots)
+			{
+				if (!*warned_full)
+					ereport(WARNING,
+							(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+							 errmsg("no free estream worker slot for database %u", dbid),
+							 errdetail("estream tracks at most max_worker_processes (%d) database workers.",
+									   worker_shared->nslots),
+							 errhint("Increase max_worker_processes.")));
+				*warned_full = true;
+				break;	/* try again next tick */
+			}
+			s = &worker_shared->slots[i];
+			memset(s, 0, sizeof(*s));
+			s->dbid = dbid;
+		}
+
+		s->state = WS_STARTING;
+		s->started_at = now;
+		s->resumed = false;
+		if (!start_worker(i, &handles[i]))
+		{
+			handles[i] = NULL;
+			s->state = WS_FAILED;
+			s->retry_at = TimestampTzPlusMilliseconds(now, ESTREAM_RESTART_DELAY_MS);
+			s->errors++;
+			s->last_error_at = now;
+			snprintf(s->last_error, sizeof(s->last_error),
+					 NO_WORKER_SLOT_ERROR " (max_worker_processes = %d)",
+					 max_worker_processes);
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("could not start the estream worker for database %u", dbid),
+					 errhint("Increase max_worker_processes.")));
+		}
+	}
+}
+
+void
+estream_launcher_main(Datum main_arg)
+{
+	BackgroundWorkerHandle **handles;
+	TimestampTz next_scan = 0;
+	List	   *dbs = NIL;
+	bool		warned_full = false;
+	TimestampTz last_rescan = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("estream launcher");
+
+	handles = MemoryContextAllocZero(TopMemoryContext,
+									 sizeof(BackgroundWorkerHandle *) * worker_shared->nslots);
+
+	launcher_takeover();
 
 	ereport(LOG, (errmsg("estream launcher started")));
 
@@ -535,54 +590,7 @@ estream_launcher_main(Datum main_arg)
 
 		LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
 
-		/* notice workers that exited */
-		for (int i = 0; i < worker_shared->nslots; i++)
-		{
-			EstreamWorkerSlot *s = &worker_shared->slots[i];
-			pid_t		pid;
-
-			if (s->state == WS_FREE || handles[i] == NULL)
-				continue;
-			if (GetBackgroundWorkerPid(handles[i], &pid) != BGWH_STOPPED)
-				continue;
-			pfree(handles[i]);
-			handles[i] = NULL;
-			s->pid = 0;
-			if (s->paused_until > now)
-			{
-				s->state = WS_PAUSED;
-				s->retry_at = s->paused_until;
-			}
-			else if (s->resumed)
-			{
-				s->state = WS_PAUSED;
-				s->retry_at = 0;
-			}
-			else if (s->state == WS_NO_EXTENSION)
-			{
-				/*
-				 * Free the slot; remember not to look again too soon, unless
-				 * an extension was created since this worker looked.
-				 */
-				set_no_extension(s->dbid,
-								 s->started_at < last_rescan ? 0 :
-								 TimestampTzPlusMilliseconds(now, ESTREAM_NO_EXTENSION_MS));
-				memset(s, 0, sizeof(*s));
-			}
-			else
-			{
-				s->state = WS_FAILED;
-				s->retry_at = TimestampTzPlusMilliseconds(now, ESTREAM_RESTART_DELAY_MS);
-				s->errors++;
-				s->last_error_at = now;
-				snprintf(s->last_error, sizeof(s->last_error),
-						 "the worker exited unexpectedly (see the server log); it is started again in %d ms",
-						 ESTREAM_RESTART_DELAY_MS);
-				ereport(LOG,
-						(errmsg("estream worker for database %u exited unexpectedly, restarting it in %d ms",
-								s->dbid, ESTREAM_RESTART_DELAY_MS)));
-			}
-		}
+		launcher_reap(handles, now, last_rescan);
 
 		/* forget databases that are gone */
 		for (int i = 0; i < worker_shared->nslots; i++)
@@ -594,67 +602,7 @@ estream_launcher_main(Datum main_arg)
 				memset(s, 0, sizeof(*s));
 		}
 
-		/* start workers where there are none */
-		{
-			ListCell   *lc;
-
-			foreach(lc, dbs)
-			{
-				Oid			dbid = lfirst_oid(lc);
-				int			i = find_slot(dbid);
-				EstreamWorkerSlot *s;
-
-				if (i >= 0)
-				{
-					s = &worker_shared->slots[i];
-					if (handles[i] != NULL || s->retry_at > now)
-						continue;
-				}
-				else
-				{
-					/* a new extension somewhere is reason to look again */
-					if (!rescan && no_extension_until(dbid) > now)
-						continue;
-					for (i = 0; i < worker_shared->nslots; i++)
-						if (worker_shared->slots[i].state == WS_FREE)
-							break;
-					if (i >= worker_shared->nslots)
-					{
-						if (!warned_full)
-							ereport(WARNING,
-									(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-									 errmsg("no free estream worker slot for database %u", dbid),
-									 errdetail("estream tracks at most max_worker_processes (%d) database workers.",
-											   worker_shared->nslots),
-									 errhint("Increase max_worker_processes.")));
-						warned_full = true;
-						break;	/* try again next tick */
-					}
-					s = &worker_shared->slots[i];
-					memset(s, 0, sizeof(*s));
-					s->dbid = dbid;
-				}
-
-				s->state = WS_STARTING;
-				s->started_at = now;
-				s->resumed = false;
-				if (!start_worker(i, &handles[i]))
-				{
-					handles[i] = NULL;
-					s->state = WS_FAILED;
-					s->retry_at = TimestampTzPlusMilliseconds(now, ESTREAM_RESTART_DELAY_MS);
-					s->errors++;
-					s->last_error_at = now;
-					snprintf(s->last_error, sizeof(s->last_error),
-							 NO_WORKER_SLOT_ERROR " (max_worker_processes = %d)",
-							 max_worker_processes);
-					ereport(WARNING,
-							(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-							 errmsg("could not start the estream worker for database %u", dbid),
-							 errhint("Increase max_worker_processes.")));
-				}
-			}
-		}
+		launcher_start_workers(handles, dbs, now, rescan, &warned_full);
 		LWLockRelease(worker_shared->lock);
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -1045,35 +993,6 @@ worker_exit(int code, Datum arg)
 	LWLockRelease(worker_shared->lock);
 }
 
-/* the installed version of estream, or NULL if not installed */
-static char *
-installed_version(void)
-{
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
-	char	   *version = NULL;
-
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
-				F_NAMEEQ, CStringGetDatum("estream"));
-	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
-	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
-	{
-		bool		isnull;
-		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
-									 RelationGetDescr(rel), &isnull);
-
-		if (!isnull)
-			version = MemoryContextStrdup(TopMemoryContext, TextDatumGetCString(d));
-	}
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return version;
-}
-
 /*
  * In a PG_CATCH block: end the failed transaction, log the error and keep
  * it for estream.workers.  The run goes on with its next step.
@@ -1168,21 +1087,20 @@ static void
 run_capture(bool *more, bool *active)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	volatile int64 done = 0;
 	volatile bool failed = false;
-	bool		caught_up = false;
+	EstreamCdcResult result;
 	TimestampTz start = GetCurrentTimestamp();
 
-	*more = false;
-	*active = false;
+	memset(&result, 0, sizeof(result));
 	PG_TRY();
 	{
 		pgstat_report_activity(STATE_RUNNING, "estream capture");
-		done = estream_cdc_run(more, active, &caught_up);
+		estream_cdc_run(&result);
 	}
 	PG_CATCH();
 	{
 		failed = true;
+		memset(&result, 0, sizeof(result));
 		step_failed(cxt, "capture changes");
 
 		/*
@@ -1192,16 +1110,16 @@ run_capture(bool *more, bool *active)
 		 * tried again at the pace of maintenance runs.
 		 */
 		estream_cdc_abort();
-		*more = false;
-		*active = false;
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
+	*more = result.more;
+	*active = result.active;
 
 	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
-	worker_shared->slots[my_slot].counters[EWC_CAPTURED] += done;
+	worker_shared->slots[my_slot].counters[EWC_CAPTURED] += result.written;
 	worker_shared->slots[my_slot].cdc_last_run = GetCurrentTimestamp();
-	if (caught_up)
+	if (result.caught_up)
 		worker_shared->slots[my_slot].cdc_caught_up = start;
 	if (failed)
 		strlcpy(worker_shared->slots[my_slot].cdc_error,
@@ -1209,23 +1127,13 @@ run_capture(bool *more, bool *active)
 				sizeof(worker_shared->slots[my_slot].cdc_error));
 	else
 		worker_shared->slots[my_slot].cdc_error[0] = '\0';
-	LWLockRelease(worker_shared->lock);
-}
-
-/*
- * After a capture step that succeeded: the commit time of the last source
- * transaction it wrote (0: none) and the position of the streaming
- * captures.
- */
-void
-estream_worker_cdc_progress(TimestampTz commit_ts, XLogRecPtr position)
-{
-	if (my_slot < 0)
-		return;
-	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
-	if (commit_ts != 0)
-		worker_shared->slots[my_slot].cdc_last_commit = commit_ts;
-	worker_shared->slots[my_slot].cdc_position = position;
+	/* the commit time of the last source transaction written, the position */
+	if (result.progressed)
+	{
+		if (result.last_commit != 0)
+			worker_shared->slots[my_slot].cdc_last_commit = result.last_commit;
+		worker_shared->slots[my_slot].cdc_position = result.position;
+	}
 	LWLockRelease(worker_shared->lock);
 }
 
@@ -1291,25 +1199,17 @@ static const char *const server_settings[] = {
 };
 static char *server_values[lengthof(server_settings)];
 
-void
-estream_worker_main(Datum main_arg)
+/*
+ * Take the worker's slot (main_arg), which must still be for its database:
+ * a launcher that restarted meanwhile may have given it to another one.
+ * Returns the database to connect to; exits if the slot is not ours.
+ */
+static Oid
+worker_attach(Datum main_arg)
 {
 	Oid			dbid;
-	MemoryContext run_cxt;
-	bool		ever_installed = false;
-	TimestampTz next_maintenance = 0;
-	bool		capturing = false;
 
 	my_slot = DatumGetInt32(main_arg);
-
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-
-	/*
-	 * The slot must still be ours: a launcher that restarted meanwhile may
-	 * have given it to another database.
-	 */
 	memcpy(&dbid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
 	if (worker_shared->slots[my_slot].dbid != dbid ||
@@ -1322,7 +1222,16 @@ estream_worker_main(Datum main_arg)
 	worker_shared->slots[my_slot].started_at = GetCurrentTimestamp();
 	LWLockRelease(worker_shared->lock);
 	before_shmem_exit(worker_exit, (Datum) 0);
+	return dbid;
+}
 
+/*
+ * Connect to the database with the settings the worker needs, whatever the
+ * database's own settings say.
+ */
+static void
+worker_connect(Oid dbid)
+{
 	/*
 	 * The settings that shape how values are rendered as text and JSON
 	 * (CDC events) are the server's: a database's own settings (ALTER
@@ -1368,6 +1277,96 @@ estream_worker_main(Datum main_arg)
 	SetConfigOption("plpgsql.variable_conflict", "error", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("default_tablespace", "", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("temp_tablespaces", "", PGC_SUSET, PGC_S_OVERRIDE);
+}
+
+/*
+ * The version of the extension in the worker's database; if it is not
+ * installed (any more), the worker drops its capture slot and exits.
+ */
+static int
+worker_schema_version(Oid dbid, bool ever_installed)
+{
+	int			version;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	version = estream_schema_version();
+	if (version == ESTREAM_SCHEMA_NONE)
+	{
+		set_state(WS_NO_EXTENSION);
+		/* quietly for a database that never had it: looked at each minute */
+		ereport(ever_installed ? LOG : DEBUG1,
+				(errmsg("estream worker for database \"%s\" is stopping: the extension is not installed",
+						get_database_name(dbid))));
+		CommitTransactionCommand();
+		drop_capture_slot();
+		proc_exit(0);
+	}
+	CommitTransactionCommand();
+	return version;
+}
+
+/*
+ * One turn of the worker's loop with the extension at version and the
+ * worker enabled: the maintenance steps if they are due (*next_maintenance),
+ * then the capture step while there are captures (*capturing), again at
+ * once while it stops at its batch limit and maintenance is not due.
+ * Returns whether it ran maintenance; *more: the capture has WAL left.
+ */
+static bool
+worker_run(int version, MemoryContext run_cxt, TimestampTz now,
+		   TimestampTz *next_maintenance, bool *capturing, bool *more)
+{
+	MemoryContext old;
+	bool		maintained = false;
+
+	old = MemoryContextSwitchTo(run_cxt);
+	if (now >= *next_maintenance)
+	{
+		set_state(WS_RUNNING);
+		for (int i = 0; i < lengthof(maintenance_steps); i++)
+		{
+			CHECK_FOR_INTERRUPTS();
+			if (version >= maintenance_steps[i].since)
+				run_step(i);
+		}
+		run_housekeeping();
+		maintained = true;
+		*next_maintenance = TimestampTzPlusMilliseconds(now, estream_worker_naptime);
+	}
+	if (version >= ESTREAM_SCHEMA_1_3 && (maintained || *capturing))
+	{
+		do
+		{
+			CHECK_FOR_INTERRUPTS();
+			run_capture(more, capturing);
+			MemoryContextReset(run_cxt);
+		} while (*more && GetCurrentTimestamp() < *next_maintenance);
+	}
+	else
+		*capturing = false;
+	/* table statistics of the steps' writes, for autovacuum */
+	pgstat_report_stat(false);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(run_cxt);
+	return maintained;
+}
+
+void
+estream_worker_main(Datum main_arg)
+{
+	Oid			dbid;
+	MemoryContext run_cxt;
+	bool		ever_installed = false;
+	TimestampTz next_maintenance = 0;
+	bool		capturing = false;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	dbid = worker_attach(main_arg);
+	worker_connect(dbid);
 
 	run_cxt = AllocSetContextCreate(TopMemoryContext, "estream worker run",
 									ALLOCSET_DEFAULT_SIZES);
@@ -1379,7 +1378,7 @@ estream_worker_main(Datum main_arg)
 	 */
 	for (;;)
 	{
-		char	   *version;
+		int			version;
 		TimestampTz now;
 		EstreamWorkerState state;
 		bool		maintained = false;
@@ -1393,64 +1392,20 @@ estream_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		version = installed_version();
-		if (version == NULL)
-		{
-			set_state(WS_NO_EXTENSION);
-			/* quietly for a database that never had it: looked at each minute */
-			ereport(ever_installed ? LOG : DEBUG1,
-					(errmsg("estream worker for database \"%s\" is stopping: the extension is not installed",
-							get_database_name(dbid))));
-			CommitTransactionCommand();
-			drop_capture_slot();
-			proc_exit(0);
-		}
-		CommitTransactionCommand();
+		version = worker_schema_version(dbid, ever_installed);
 		ever_installed = true;
 
 		now = GetCurrentTimestamp();
 		if (!estream_enable_worker)
 			state = WS_DISABLED;
-		else if (strcmp(version, "1.0") == 0 || strcmp(version, "1.1") == 0)
+		else if (version < ESTREAM_SCHEMA_1_2)
 			state = WS_UPGRADE;
 		else
 		{
-			MemoryContext old;
-
-			old = MemoryContextSwitchTo(run_cxt);
-			if (now >= next_maintenance)
-			{
-				set_state(WS_RUNNING);
-				for (int i = 0; i < lengthof(maintenance_steps); i++)
-				{
-					CHECK_FOR_INTERRUPTS();
-					if (version_number(version) >= maintenance_steps[i].since)
-						run_step(i);
-				}
-				run_housekeeping();
-				maintained = true;
-				next_maintenance = TimestampTzPlusMilliseconds(now, estream_worker_naptime);
-			}
-			if (strcmp(version, "1.2") != 0 && (maintained || capturing))
-			{
-				do
-				{
-					CHECK_FOR_INTERRUPTS();
-					run_capture(&more, &capturing);
-					MemoryContextReset(run_cxt);
-				} while (more && GetCurrentTimestamp() < next_maintenance);
-			}
-			else
-				capturing = false;
-			/* table statistics of the steps' writes, for autovacuum */
-			pgstat_report_stat(false);
-			MemoryContextSwitchTo(old);
-			MemoryContextReset(run_cxt);
+			maintained = worker_run(version, run_cxt, now, &next_maintenance,
+									&capturing, &more);
 			state = WS_IDLE;
 		}
-		pfree(version);
 		if (state != WS_IDLE)
 		{
 			/* not capturing: the slot is not held meanwhile */
@@ -1489,6 +1444,61 @@ estream_worker_main(Datum main_arg)
 							 wait_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
+}
+
+/* the row of a database worker's slot in estream._worker_status() */
+static void
+worker_status_row(EstreamWorkerSlot *s, Datum *values, bool *nulls)
+{
+	int			c = 0;
+
+	values[c] = ObjectIdGetDatum(s->dbid);
+	nulls[c++] = false;
+	values[c] = CStringGetTextDatum("database");
+	nulls[c++] = false;
+	if (s->pid != 0)
+	{
+		values[c] = Int32GetDatum(s->pid);
+		nulls[c] = false;
+	}
+	c++;
+	values[c] = CStringGetTextDatum(state_names[s->state]);
+	nulls[c++] = false;
+	if (s->started_at != 0)
+	{
+		values[c] = TimestampTzGetDatum(s->started_at);
+		nulls[c] = false;
+	}
+	c++;
+	if (s->last_run_at != 0)
+	{
+		values[c] = TimestampTzGetDatum(s->last_run_at);
+		nulls[c] = false;
+		values[c + 1] = Float8GetDatum(s->last_run_us / 1000.0);
+		nulls[c + 1] = false;
+	}
+	c += 2;
+	values[c] = Int32GetDatum(s->naptime_ms);
+	nulls[c++] = false;
+	values[c] = Int64GetDatum(s->runs);
+	nulls[c++] = false;
+	/* the columns of 1.2; estream._capture_status() shows the others */
+	for (int k = 0; k <= EWC_TERMINATED; k++)
+	{
+		values[c] = Int64GetDatum(s->counters[k]);
+		nulls[c++] = false;
+	}
+	values[c] = Int64GetDatum(s->errors);
+	nulls[c++] = false;
+	if (s->last_error_at != 0)
+	{
+		values[c] = CStringGetTextDatum(s->last_error);
+		nulls[c] = false;
+		values[c + 1] = TimestampTzGetDatum(s->last_error_at);
+		nulls[c + 1] = false;
+	}
+	c += 2;
+	Assert(c == 19);
 }
 
 /*
@@ -1531,7 +1541,6 @@ estream_worker_status(PG_FUNCTION_ARGS)
 		Datum		values[19];
 		bool		nulls[19];
 		EstreamWorkerSlot *s = (i >= 0) ? &copy[i] : NULL;
-		int			c = 0;
 
 		memset(nulls, true, sizeof(nulls));
 		if (s == NULL ? !see_all : !(see_all || (see_own && s->dbid == MyDatabaseId)))
@@ -1555,53 +1564,7 @@ estream_worker_status(PG_FUNCTION_ARGS)
 		if (s->state == WS_FREE || s->state == WS_NO_EXTENSION)
 			continue;
 
-		values[c] = ObjectIdGetDatum(s->dbid);
-		nulls[c++] = false;
-		values[c] = CStringGetTextDatum("database");
-		nulls[c++] = false;
-		if (s->pid != 0)
-		{
-			values[c] = Int32GetDatum(s->pid);
-			nulls[c] = false;
-		}
-		c++;
-		values[c] = CStringGetTextDatum(state_names[s->state]);
-		nulls[c++] = false;
-		if (s->started_at != 0)
-		{
-			values[c] = TimestampTzGetDatum(s->started_at);
-			nulls[c] = false;
-		}
-		c++;
-		if (s->last_run_at != 0)
-		{
-			values[c] = TimestampTzGetDatum(s->last_run_at);
-			nulls[c] = false;
-			values[c + 1] = Float8GetDatum(s->last_run_us / 1000.0);
-			nulls[c + 1] = false;
-		}
-		c += 2;
-		values[c] = Int32GetDatum(s->naptime_ms);
-		nulls[c++] = false;
-		values[c] = Int64GetDatum(s->runs);
-		nulls[c++] = false;
-		/* the columns of 1.2; estream._capture_status() shows the others */
-		for (int k = 0; k <= EWC_TERMINATED; k++)
-		{
-			values[c] = Int64GetDatum(s->counters[k]);
-			nulls[c++] = false;
-		}
-		values[c] = Int64GetDatum(s->errors);
-		nulls[c++] = false;
-		if (s->last_error_at != 0)
-		{
-			values[c] = CStringGetTextDatum(s->last_error);
-			nulls[c] = false;
-			values[c + 1] = TimestampTzGetDatum(s->last_error_at);
-			nulls[c + 1] = false;
-		}
-		c += 2;
-		Assert(c == 19);
+		worker_status_row(s, values, nulls);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 

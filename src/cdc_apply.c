@@ -1,27 +1,14 @@
 /*-------------------------------------------------------------------------
  *
- * cdc.c
- *		Change data capture: the logical decoding output plugin "estream"
- *		and the database worker's capture step.
- *
- * The output plugin renders every change of a captured table (a row of
- * estream.capture, a user catalog table, read with the historic snapshot
- * of the change) as one JSON line:
- *
- *	{"topic": ..., "relid": ..., "key": {pk columns} | null,
- *	 "value": {"before", "after", "op", "source", "ts_ms"}}
- *
- * The value is a Debezium-style envelope; column values are rendered as
- * to_jsonb() renders them, but without ever running user code: to_jsonb()
- * would call a user-defined cast to json, a function of the type's owner,
- * and the worker is a superuser (see "Rendering values" below).  It works
- * through the SQL interface too (pg_logical_slot_get_changes() on a slot
- * of plugin 'estream').
+ * cdc_apply.c
+ *		Change data capture: the database worker's capture step, which
+ *		decodes in process, makes the initial copies and writes events
+ *		into topics.
  *
  * The worker decodes in process from one slot per database (estream_<oid>)
- * and writes into topics.  Every capture has a position: every source
- * transaction whose commit record ends at or before it is written for that
- * capture, none after it.  The captures that stream share one position, the
+ * with the output plugin of cdc_plugin.c, and writes into topics.  Every
+ * capture has a position: every source transaction whose commit record
+ * ends at or before it is written for that capture, none after it.  The captures that stream share one position, the
  * progress of the replication origin estream_<oid>, which the transaction
  * that writes their records advances (xact.c RecordTransactionCommit()); a
  * capture that is stopped, or resumed and catching up, has a position of
@@ -33,8 +20,12 @@
  * the WAL it will need when resumed.  The worker's session uses the
  * origin, so the plugin drops the worker's own writes.
  *
+ * The plugin hands the worker the pieces of each event through the
+ * worker's writer (EstreamCdcWriter, the Collector below); events of the
+ * stream and of the initial copy are built alike (cdc_envelope.c).
+ *
  * A capture's failure stays its own.  The plugin renders only what the
- * worker wants (collector_admits()); the worker writes each topic's events
+ * worker wants (collector_admit()); the worker writes each topic's events
  * of a run in a subtransaction, and if that fails, a source transaction at
  * a time and then an event at a time, to find the change: a capture with
  * on_error "stop" stops before that change's transaction (its position),
@@ -66,7 +57,7 @@
  * Copyright (c) 2026, estream developers
  *
  * IDENTIFICATION
- *		src/cdc.c
+ *		src/cdc_apply.c
  *
  *-------------------------------------------------------------------------
  */
@@ -74,6 +65,8 @@
 
 #include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/relation.h"
+#include "access/sysattr.h"
 #include "access/table.h"
 #include "access/transam.h"
 #include "access/xact.h"
@@ -116,82 +109,16 @@
 #include "utils/xid8.h"
 
 #include "estream.h"
-
-#define UNAVAILABLE_VALUE "__debezium_unavailable_value"
-
-/* estream.capture.created_at: tells a capture of a table from a later one */
-#define CAPTURE_CREATED_AT_ATTNUM 11
-
-/* ------------------------------------------------------------------
- * Output plugin
- * ------------------------------------------------------------------
- */
-
-/* what the plugin knows of a relation, for one decoding session */
-typedef struct CaptureInfo
-{
-	Oid			relid;			/* hash key: the changed relation */
-	bool		captured;
-	Oid			root;			/* captured table (partition root) */
-	char	   *topic;
-	bool		before;
-	int			ncolumns;		/* 0: every column */
-	char	  **columns;
-	TransactionId capture_xmin; /* transaction that wrote the capture row */
-	TimestampTz created_at;		/* which capture of the table */
-} CaptureInfo;
-
-/* renders values without user code: see "Rendering values" below */
-typedef struct ValueRenderer ValueRenderer;
-
-typedef struct PluginState
-{
-	MemoryContext cxt;			/* reset after every change */
-	MemoryContext cache_cxt;	/* CaptureInfo */
-	HTAB	   *captures;
-	ValueRenderer *renderer;	/* in cache_cxt */
-	RepOriginId own_origin;		/* the worker's writes: never decoded */
-	char	   *dbname;			/* NULL until looked up */
-	MemoryContext ctx_cxt;
-} PluginState;
-
-void		_PG_output_plugin_init(OutputPluginCallbacks *cb);
-
-/*
- * The pieces of the line being written, for the worker's writer callback,
- * which stores them as they are: the topic, the key (or none) and the value
- * (the envelope) of an event; a change that could not be rendered (the
- * error instead of the event); or the end of a transaction.
- */
-typedef enum PieceKind
-{
-	PIECE_EVENT,
-	PIECE_FAILURE,
-	PIECE_COMMIT
-} PieceKind;
-
-typedef struct LinePieces
-{
-	PieceKind	kind;
-	Oid			relid;			/* captured table */
-	TimestampTz created_at;		/* which capture of the table */
-	const char *topic;
-	Jsonb	   *key;			/* NULL: none */
-	Jsonb	   *value;
-	TimestampTz commit_time;
-	TransactionId xid;			/* the source transaction */
-	XLogRecPtr	final_lsn;		/* its commit record */
-	XLogRecPtr	end_lsn;		/* the end of its commit record */
-	const char *error;			/* PIECE_FAILURE: the error's message */
-	int			sqlerrcode;		/* and SQLSTATE */
-} LinePieces;
-
-static LinePieces pieces;
+#include "cdc_apply.h"
+#include "cdc_envelope.h"
+#include "cdc_plugin.h"
+#include "schema.h"
 
 /*
  * Changes that cannot be rendered.  An error while the plugin renders a
  * change of a capture aborts the whole decoding run (the reorder buffer
- * does not survive it), so the worker remembers the change (rendering_now)
+ * does not survive it), so the worker remembers the change (the writer's
+ * rendering)
  * when its step fails.  A change whose rendering fails twice in a row,
  * with an error that is not of a transient kind, is "poisoned": from then
  * on the plugin does not render it but hands the worker the error instead
@@ -210,14 +137,6 @@ typedef struct PoisonedChange
 
 static List *poisoned = NIL;
 
-static struct
-{
-	bool		active;			/* the plugin renders this change now */
-	Oid			relid;
-	TimestampTz created_at;
-	XLogRecPtr	lsn;
-} rendering_now;
-
 static PoisonedChange *
 find_poisoned(Oid relid, TimestampTz created_at, XLogRecPtr lsn)
 {
@@ -232,898 +151,6 @@ find_poisoned(Oid relid, TimestampTz created_at, XLogRecPtr lsn)
 	}
 	return NULL;
 }
-
-/*
- * Set when estream.capture changes: a trigger on it sends a relcache
- * invalidation, which decoding replays at the point in WAL where the change
- * committed, so the cache below follows the captures as of each change.
- */
-static bool capture_cache_stale = false;
-static Oid	capture_table_oid = InvalidOid;
-
-static void
-capture_relcache_inval(Datum arg, Oid relid)
-{
-	if (relid == InvalidOid || relid == capture_table_oid)
-		capture_cache_stale = true;
-}
-
-/* called from _PG_init */
-void
-estream_cdc_init(void)
-{
-	CacheRegisterRelcacheCallback(capture_relcache_inval, (Datum) 0);
-}
-
-static ValueRenderer *renderer_create(MemoryContext cxt);
-
-static void
-reset_capture_cache(PluginState *st)
-{
-	HASHCTL		info;
-
-	MemoryContextReset(st->cache_cxt);
-	memset(&info, 0, sizeof(info));
-	info.keysize = sizeof(Oid);
-	info.entrysize = sizeof(CaptureInfo);
-	info.hcxt = st->cache_cxt;
-	st->captures = hash_create("estream captures", 64, &info,
-							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	st->renderer = renderer_create(st->cache_cxt);
-	capture_cache_stale = false;
-}
-
-static void
-plugin_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
-{
-	PluginState *st = palloc0(sizeof(PluginState));
-	char		origin[NAMEDATALEN];
-	ListCell   *lc;
-
-	foreach(lc, ctx->output_plugin_options)
-	{
-		DefElem    *elem = lfirst(lc);
-
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("option \"%s\" of output plugin \"estream\" is unknown", elem->defname),
-				 errdetail("The estream plugin takes no options: estream.capture() says what to capture.")));
-	}
-
-	st->cxt = AllocSetContextCreate(ctx->context, "estream change",
-									ALLOCSET_DEFAULT_SIZES);
-	st->cache_cxt = AllocSetContextCreate(ctx->context, "estream capture cache",
-										  ALLOCSET_SMALL_SIZES);
-	reset_capture_cache(st);
-	/*
-	 * Catalog lookups need a transaction, which a walsender does not have
-	 * here: the worker's origin and the database name are looked up at the
-	 * first change (changes are replayed in a transaction).
-	 */
-	st->own_origin = InvalidRepOriginId;
-	st->dbname = NULL;
-	if (IsTransactionState())
-	{
-		snprintf(origin, sizeof(origin), "estream_%u", MyDatabaseId);
-		st->own_origin = replorigin_by_name(origin, true);
-		st->dbname = MemoryContextStrdup(ctx->context, get_database_name(MyDatabaseId));
-	}
-	st->ctx_cxt = ctx->context;
-
-	ctx->output_plugin_private = st;
-	opt->output_type = OUTPUT_PLUGIN_TEXTUAL_OUTPUT;
-	opt->receive_rewrites = false;
-}
-
-static void
-plugin_shutdown(LogicalDecodingContext *ctx)
-{
-}
-
-static bool
-plugin_filter_origin(LogicalDecodingContext *ctx, RepOriginId origin_id)
-{
-	PluginState *st = ctx->output_plugin_private;
-
-	return origin_id != InvalidRepOriginId && origin_id == st->own_origin;
-}
-
-static void
-plugin_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
-{
-}
-
-static void cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
-					  bool last_write);
-
-static void
-plugin_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
-{
-	/* the worker needs the end of every transaction that wrote something */
-	if (txn->output_plugin_private == NULL)
-		return;
-	OutputPluginPrepareWrite(ctx, true);
-	/* the worker's writer takes the pieces; other readers get a line */
-	if (ctx->write != cdc_write)
-		appendStringInfo(ctx->out, "{\"commit\": true, \"xid\": %u, \"commit_ts\": \"%s\"}",
-						 txn->xid, timestamptz_to_str(txn->xact_time.commit_time));
-	pieces.kind = PIECE_COMMIT;
-	pieces.commit_time = txn->xact_time.commit_time;
-	pieces.xid = txn->xid;
-	pieces.final_lsn = txn->final_lsn;
-	pieces.end_lsn = txn->end_lsn;
-	OutputPluginWrite(ctx, true);
-}
-
-/*
- * Look up (once per decoding session) whether a relation is captured, in
- * the historic snapshot of the change: a row of estream.capture for the
- * relation or its partition root.
- */
-static CaptureInfo *
-lookup_capture(PluginState *st, Relation relation)
-{
-	Oid			relid = RelationGetRelid(relation);
-	CaptureInfo *ci;
-	bool		found;
-	Oid			root = relid;
-	Oid			nsp;
-	Oid			capture_relid;
-
-	if (st->dbname == NULL)
-	{
-		char		origin[NAMEDATALEN];
-
-		snprintf(origin, sizeof(origin), "estream_%u", MyDatabaseId);
-		st->own_origin = replorigin_by_name(origin, true);
-		st->dbname = MemoryContextStrdup(st->ctx_cxt, get_database_name(MyDatabaseId));
-	}
-	if (capture_cache_stale)
-		reset_capture_cache(st);
-	ci = hash_search(st->captures, &relid, HASH_ENTER, &found);
-	if (found)
-		return ci;
-	ci->captured = false;
-	ci->topic = NULL;
-	ci->ncolumns = 0;
-	ci->columns = NULL;
-
-	if (relation->rd_rel->relispartition)
-	{
-		List	   *anc = get_partition_ancestors(relid);
-
-		if (anc != NIL)
-			root = llast_oid(anc);
-	}
-	ci->root = root;
-
-	nsp = get_namespace_oid("estream", true);
-	capture_relid = OidIsValid(nsp) ? get_relname_relid("capture", nsp) : InvalidOid;
-	capture_table_oid = capture_relid;
-	if (OidIsValid(capture_relid))
-	{
-		Relation	rel = table_open(capture_relid, AccessShareLock);
-		SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
-		HeapTuple	tup;
-		TupleDesc	desc = RelationGetDescr(rel);
-
-		while ((tup = systable_getnext(scan)) != NULL)
-		{
-			bool		isnull;
-			Datum		d = heap_getattr(tup, 1, desc, &isnull);
-
-			if (isnull || DatumGetObjectId(d) != root)
-				continue;
-			ci->captured = true;
-			ci->capture_xmin = HeapTupleHeaderGetXmin(tup->t_data);
-			d = heap_getattr(tup, CAPTURE_CREATED_AT_ATTNUM, desc, &isnull);
-			ci->created_at = isnull ? 0 : DatumGetTimestampTz(d);
-			d = heap_getattr(tup, 2, desc, &isnull);
-			ci->topic = MemoryContextStrdup(st->cache_cxt, TextDatumGetCString(d));
-			d = heap_getattr(tup, 3, desc, &isnull);
-			ci->before = isnull ? true : DatumGetBool(d);
-			d = heap_getattr(tup, 4, desc, &isnull);
-			if (!isnull)
-			{
-				Datum	   *elems;
-				bool	   *nulls;
-				int			n;
-				MemoryContext old = MemoryContextSwitchTo(st->cache_cxt);
-
-				deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false,
-								  TYPALIGN_INT, &elems, &nulls, &n);
-				ci->columns = palloc(sizeof(char *) * Max(n, 1));
-				for (int i = 0; i < n; i++)
-					ci->columns[ci->ncolumns++] = TextDatumGetCString(elems[i]);
-				MemoryContextSwitchTo(old);
-			}
-			break;
-		}
-		systable_endscan(scan);
-		table_close(rel, AccessShareLock);
-	}
-	return ci;
-}
-
-/*
- * Events are built as jsonb (the type of a topic's records): the worker
- * stores them as they are, the SQL interface and walsenders get their text.
- */
-static void
-push_key(JsonbParseState **ps, const char *key)
-{
-	JsonbValue	v;
-
-	v.type = jbvString;
-	v.val.string.val = (char *) key;
-	v.val.string.len = strlen(key);
-	(void) pushJsonbValue(ps, WJB_KEY, &v);
-}
-
-static void
-push_string(JsonbParseState **ps, const char *str)
-{
-	JsonbValue	v;
-
-	v.type = jbvString;
-	v.val.string.val = (char *) str;
-	v.val.string.len = strlen(str);
-	(void) pushJsonbValue(ps, WJB_VALUE, &v);
-}
-
-static void
-push_int(JsonbParseState **ps, int64 i)
-{
-	JsonbValue	v;
-
-	v.type = jbvNumeric;
-	v.val.numeric = int64_to_numeric(i);
-	(void) pushJsonbValue(ps, WJB_VALUE, &v);
-}
-
-static void
-push_null(JsonbParseState **ps)
-{
-	JsonbValue	v;
-
-	v.type = jbvNull;
-	(void) pushJsonbValue(ps, WJB_VALUE, &v);
-}
-
-/* ------------------------------------------------------------------
- * Rendering values without running user code
- * ------------------------------------------------------------------
- */
-
-/*
- * Column values and key values are rendered as to_jsonb() renders them,
- * except that no user-defined function ever runs.  For a user-defined type
- * (OID >= FirstNormalObjectId after looking through domains), to_jsonb()
- * calls the type's cast to json if there is one (jsonb_categorize_type() in
- * jsonb.c), and whoever owns the type can CREATE CAST ... WITH FUNCTION an
- * SQL or PL/pgSQL function of their own: a user-defined cast is user code.
- * The worker decodes and copies as a superuser, so the owner of a captured
- * table would have that function run with superuser rights (COPY ... TO
- * PROGRAM, ALTER ROLE ... SUPERUSER).  Hence, by the type's base type:
- *
- *	- built-in (below FirstNormalObjectId) and not a pseudo-type: to_jsonb(),
- *	  which looks up casts only for user-defined types; the elements of a
- *	  built-in array type and the attributes of a built-in composite type are
- *	  built-in too.
- *	- an array of anything else: a JSON array, element by element, nested
- *	  per dimension; null elements are null, an empty array is [].
- *	- a composite type (a table's row type, a domain over one): an object,
- *	  attribute by attribute, dropped attributes skipped.
- *	- anything else (enum, range, multirange, an extension's base type): the
- *	  type's output function, as a JSON string.  Non-superusers can only
- *	  create types whose output functions are built-in (enum_out,
- *	  range_out, ...); base types with functions of their own take a
- *	  superuser.
- *
- * Pseudo-types, which tables cannot have, go by the value itself (anyarray
- * as an array, record as a composite).  The result is byte for byte what
- * to_jsonb() gives whenever no user-defined cast to json exists; when one
- * exists it is ignored, as if it did not.  Nothing here depends on the
- * current user, so the same rendering serves decoding and the initial copy.
- */
-typedef enum RenderKind
-{
-	RENDER_TO_JSONB,			/* built-in type: to_jsonb() */
-	RENDER_ARRAY,				/* element by element */
-	RENDER_COMPOSITE,			/* attribute by attribute */
-	RENDER_OUTPUT				/* the output function, as a string */
-} RenderKind;
-
-typedef struct RenderType
-{
-	Oid			typid;			/* hash key */
-	RenderKind	kind;
-	int16		typlen;			/* for arrays of this type */
-	bool		typbyval;
-	char		typalign;
-	FmgrInfo	flinfo;			/* to_jsonb() or the output function */
-} RenderType;
-
-struct ValueRenderer
-{
-	MemoryContext cxt;			/* the entries and their functions' state */
-	HTAB	   *types;			/* type -> RenderType */
-};
-
-static void render_value(ValueRenderer *vr, JsonbParseState **ps,
-						 JsonbIteratorToken seq, Datum value, Oid typid);
-
-/* a renderer whose type cache lives (and dies) in cxt */
-static ValueRenderer *
-renderer_create(MemoryContext cxt)
-{
-	ValueRenderer *vr = MemoryContextAlloc(cxt, sizeof(ValueRenderer));
-	HASHCTL		info;
-
-	memset(&info, 0, sizeof(info));
-	info.keysize = sizeof(Oid);
-	info.entrysize = sizeof(RenderType);
-	info.hcxt = cxt;
-	vr->cxt = cxt;
-	vr->types = hash_create("estream value rendering", 64, &info,
-							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	return vr;
-}
-
-/*
- * How values of a type are rendered, looked up once per renderer.  The
- * entry is entered only once complete, so an error leaves no half-made one.
- */
-static RenderType *
-render_type(ValueRenderer *vr, Oid typid)
-{
-	RenderType *entry;
-	RenderType	rt;
-	Oid			base;
-
-	entry = hash_search(vr->types, &typid, HASH_FIND, NULL);
-	if (entry != NULL)
-		return entry;
-
-	memset(&rt, 0, sizeof(rt));
-	rt.typid = typid;
-	get_typlenbyvalalign(typid, &rt.typlen, &rt.typbyval, &rt.typalign);
-	base = getBaseType(typid);
-	if (base < FirstNormalObjectId && get_typtype(base) != TYPTYPE_PSEUDO)
-	{
-		MemoryContext old = MemoryContextSwitchTo(vr->cxt);
-		FuncExpr   *expr;
-
-		/* to_jsonb(anyelement) finds the argument type in its expression */
-		expr = makeFuncExpr(F_TO_JSONB, JSONBOID,
-							list_make1(makeNullConst(typid, -1, InvalidOid)),
-							InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
-		fmgr_info_cxt(F_TO_JSONB, &rt.flinfo, vr->cxt);
-		fmgr_info_set_expr((Node *) expr, &rt.flinfo);
-		MemoryContextSwitchTo(old);
-		rt.kind = RENDER_TO_JSONB;
-	}
-	else if (OidIsValid(get_element_type(base)) ||
-			 base == ANYARRAYOID || base == ANYCOMPATIBLEARRAYOID)
-		rt.kind = RENDER_ARRAY;
-	else if (type_is_rowtype(base))
-		rt.kind = RENDER_COMPOSITE;
-	else
-	{
-		Oid			outfn;
-		bool		isvarlena;
-
-		getTypeOutputInfo(base, &outfn, &isvarlena);
-		fmgr_info_cxt(outfn, &rt.flinfo, vr->cxt);
-		rt.kind = RENDER_OUTPUT;
-	}
-	entry = hash_search(vr->types, &typid, HASH_ENTER, NULL);
-	*entry = rt;
-	return entry;
-}
-
-/* one dimension of an array: nested JSON arrays, as to_jsonb() makes them */
-static void
-render_array_dim(ValueRenderer *vr, JsonbParseState **ps, int dim, int ndim,
-				 int *dims, Datum *elems, bool *nulls, int *next, Oid elemtype)
-{
-	(void) pushJsonbValue(ps, WJB_BEGIN_ARRAY, NULL);
-	for (int i = 0; i < dims[dim]; i++)
-	{
-		if (dim + 1 < ndim)
-			render_array_dim(vr, ps, dim + 1, ndim, dims, elems, nulls, next,
-							 elemtype);
-		else
-		{
-			if (nulls[*next])
-			{
-				JsonbValue	v;
-
-				v.type = jbvNull;
-				(void) pushJsonbValue(ps, WJB_ELEM, &v);
-			}
-			else
-				render_value(vr, ps, WJB_ELEM, elems[*next], elemtype);
-			(*next)++;
-		}
-	}
-	(void) pushJsonbValue(ps, WJB_END_ARRAY, NULL);
-}
-
-static void
-render_array(ValueRenderer *vr, JsonbParseState **ps, ArrayType *arr)
-{
-	Oid			elemtype = ARR_ELEMTYPE(arr);
-	int			ndim = ARR_NDIM(arr);
-	int		   *dims = ARR_DIMS(arr);
-	int			nitems = ArrayGetNItems(ndim, dims);
-	RenderType *et;
-	Datum	   *elems;
-	bool	   *nulls;
-	int			next = 0;
-
-	if (nitems <= 0)
-	{
-		(void) pushJsonbValue(ps, WJB_BEGIN_ARRAY, NULL);
-		(void) pushJsonbValue(ps, WJB_END_ARRAY, NULL);
-		return;
-	}
-	et = render_type(vr, elemtype);
-	deconstruct_array(arr, elemtype, et->typlen, et->typbyval, et->typalign,
-					  &elems, &nulls, &nitems);
-	render_array_dim(vr, ps, 0, ndim, dims, elems, nulls, &next, elemtype);
-	pfree(elems);
-	pfree(nulls);
-}
-
-static void
-render_composite(ValueRenderer *vr, JsonbParseState **ps, HeapTupleHeader td)
-{
-	TupleDesc	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(td),
-											  HeapTupleHeaderGetTypMod(td));
-	HeapTupleData tuple;
-
-	tuple.t_len = HeapTupleHeaderGetDatumLength(td);
-	ItemPointerSetInvalid(&tuple.t_self);
-	tuple.t_tableOid = InvalidOid;
-	tuple.t_data = td;
-
-	(void) pushJsonbValue(ps, WJB_BEGIN_OBJECT, NULL);
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-		Datum		value;
-		bool		isnull;
-
-		if (att->attisdropped)
-			continue;
-		push_key(ps, NameStr(att->attname));
-		value = heap_getattr(&tuple, i + 1, desc, &isnull);
-		if (isnull)
-			push_null(ps);
-		else
-			render_value(vr, ps, WJB_VALUE, value, att->atttypid);
-	}
-	(void) pushJsonbValue(ps, WJB_END_OBJECT, NULL);
-	ReleaseTupleDesc(desc);
-}
-
-/*
- * Push a (non-null) value of type typid as an object's value (seq
- * WJB_VALUE) or an array's element (WJB_ELEM).  See above: no user code.
- */
-static void
-render_value(ValueRenderer *vr, JsonbParseState **ps, JsonbIteratorToken seq,
-			 Datum value, Oid typid)
-{
-	RenderType *rt;
-	JsonbValue	v;
-
-	check_stack_depth();
-	rt = render_type(vr, typid);
-	switch (rt->kind)
-	{
-		case RENDER_TO_JSONB:
-			{
-				Jsonb	   *jb = DatumGetJsonbP(FunctionCall1(&rt->flinfo, value));
-
-				if (JB_ROOT_IS_SCALAR(jb))
-					(void) JsonbExtractScalar(&jb->root, &v);
-				else
-				{
-					v.type = jbvBinary;
-					v.val.binary.data = &jb->root;
-					v.val.binary.len = VARSIZE(jb) - VARHDRSZ;
-				}
-				(void) pushJsonbValue(ps, seq, &v);
-			}
-			break;
-		case RENDER_ARRAY:
-			render_array(vr, ps, DatumGetArrayTypeP(value));
-			break;
-		case RENDER_COMPOSITE:
-			render_composite(vr, ps, DatumGetHeapTupleHeader(value));
-			break;
-		case RENDER_OUTPUT:
-			{
-				char	   *str = OutputFunctionCall(&rt->flinfo, value);
-				size_t		len = strlen(str);
-
-				/* as to_jsonb() says it */
-				if (len > JENTRY_OFFLENMASK)
-					ereport(ERROR,
-							(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-							 errmsg("string too long to represent as jsonb string"),
-							 errdetail("Due to an implementation restriction, jsonb strings cannot exceed %d bytes.",
-									   JENTRY_OFFLENMASK)));
-				v.type = jbvString;
-				v.val.string.val = str;
-				v.val.string.len = len;
-				(void) pushJsonbValue(ps, seq, &v);
-			}
-			break;
-	}
-}
-
-/* is the column in the capture's "columns" option (or is there none)? */
-static bool
-name_wanted(char **names, int nnames, const char *name)
-{
-	if (nnames == 0)
-		return true;
-	for (int i = 0; i < nnames; i++)
-		if (strcmp(names[i], name) == 0)
-			return true;
-	return false;
-}
-
-static bool
-column_wanted(CaptureInfo *ci, const char *name)
-{
-	return name_wanted(ci->columns, ci->ncolumns, name);
-}
-
-/*
- * Push a row as a JSON object: every (wanted) column, or only the key
- * columns.  An unchanged TOASTed value, not in the WAL, becomes the
- * placeholder.
- */
-static JsonbValue *
-push_row(PluginState *st, JsonbParseState **ps, CaptureInfo *ci, Relation relation,
-		 HeapTuple tuple, Bitmapset *only)
-{
-	TupleDesc	desc = RelationGetDescr(relation);
-
-	(void) pushJsonbValue(ps, WJB_BEGIN_OBJECT, NULL);
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-		bool		isnull;
-		Datum		value;
-
-		if (att->attisdropped || att->attnum <= 0)
-			continue;
-		if (only != NULL &&
-			!bms_is_member(att->attnum - FirstLowInvalidHeapAttributeNumber, only))
-			continue;
-		if (only == NULL && !column_wanted(ci, NameStr(att->attname)))
-			continue;
-
-		push_key(ps, NameStr(att->attname));
-		value = heap_getattr(tuple, i + 1, desc, &isnull);
-		if (isnull)
-			push_null(ps);
-		else if (att->attlen == -1 &&
-				 VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(value)))
-			push_string(ps, UNAVAILABLE_VALUE);
-		else
-			render_value(st->renderer, ps, WJB_VALUE, value, att->atttypid);
-	}
-	return pushJsonbValue(ps, WJB_END_OBJECT, NULL);
-}
-
-static int64
-to_unix_ms(TimestampTz ts)
-{
-	return (int64) (ts / 1000) +
-		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
-}
-
-/* the envelope: before, after, op, source, ts_ms */
-static Jsonb *
-envelope(PluginState *st, CaptureInfo *ci, Relation relation, HeapTuple oldtup,
-		 HeapTuple newtup, const char *op, ReorderBufferTXN *txn, XLogRecPtr lsn)
-{
-	JsonbParseState *ps = NULL;
-	JsonbValue *res;
-
-	(void) pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	push_key(&ps, "before");
-	if (oldtup != NULL && ci->before)
-		(void) push_row(st, &ps, ci, relation, oldtup, NULL);
-	else
-		push_null(&ps);
-	push_key(&ps, "after");
-	if (newtup != NULL)
-		(void) push_row(st, &ps, ci, relation, newtup, NULL);
-	else
-		push_null(&ps);
-	push_key(&ps, "op");
-	push_string(&ps, op);
-
-	push_key(&ps, "source");
-	(void) pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	push_key(&ps, "version");
-	push_string(&ps, "estream-1.3");
-	push_key(&ps, "connector");
-	push_string(&ps, "estream");
-	push_key(&ps, "name");
-	push_string(&ps, st->dbname);
-	push_key(&ps, "db");
-	push_string(&ps, st->dbname);
-	push_key(&ps, "schema");
-	push_string(&ps, get_namespace_name(get_rel_namespace(ci->root)));
-	push_key(&ps, "table");
-	push_string(&ps, get_rel_name(ci->root));
-	push_key(&ps, "txId");
-	push_int(&ps, txn->xid);
-	push_key(&ps, "lsn");
-	push_int(&ps, (int64) lsn);
-	push_key(&ps, "ts_ms");
-	push_int(&ps, to_unix_ms(txn->xact_time.commit_time));
-	push_key(&ps, "snapshot");
-	push_string(&ps, "false");
-	(void) pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
-
-	push_key(&ps, "ts_ms");
-	push_int(&ps, to_unix_ms(GetCurrentTimestamp()));
-	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
-	return JsonbValueToJsonb(res);
-}
-
-/*
- * Write one event.  The worker's writer takes the pieces as they are; any
- * other reader gets a line of text:
- *
- *	{"topic": ..., "relid": ..., "key": {key columns} | null, "value": envelope}
- */
-static void
-set_pieces(ReorderBufferTXN *txn, CaptureInfo *ci, PieceKind kind)
-{
-	memset(&pieces, 0, sizeof(pieces));
-	pieces.kind = kind;
-	pieces.relid = ci->root;
-	pieces.created_at = ci->created_at;
-	pieces.topic = ci->topic;
-	pieces.commit_time = txn->xact_time.commit_time;
-	pieces.xid = txn->xid;
-	pieces.final_lsn = txn->final_lsn;
-	pieces.end_lsn = txn->end_lsn;
-}
-
-static void
-emit_event(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, CaptureInfo *ci,
-		   Jsonb *key, Jsonb *value)
-{
-	/* mark the transaction as having output, for the commit line */
-	txn->output_plugin_private = (void *) 1;
-	OutputPluginPrepareWrite(ctx, true);
-	set_pieces(txn, ci, PIECE_EVENT);
-	pieces.key = key;
-	pieces.value = value;
-	if (ctx->write != cdc_write)
-	{
-		appendStringInfoString(ctx->out, "{\"topic\": ");
-		escape_json(ctx->out, ci->topic);
-		appendStringInfo(ctx->out, ", \"relid\": %u, \"key\": ", ci->root);
-		if (key != NULL)
-			(void) JsonbToCString(ctx->out, &key->root, VARSIZE(key));
-		else
-			appendStringInfoString(ctx->out, "null");
-		appendStringInfoString(ctx->out, ", \"value\": ");
-		(void) JsonbToCString(ctx->out, &value->root, VARSIZE(value));
-		appendStringInfoChar(ctx->out, '}');
-	}
-	OutputPluginWrite(ctx, true);
-}
-
-/*
- * The worker's writer only: a poisoned change, not rendered (see
- * PoisonedChange), with the error it gave.
- */
-static void
-emit_failure(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, CaptureInfo *ci,
-			 PoisonedChange *pc)
-{
-	txn->output_plugin_private = (void *) 1;
-	OutputPluginPrepareWrite(ctx, true);
-	set_pieces(txn, ci, PIECE_FAILURE);
-	pieces.error = pc->message;
-	pieces.sqlerrcode = pc->sqlerrcode;
-	OutputPluginWrite(ctx, true);
-}
-
-/*
- * Whether to render a change of capture ci at lsn: false if the worker
- * does not want it (see collector_admits()); if it is poisoned, hands the
- * worker its error and returns false.  Otherwise notes the change as the
- * one being rendered, until render_done().
- */
-static bool collector_admits(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
-							 CaptureInfo *ci);
-
-static bool
-render_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, CaptureInfo *ci,
-			 XLogRecPtr lsn)
-{
-	PoisonedChange *pc;
-
-	if (ctx->write != cdc_write)
-		return true;
-	if (!collector_admits(ctx, txn, ci))
-		return false;
-	pc = find_poisoned(ci->root, ci->created_at, lsn);
-	if (pc != NULL && pc->failures >= 2)
-	{
-		emit_failure(ctx, txn, ci, pc);
-		return false;
-	}
-	rendering_now.relid = ci->root;
-	rendering_now.created_at = ci->created_at;
-	rendering_now.lsn = lsn;
-	rendering_now.active = true;
-	return true;
-}
-
-static void
-render_done(void)
-{
-	rendering_now.active = false;
-}
-
-static void
-plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
-			  Relation relation, ReorderBufferChange *change)
-{
-	PluginState *st = ctx->output_plugin_private;
-	CaptureInfo *ci;
-	MemoryContext old;
-	HeapTuple	newtup = NULL;
-	HeapTuple	oldtup = NULL;
-	HeapTuple	keytup;
-	Bitmapset  *pk;
-	const char *op;
-	Jsonb	   *key = NULL;
-
-	ci = lookup_capture(st, relation);
-	if (!ci->captured)
-		return;
-	/* the worker's own writes (when filter_by_origin could not tell yet) */
-	if (txn->origin_id != InvalidRepOriginId && txn->origin_id == st->own_origin)
-		return;
-
-	switch (change->action)
-	{
-		case REORDER_BUFFER_CHANGE_INSERT:
-			op = "c";
-			break;
-		case REORDER_BUFFER_CHANGE_UPDATE:
-			op = "u";
-			break;
-		case REORDER_BUFFER_CHANGE_DELETE:
-			op = "d";
-			break;
-		default:
-			return;
-	}
-	if (!render_begin(ctx, txn, ci, change->lsn))
-		return;
-	old = MemoryContextSwitchTo(st->cxt);
-	if (change->data.tp.newtuple != NULL)
-		newtup = &change->data.tp.newtuple->tuple;
-	if (change->data.tp.oldtuple != NULL)
-		oldtup = &change->data.tp.oldtuple->tuple;
-
-	/*
-	 * key: the primary key columns, from the new row or the old key.  A
-	 * delete carries only the replica identity's columns: with REPLICA
-	 * IDENTITY USING INDEX on an index that does not cover the primary key,
-	 * that index's columns are the key of every event, so that all events
-	 * of a row still go to one partition.
-	 */
-	pk = RelationGetIndexAttrBitmap(relation, INDEX_ATTR_BITMAP_PRIMARY_KEY);
-	if (relation->rd_rel->relreplident == REPLICA_IDENTITY_INDEX)
-	{
-		Bitmapset  *ident = RelationGetIndexAttrBitmap(relation,
-													   INDEX_ATTR_BITMAP_IDENTITY_KEY);
-
-		if (ident != NULL && (pk == NULL || !bms_is_subset(pk, ident)))
-			pk = ident;
-	}
-	keytup = newtup ? newtup : oldtup;
-	if (pk != NULL && keytup != NULL)
-	{
-		JsonbParseState *ps = NULL;
-
-		key = JsonbValueToJsonb(push_row(st, &ps, ci, relation, keytup, pk));
-	}
-
-	/*
-	 * An update that changes the key is a delete under the old key and a
-	 * create under the new one, as in Debezium: each key's partition gets
-	 * the end or the start of the row's history.  (Under REPLICA IDENTITY
-	 * DEFAULT or USING INDEX the old key is in the WAL only when it
-	 * changed; under FULL it always is.)
-	 */
-	if (change->action == REORDER_BUFFER_CHANGE_UPDATE && key != NULL && oldtup != NULL)
-	{
-		JsonbParseState *ps = NULL;
-		Jsonb	   *oldkey = JsonbValueToJsonb(push_row(st, &ps, ci, relation, oldtup, pk));
-
-		if (compareJsonbContainers(&oldkey->root, &key->root) != 0)
-		{
-			emit_event(ctx, txn, ci, oldkey,
-					   envelope(st, ci, relation, oldtup, NULL, "d", txn, change->lsn));
-			emit_event(ctx, txn, ci, key,
-					   envelope(st, ci, relation, NULL, newtup, "c", txn, change->lsn));
-			MemoryContextSwitchTo(old);
-			MemoryContextReset(st->cxt);
-			render_done();
-			return;
-		}
-	}
-
-	emit_event(ctx, txn, ci, key,
-			   envelope(st, ci, relation, oldtup, newtup, op, txn, change->lsn));
-	MemoryContextSwitchTo(old);
-	MemoryContextReset(st->cxt);
-	render_done();
-}
-
-static void
-plugin_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
-				int nrelations, Relation relations[], ReorderBufferChange *change)
-{
-	PluginState *st = ctx->output_plugin_private;
-
-	for (int i = 0; i < nrelations; i++)
-	{
-		CaptureInfo *ci = lookup_capture(st, relations[i]);
-		MemoryContext old;
-
-		if (!ci->captured)
-			continue;
-		if (txn->origin_id != InvalidRepOriginId && txn->origin_id == st->own_origin)
-			continue;
-		if (!render_begin(ctx, txn, ci, change->lsn))
-			continue;
-		old = MemoryContextSwitchTo(st->cxt);
-		emit_event(ctx, txn, ci, NULL,
-				   envelope(st, ci, relations[i], NULL, NULL, "t", txn, change->lsn));
-		MemoryContextSwitchTo(old);
-		MemoryContextReset(st->cxt);
-		render_done();
-	}
-}
-
-void
-_PG_output_plugin_init(OutputPluginCallbacks *cb)
-{
-	AssertVariableIsOfType(&_PG_output_plugin_init, LogicalOutputPluginInit);
-
-	cb->startup_cb = plugin_startup;
-	cb->begin_cb = plugin_begin;
-	cb->change_cb = plugin_change;
-	cb->truncate_cb = plugin_truncate;
-	cb->commit_cb = plugin_commit;
-	cb->filter_by_origin_cb = plugin_filter_origin;
-	cb->shutdown_cb = plugin_shutdown;
-}
-
-/* ------------------------------------------------------------------
- * The worker's capture step
- * ------------------------------------------------------------------
- */
 
 /* a capture as the apply side sees it */
 typedef struct CaptureState
@@ -1148,13 +175,14 @@ typedef struct CaptureState
 
 /*
  * The decoded lines of one run, filtered before they are rendered (see
- * collector_admits()): changes of tables uncaptured since, of stopped
+ * collector_admit()): changes of tables uncaptured since, of stopped
  * captures, that a capture's position or copy has already, are dropped; a
  * change of a capture whose copy is not made yet ends the collection
  * before its transaction.  Lines of one source transaction come together.
  */
 typedef struct Collector
 {
+	EstreamCdcWriter writer;	/* first: the plugin's view of it */
 	Tuplestorestate *lines;		/* columns LINE_* */
 	TupleDesc	desc;
 	List	   *caps;			/* CaptureState of this run */
@@ -1171,7 +199,7 @@ typedef struct Collector
 
 /* the columns of a collected line */
 #define LINE_LSN		1		/* the change's */
-#define LINE_KIND		2		/* PieceKind */
+#define LINE_KIND		2		/* EstreamCdcPieceKind */
 #define LINE_RELID		3
 #define LINE_TOPIC		4
 #define LINE_KEY		5		/* text, or null */
@@ -1282,15 +310,15 @@ stop_collection(Collector *c, ReorderBufferTXN *txn)
 }
 
 /*
- * Does the worker want a change of capture ci in txn (a transaction being
+ * Does the worker want a change of capture (relid, created_at) in txn (a transaction being
  * replayed: its commit is decoded)?  Called before the change is rendered,
  * so that nothing is rendered for nothing (a stopped capture, a change
  * written already, one in the copy).
  */
 static bool
-collector_admits(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, CaptureInfo *ci)
+collector_admits(Collector *c, ReorderBufferTXN *txn, Oid relid,
+				 TimestampTz created_at, TransactionId capture_xmin)
 {
-	Collector  *c = ctx->output_writer_private;
 	CaptureState *cs;
 
 	if (c->stopped)
@@ -1300,14 +328,14 @@ collector_admits(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, CaptureInfo
 		c->cur_xid = txn->xid;
 		c->txn_first = c->nlines;
 	}
-	cs = find_capture(c->caps, ci->root);
+	cs = find_capture(c->caps, relid);
 
 	/*
 	 * A change decoded under an earlier capture of the table (dropped with
 	 * its topic, say, and captured again since): that capture is over, and
 	 * the current one starts after it.
 	 */
-	if (cs != NULL && cs->created_at != ci->created_at)
+	if (cs != NULL && cs->created_at != created_at)
 		return false;
 	if (cs == NULL)
 	{
@@ -1318,12 +346,12 @@ collector_admits(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, CaptureInfo
 		 * transaction is visible, and drops the changes if the capture is
 		 * not there.
 		 */
-		if (missing_was_checked(ci->root, ci->created_at))
+		if (missing_was_checked(relid, created_at))
 			return false;
 		stop_collection(c, txn);
-		c->unknown_relid = ci->root;
-		c->unknown_xmin = ci->capture_xmin;
-		c->unknown_created_at = ci->created_at;
+		c->unknown_relid = relid;
+		c->unknown_xmin = capture_xmin;
+		c->unknown_created_at = created_at;
 		return false;
 	}
 	/* stopped: resume_capture() makes the worker decode it again */
@@ -1344,6 +372,30 @@ collector_admits(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, CaptureInfo
 	return true;
 }
 
+/*
+ * The writer's admit callback (see EstreamCdcWriter): collector_admits(),
+ * and a change that failed to render twice (see PoisonedChange) is handed
+ * over with its error instead of being rendered again.
+ */
+static EstreamCdcVerdict
+collector_admit(EstreamCdcWriter *writer, ReorderBufferTXN *txn, Oid relid,
+				TimestampTz created_at, TransactionId capture_xmin, XLogRecPtr lsn,
+				const char **error, int *sqlerrcode)
+{
+	PoisonedChange *pc;
+
+	if (!collector_admits((Collector *) writer, txn, relid, created_at, capture_xmin))
+		return ESTREAM_CDC_SKIP;
+	pc = find_poisoned(relid, created_at, lsn);
+	if (pc != NULL && pc->failures >= 2)
+	{
+		*error = pc->message;
+		*sqlerrcode = pc->sqlerrcode;
+		return ESTREAM_CDC_FAILED;
+	}
+	return ESTREAM_CDC_RENDER;
+}
+
 static void
 cdc_prepare_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
 				  bool last_write)
@@ -1356,10 +408,11 @@ cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
 		  bool last_write)
 {
 	Collector  *c = ctx->output_writer_private;
+	EstreamCdcPieces *pieces = &c->writer.pieces;
 	Datum		values[LINE_NATTS];
 	bool		nulls[LINE_NATTS];
 
-	if (pieces.kind == PIECE_COMMIT)
+	if (pieces->kind == PIECE_COMMIT)
 	{
 		c->cur_xid = InvalidTransactionId;
 		return;
@@ -1368,31 +421,31 @@ cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
 		return;
 	memset(nulls, false, sizeof(nulls));
 	values[LINE_LSN - 1] = LSNGetDatum(lsn);
-	values[LINE_KIND - 1] = Int32GetDatum((int32) pieces.kind);
-	values[LINE_RELID - 1] = ObjectIdGetDatum(pieces.relid);
-	values[LINE_TOPIC - 1] = CStringGetTextDatum(pieces.topic);
+	values[LINE_KIND - 1] = Int32GetDatum((int32) pieces->kind);
+	values[LINE_RELID - 1] = ObjectIdGetDatum(pieces->relid);
+	values[LINE_TOPIC - 1] = CStringGetTextDatum(pieces->topic);
 	nulls[LINE_KEY - 1] = true;
-	if (pieces.key != NULL)
+	if (pieces->key != NULL)
 	{
 		StringInfoData buf;
 
 		initStringInfo(&buf);
-		(void) JsonbToCString(&buf, &pieces.key->root, VARSIZE(pieces.key));
+		(void) JsonbToCString(&buf, &pieces->key->root, VARSIZE(pieces->key));
 		values[LINE_KEY - 1] = PointerGetDatum(cstring_to_text_with_len(buf.data, buf.len));
 		nulls[LINE_KEY - 1] = false;
 	}
-	if (pieces.kind == PIECE_EVENT)
-		values[LINE_VALUE - 1] = JsonbPGetDatum(pieces.value);
+	if (pieces->kind == PIECE_EVENT)
+		values[LINE_VALUE - 1] = JsonbPGetDatum(pieces->value);
 	else
 		nulls[LINE_VALUE - 1] = true;
-	values[LINE_COMMIT_TS - 1] = TimestampTzGetDatum(pieces.commit_time);
-	values[LINE_XID - 1] = Int64GetDatum((int64) pieces.xid);
-	values[LINE_FINAL_LSN - 1] = LSNGetDatum(pieces.final_lsn);
-	values[LINE_END_LSN - 1] = LSNGetDatum(pieces.end_lsn);
-	if (pieces.kind == PIECE_FAILURE)
+	values[LINE_COMMIT_TS - 1] = TimestampTzGetDatum(pieces->commit_time);
+	values[LINE_XID - 1] = Int64GetDatum((int64) pieces->xid);
+	values[LINE_FINAL_LSN - 1] = LSNGetDatum(pieces->final_lsn);
+	values[LINE_END_LSN - 1] = LSNGetDatum(pieces->end_lsn);
+	if (pieces->kind == PIECE_FAILURE)
 	{
-		values[LINE_ERROR - 1] = CStringGetTextDatum(pieces.error);
-		values[LINE_SQLSTATE - 1] = Int32GetDatum(pieces.sqlerrcode);
+		values[LINE_ERROR - 1] = CStringGetTextDatum(pieces->error);
+		values[LINE_SQLSTATE - 1] = Int32GetDatum(pieces->sqlerrcode);
 	}
 	else
 	{
@@ -1520,81 +573,41 @@ produce_events(const char *topic, int n, Datum *values, Datum *keys, bool *key_n
 }
 
 /*
- * The names of the columns of an index of relid (in attnum order), by a
- * query on pg_index that restricts it (cond, on pg_class cl and pg_index
- * i); NIL if there is no such index.
- */
-static List *
-index_columns(Oid relid, const char *cond)
-{
-	Oid			argtypes[1] = {OIDOID};
-	Datum		args[1];
-	List	   *names = NIL;
-
-	args[0] = ObjectIdGetDatum(relid);
-	if (SPI_execute_with_args(psprintf("SELECT a.attname FROM pg_catalog.pg_class cl"
-									   " JOIN pg_catalog.pg_index i ON i.indrelid OPERATOR(pg_catalog.=) cl.oid"
-									   " JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid"
-									   "  AND a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey)"
-									   " WHERE cl.oid OPERATOR(pg_catalog.=) $1 AND %s"
-									   " ORDER BY a.attnum", cond),
-							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the indexes of relation %u", relid);
-	for (uint64 i = 0; i < SPI_processed; i++)
-		names = lappend(names, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
-	SPI_freetuptable(SPI_tuptable);
-	return names;
-}
-
-/*
- * The key columns of the copy's events, as the stream has them (see
- * plugin_change()): the primary key's; with REPLICA IDENTITY USING INDEX on
- * an index that does not cover the primary key, that index's.
+ * The names of the key columns of the copy's events: those of the stream's
+ * (estream_cdc_key_attnums()), in attnum order.  The caller holds a lock
+ * on the table.
  */
 static List *
 copy_key_columns(Oid relid)
 {
-	List	   *pk = index_columns(relid, "i.indisprimary");
-	List	   *ident = index_columns(relid, "cl.relreplident OPERATOR(pg_catalog.=) 'i' AND i.indisreplident");
-	ListCell   *lc;
+	Relation	rel = relation_open(relid, NoLock);
+	Bitmapset  *attnums = estream_cdc_key_attnums(rel);
+	TupleDesc	desc = RelationGetDescr(rel);
+	List	   *names = NIL;
+	int			x = -1;
 
-	if (ident == NIL)
-		return pk;
-	if (pk == NIL)
-		return ident;
-	foreach(lc, pk)
+	while ((x = bms_next_member(attnums, x)) >= 0)
 	{
-		ListCell   *lc2;
-		bool		found = false;
+		AttrNumber	attnum = x + FirstLowInvalidHeapAttributeNumber;
 
-		foreach(lc2, ident)
-		{
-			if (strcmp(lfirst(lc), lfirst(lc2)) == 0)
-			{
-				found = true;
-				break;
-			}
-		}
-		if (!found)
-			return ident;
+		if (attnum > 0)
+			names = lappend(names, pstrdup(NameStr(TupleDescAttr(desc, attnum - 1)->attname)));
 	}
-	return pk;
+	relation_close(rel, NoLock);
+	return names;
 }
 
 /* what the events of one copy share */
 typedef struct CopyEvents
 {
-	ValueRenderer *renderer;
+	EstreamRenderer *renderer;
 	TupleDesc	desc;			/* of the rows read */
-	bool	   *wanted;			/* per attribute: in "after" */
+	AttrNumber *after_atts;		/* the columns in "after" */
+	int			nafter;
 	bool		after_null;		/* "columns" names none of the columns */
+	AttrNumber *keyatts;		/* the key columns */
 	int			nkeys;			/* 0: no key */
-	int		   *keyatts;		/* key columns' attribute numbers */
-	const char *dbname;
-	const char *schema;			/* as recorded by capture() */
-	const char *table;
-	XLogRecPtr	lsn;
-	int64		ts_ms;
+	EstreamCdcSource source;	/* as recorded by capture(), "snapshot" */
 } CopyEvents;
 
 /*
@@ -1605,95 +618,36 @@ typedef struct CopyEvents
 static Jsonb *
 copy_event(CopyEvents *ce, HeapTuple tuple)
 {
-	JsonbParseState *ps = NULL;
-	JsonbValue *res;
+	EstreamCdcRow after;
 
-	(void) pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	push_key(&ps, "before");
-	push_null(&ps);
-	push_key(&ps, "after");
-	if (ce->after_null)
-		push_null(&ps);			/* jsonb_object_agg() of no column */
-	else
-	{
-		(void) pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-		for (int i = 0; i < ce->desc->natts; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(ce->desc, i);
-			bool		isnull;
-			Datum		value;
-
-			if (att->attisdropped || !ce->wanted[i])
-				continue;
-			push_key(&ps, NameStr(att->attname));
-			value = heap_getattr(tuple, i + 1, ce->desc, &isnull);
-			if (isnull)
-				push_null(&ps);
-			else
-				render_value(ce->renderer, &ps, WJB_VALUE, value, att->atttypid);
-		}
-		(void) pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
-	}
-	push_key(&ps, "op");
-	push_string(&ps, "r");
-
-	push_key(&ps, "source");
-	(void) pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	push_key(&ps, "version");
-	push_string(&ps, "estream-1.3");
-	push_key(&ps, "connector");
-	push_string(&ps, "estream");
-	push_key(&ps, "name");
-	push_string(&ps, ce->dbname);
-	push_key(&ps, "db");
-	push_string(&ps, ce->dbname);
-	push_key(&ps, "schema");
-	push_string(&ps, ce->schema);
-	push_key(&ps, "table");
-	push_string(&ps, ce->table);
-	push_key(&ps, "txId");
-	push_null(&ps);
-	push_key(&ps, "lsn");
-	push_int(&ps, (int64) ce->lsn);
-	push_key(&ps, "ts_ms");
-	push_int(&ps, ce->ts_ms);
-	push_key(&ps, "snapshot");
-	push_string(&ps, "true");
-	(void) pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
-
-	push_key(&ps, "ts_ms");
-	push_int(&ps, ce->ts_ms);
-	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
-	return JsonbValueToJsonb(res);
+	after.desc = ce->desc;
+	after.tuple = tuple;
+	after.atts = ce->after_atts;
+	after.natts = ce->nafter;
+	after.decoded = false;
+	/* jsonb_object_agg() of no column was null */
+	return estream_cdc_envelope(ce->renderer, NULL, ce->after_null ? NULL : &after,
+								"r", &ce->source, ce->source.ts_ms);
 }
 
 /* the key of one row's event: the text of {key columns}, or NULL */
 static text *
 copy_key(CopyEvents *ce, HeapTuple tuple)
 {
-	JsonbParseState *ps = NULL;
-	Jsonb	   *key;
+	EstreamCdcRow key;
+	Jsonb	   *jb;
 	StringInfoData buf;
 
 	if (ce->nkeys == 0)
 		return NULL;
-	(void) pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	for (int i = 0; i < ce->nkeys; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(ce->desc, ce->keyatts[i] - 1);
-		bool		isnull;
-		Datum		value;
-
-		push_key(&ps, NameStr(att->attname));
-		value = heap_getattr(tuple, ce->keyatts[i], ce->desc, &isnull);
-		if (isnull)
-			push_null(&ps);
-		else
-			render_value(ce->renderer, &ps, WJB_VALUE, value, att->atttypid);
-	}
-	key = JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
+	key.desc = ce->desc;
+	key.tuple = tuple;
+	key.atts = ce->keyatts;
+	key.natts = ce->nkeys;
+	key.decoded = false;
+	jb = estream_cdc_key(ce->renderer, &key);
 	initStringInfo(&buf);
-	(void) JsonbToCString(&buf, &key->root, VARSIZE(key));
+	(void) JsonbToCString(&buf, &jb->root, VARSIZE(jb));
 	return cstring_to_text_with_len(buf.data, buf.len);
 }
 
@@ -1735,7 +689,7 @@ become_worker(SavedIdentity *saved)
  * into its topic, as "r" events in the table's scan order, in batches of
  * CDC_COPY_BATCH.  The rows are read through a cursor opened and fetched
  * as the table's owner (see SavedIdentity) and rendered without user code
- * (see ValueRenderer); the worker then writes each batch as itself.  The
+ * (see cdc_envelope.c); the worker then writes each batch as itself.  The
  * caller holds the capture row's lock.  Returns the number of events
  * written, or -1 if the table is gone.
  */
@@ -1758,9 +712,6 @@ copy_table(Oid relid, const char *topic, char **columns, int ncolumns,
 	int64		rows = 0;
 	TimestampTz now;
 
-	/* as the stream does: see plugin_change() */
-	keycols = copy_key_columns(relid);
-
 	/*
 	 * Locked, the table keeps its owner and name until the end of the
 	 * transaction.  Dropped since the transaction's snapshot was taken, it
@@ -1776,16 +727,19 @@ copy_table(Oid relid, const char *topic, char **columns, int ncolumns,
 				   quote_qualified_identifier(get_namespace_name(relform->relnamespace),
 											  NameStr(relform->relname)));
 	ReleaseSysCache(tup);
+	/* keyed as the stream keys them */
+	keycols = copy_key_columns(relid);
 
 	copy_cxt = AllocSetContextCreate(CurrentMemoryContext, "estream initial copy",
 									 ALLOCSET_DEFAULT_SIZES);
 	batch_cxt = AllocSetContextCreate(copy_cxt, "estream initial copy batch",
 									  ALLOCSET_DEFAULT_SIZES);
 	memset(&ce, 0, sizeof(ce));
-	ce.renderer = renderer_create(copy_cxt);
-	ce.dbname = get_database_name(MyDatabaseId);
-	ce.schema = schema;
-	ce.table = table;
+	ce.renderer = estream_renderer_create(copy_cxt);
+	ce.source.dbname = get_database_name(MyDatabaseId);
+	ce.source.schema = schema;
+	ce.source.table = table;
+	ce.source.snapshot = true;
 
 	/*
 	 * One ts_ms for the whole copy, rounded to the millisecond as
@@ -1793,8 +747,8 @@ copy_table(Oid relid, const char *topic, char **columns, int ncolumns,
 	 * WAL position of pg_current_wal_lsn() before anything is written.
 	 */
 	now = GetCurrentTimestamp();
-	ce.ts_ms = (now + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY + 500) / 1000;
-	ce.lsn = GetXLogWriteRecPtr();
+	ce.source.ts_ms = (now + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY + 500) / 1000;
+	ce.source.lsn = GetXLogWriteRecPtr();
 
 	for (;;)
 	{
@@ -1815,22 +769,21 @@ copy_table(Oid relid, const char *topic, char **columns, int ncolumns,
 		if (n > 0 && ce.desc == NULL)
 		{
 			ListCell   *lc;
-			bool		any = false;
 
 			/* the columns of the rows: which go in "after", which in the key */
 			old = MemoryContextSwitchTo(copy_cxt);
 			ce.desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
-			ce.wanted = palloc0(sizeof(bool) * Max(ce.desc->natts, 1));
+			ce.after_atts = palloc(sizeof(AttrNumber) * Max(ce.desc->natts, 1));
 			for (int i = 0; i < ce.desc->natts; i++)
 			{
 				Form_pg_attribute att = TupleDescAttr(ce.desc, i);
 
-				ce.wanted[i] = !att->attisdropped &&
-					name_wanted(columns, ncolumns, NameStr(att->attname));
-				any |= ce.wanted[i];
+				if (!att->attisdropped &&
+					estream_cdc_column_wanted(columns, ncolumns, NameStr(att->attname)))
+					ce.after_atts[ce.nafter++] = att->attnum;
 			}
-			ce.after_null = ncolumns > 0 && !any;
-			ce.keyatts = palloc(sizeof(int) * Max(list_length(keycols), 1));
+			ce.after_null = ncolumns > 0 && ce.nafter == 0;
+			ce.keyatts = palloc(sizeof(AttrNumber) * Max(list_length(keycols), 1));
 			foreach(lc, keycols)
 			{
 				int			att = SPI_fnumber(ce.desc, lfirst(lc));
@@ -2156,12 +1109,10 @@ load_captures(bool *any_pending)
 {
 	List	   *result = NIL;
 	MemoryContext outer = CurrentMemoryContext;
-	Oid			capture_rel = get_relname_relid("capture", get_namespace_oid("estream", false));
 
 	*any_pending = false;
 	/* the failure policies are 1.4's: before, a failure fails the step */
-	cdc_isolation = OidIsValid(capture_rel) &&
-		get_attnum(capture_rel, "on_error") != InvalidAttrNumber;
+	cdc_isolation = estream_schema_version() >= ESTREAM_SCHEMA_1_4;
 	if (SPI_execute(cdc_isolation ?
 					"SELECT relid, snapshot::pg_catalog.text, initial_snapshot, created_at, topic,"
 					" stopped_at IS NOT NULL, progress_lsn, on_error OPERATOR(pg_catalog.=) 'skip'"
@@ -2316,7 +1267,7 @@ typedef struct WriteRun
 /* a line as read back: points into the slot, valid until the next read */
 typedef struct Line
 {
-	PieceKind	kind;
+	EstreamCdcPieceKind kind;
 	XLogRecPtr	lsn;
 	Oid			relid;
 	text	   *topic;
@@ -2366,7 +1317,7 @@ read_line(WriteRun *wr, Line *line)
 		return false;
 	wr->pos++;
 	line->lsn = DatumGetLSN(slot_getattr(slot, LINE_LSN, &isnull));
-	line->kind = (PieceKind) DatumGetInt32(slot_getattr(slot, LINE_KIND, &isnull));
+	line->kind = (EstreamCdcPieceKind) DatumGetInt32(slot_getattr(slot, LINE_KIND, &isnull));
 	line->relid = DatumGetObjectId(slot_getattr(slot, LINE_RELID, &isnull));
 	line->topic = DatumGetTextPP(slot_getattr(slot, LINE_TOPIC, &isnull));
 	line->key = slot_getattr(slot, LINE_KEY, &line->key_null);
@@ -2966,24 +1917,24 @@ note_render_failure(void)
 	MemoryContext old;
 	ErrorData  *edata;
 
-	if (!rendering_now.active)
+	if (!coll.writer.rendering.active)
 		return;
-	rendering_now.active = false;
+	coll.writer.rendering.active = false;
 	if (!cdc_isolation)
 		return;
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	edata = CopyErrorData();
 	if (!error_is_transient(edata->sqlerrcode))
 	{
-		PoisonedChange *pc = find_poisoned(rendering_now.relid, rendering_now.created_at,
-										   rendering_now.lsn);
+		PoisonedChange *pc = find_poisoned(coll.writer.rendering.relid, coll.writer.rendering.created_at,
+										   coll.writer.rendering.lsn);
 
 		if (pc == NULL)
 		{
 			pc = palloc0(sizeof(PoisonedChange));
-			pc->relid = rendering_now.relid;
-			pc->created_at = rendering_now.created_at;
-			pc->lsn = rendering_now.lsn;
+			pc->relid = coll.writer.rendering.relid;
+			pc->created_at = coll.writer.rendering.created_at;
+			pc->lsn = coll.writer.rendering.lsn;
 			poisoned = lappend(poisoned, pc);
 		}
 		pc->failures++;
@@ -3047,6 +1998,8 @@ start_decoding(List *caps)
 	}
 
 	ReplicationSlotAcquire(slot_name, true);
+	coll.writer.admit = collector_admit;
+	estream_cdc_plugin_set_writer(&coll.writer);
 
 	/*
 	 * Starting to decode logs two LOG lines: only the first start of a
@@ -3071,7 +2024,7 @@ start_decoding(List *caps)
 	}
 	PG_END_TRY();
 	decoded_once = true;
-	cdc_ctx->output_writer_private = &coll;
+	cdc_ctx->output_writer_private = &coll.writer;
 	cdc_decoded_to = InvalidXLogRecPtr;
 
 	if (hold != InvalidXLogRecPtr &&
@@ -3161,7 +2114,7 @@ estream_cdc_stop(void)
 void
 estream_cdc_abort(void)
 {
-	rendering_now.active = false;
+	coll.writer.rendering.active = false;
 	cdc_decoded_to = InvalidXLogRecPtr;
 	if (cdc_ctx != NULL)
 	{
@@ -3196,10 +2149,8 @@ estream_cdc_abort(void)
 static void
 end_unauthorized_captures(void)
 {
-	Oid			capture_rel = get_relname_relid("capture", get_namespace_oid("estream", false));
-
-	if (!OidIsValid(capture_rel) || get_attnum(capture_rel, "capturer") == InvalidAttrNumber)
-		return;					/* before 1.4 */
+	if (estream_schema_version() < ESTREAM_SCHEMA_1_4)
+		return;					/* no capturer before 1.4 */
 	if (SPI_execute("DELETE FROM estream.capture c"
 					" USING pg_catalog.pg_class cl, estream.topic t"
 					" WHERE cl.oid OPERATOR(pg_catalog.=) c.relid"
@@ -3220,49 +2171,20 @@ end_unauthorized_captures(void)
 }
 
 /*
- * One capture step of the worker: decode the WAL written since the last
- * run and write the changes of captured tables into their topics.  Returns
- * the number of change events written; *more is set when the run stopped
- * at its batch limit with WAL left to read, *active when there are
- * captures, *caught_up when everything committed before the run started
- * has been captured (or was for captures that are stopped).  Runs its own
- * transactions.
- *
- * A capture's failure stays its own (1.4): its initial copy, or a change
- * that cannot be rendered or written, stops that capture (or, with
- * on_error "skip", makes the change a dead letter), and the others go on.
- * The events of each topic are written in a subtransaction; if one fails,
- * the topic's events are written again a source transaction at a time to
- * find it (write_topic_each()).  Errors of the moment (a lock, memory, a
- * cancel) fail the whole step, as any error did before.
+ * The start of a step: captures whose capturer lost its rights end; with
+ * no capture left, the slot and the origin go, and it returns false.  Else
+ * the session's origin is set up and the slot made, if need be.
  */
-int64
-estream_cdc_run(bool *more, bool *active, bool *caught_up)
+static bool
+prepare_run(void)
 {
 	int64		ncaptures;
 	bool		slot_exists;
 	bool		origin_exists;
 	RepOriginId origin;
 	char		origin_name[NAMEDATALEN];
-	bool		any_pending;
-	MemoryContext old;
-	XLogRecPtr	end_of_wal;
-	XLogRecPtr	upto;
-	XLogRecPtr	confirm;
-	WriteRun	wr;
-	bool		stopped;
-	bool		copy_postponed = false;
-	ListCell   *lc;
 
-	*more = false;
-	*active = false;
-	*caught_up = false;
-	snprintf(slot_name, sizeof(slot_name), "estream_%u", MyDatabaseId);
 	snprintf(origin_name, sizeof(origin_name), "estream_%u", MyDatabaseId);
-	if (saved_log_min_messages[0] == '\0')
-		strlcpy(saved_log_min_messages, GetConfigOption("log_min_messages", false, false),
-				sizeof(saved_log_min_messages));
-
 	begin_xact();
 	end_unauthorized_captures();
 	ncaptures = spi_int8("SELECT pg_catalog.count(*) FROM estream.capture");
@@ -3277,9 +2199,8 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 		/* uncapturing the last table drops the slot: WAL is not kept */
 		if (slot_exists || origin_exists)
 			estream_cdc_drop();
-		return 0;
+		return false;
 	}
-	*active = true;
 
 	if (wal_level < WAL_LEVEL_LOGICAL)
 		ereport(ERROR,
@@ -3315,8 +2236,21 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 			elog(ERROR, "could not create replication slot \"%s\"", slot_name);
 		end_xact();
 	}
+	return true;
+}
 
-	/* copies of new captures, before decoding */
+/*
+ * Start the captures that wait for the worker (their copies first), before
+ * decoding, each in transactions of its own.  *copy_postponed: a copy waits
+ * for an old transaction.
+ */
+static void
+start_pending_captures(bool *copy_postponed)
+{
+	bool		any_pending;
+	MemoryContext old;
+	ListCell   *lc;
+
 	begin_xact();
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	coll.caps = load_captures(&any_pending);
@@ -3339,20 +2273,26 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 		MemoryContextSwitchTo(old);
 		end_xact();
 		foreach(lc, copies)
-			(void) try_activate_capture(lfirst_oid(lc), true, &copy_postponed);
+			(void) try_activate_capture(lfirst_oid(lc), true, copy_postponed);
 		foreach(lc, starts)
-			(void) try_activate_capture(lfirst_oid(lc), false, &copy_postponed);
+			(void) try_activate_capture(lfirst_oid(lc), false, copy_postponed);
 		list_free(copies);
 		list_free(starts);
 	}
 	else
 		end_xact();
+}
 
-	/*
-	 * Decode and write in one transaction: whatever it writes commits with
-	 * the positions, or not at all.
-	 */
-	begin_xact();
+/*
+ * Make the collector ready for a run (in the run's transaction): the
+ * captures as of now, and an empty store of lines.
+ */
+static void
+collector_begin(void)
+{
+	bool		any_pending;
+	MemoryContext old;
+
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	coll.caps = load_captures(&any_pending);
 	MemoryContextSwitchTo(old);
@@ -3383,6 +2323,21 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 	coll.unknown_relid = InvalidOid;
 	coll.unknown_xmin = InvalidTransactionId;
 	coll.unknown_created_at = 0;
+}
+
+/*
+ * Decode the WAL flushed before now into the collector, from where the
+ * decoding context is (started again if a capture resumed behind it), up
+ * to a stop (a capture without its copy) or CDC_BATCH_LINES lines.
+ * Returns whether it stopped at the batch limit with WAL left to read.
+ */
+static bool
+decode_run(void)
+{
+	volatile bool more = false;
+	XLogRecPtr	end_of_wal;
+	MemoryContext old;
+	ListCell   *lc;
 
 	/* a capture resumed behind where decoding is: decode again for it */
 	if (cdc_ctx != NULL)
@@ -3433,7 +2388,7 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 				break;
 			if (coll.nlines >= CDC_BATCH_LINES)
 			{
-				*more = cdc_ctx->reader->EndRecPtr < end_of_wal;
+				more = cdc_ctx->reader->EndRecPtr < end_of_wal;
 				break;
 			}
 			CHECK_FOR_INTERRUPTS();
@@ -3446,65 +2401,72 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	stopped = coll.stopped;
 	InvalidateSystemCaches();
+	return more;
+}
 
-	/*
-	 * Every source transaction that ended before upto is decoded: the
-	 * reader's position, or the start of the transaction the run stopped at
-	 * (a capture without copy), whose lines and those after are not
-	 * written.
-	 */
-	upto = stopped ? coll.stop_lsn : cdc_ctx->reader->EndRecPtr;
+/*
+ * Write the collected lines (those before a stop), topic by topic, source
+ * transactions in commit order; wr gets what was written.
+ */
+static void
+write_run(WriteRun *wr, bool stopped)
+{
+	List	   *topics = NIL;
+	Line		line;
+	char	   *last = NULL;
+	ListCell   *lc;
 
-	/* write, topic by topic: source transactions in commit order */
-	memset(&wr, 0, sizeof(wr));
-	wr.lines = coll.lines;
-	wr.slot = MakeSingleTupleTableSlot(coll.desc, &TTSOpsMinimalTuple);
-	wr.nlines = stopped ? coll.stop_at : coll.nlines;
-	wr.caps = coll.caps;
+	memset(wr, 0, sizeof(*wr));
+	wr->lines = coll.lines;
+	wr->slot = MakeSingleTupleTableSlot(coll.desc, &TTSOpsMinimalTuple);
+	wr->nlines = stopped ? coll.stop_at : coll.nlines;
+	wr->caps = coll.caps;
+
+	/* the topics, in the order of their first lines */
+	rewind_lines(wr);
+	while (read_line(wr, &line))
 	{
-		List	   *topics = NIL;
-		Line		line;
-		char	   *last = NULL;
+		char	   *topic = NULL;
 
-		rewind_lines(&wr);
-		while (read_line(&wr, &line))
-		{
-			char	   *topic = NULL;
-
-			if (last != NULL && line_in_topic(&line, last))
-				continue;
-			foreach(lc, topics)
-			{
-				if (line_in_topic(&line, strVal(lfirst(lc))))
-				{
-					topic = strVal(lfirst(lc));
-					break;
-				}
-			}
-			if (topic == NULL)
-			{
-				topic = text_to_cstring(line.topic);
-				topics = lappend(topics, makeString(topic));
-			}
-			last = topic;
-		}
+		if (last != NULL && line_in_topic(&line, last))
+			continue;
 		foreach(lc, topics)
 		{
-			TopicBatch *tb = topic_batch(strVal(lfirst(lc)));
-
-			if (!write_topic_bulk(&wr, tb))
-				write_topic_each(&wr, tb);
-			pfree(tb);
+			if (line_in_topic(&line, strVal(lfirst(lc))))
+			{
+				topic = strVal(lfirst(lc));
+				break;
+			}
 		}
+		if (topic == NULL)
+		{
+			topic = text_to_cstring(line.topic);
+			topics = lappend(topics, makeString(topic));
+		}
+		last = topic;
 	}
-	ExecDropSingleTupleTableSlot(wr.slot);
+	foreach(lc, topics)
+	{
+		TopicBatch *tb = topic_batch(strVal(lfirst(lc)));
+
+		if (!write_topic_bulk(wr, tb))
+			write_topic_each(wr, tb);
+		pfree(tb);
+	}
+	ExecDropSingleTupleTableSlot(wr->slot);
 	tuplestore_end(coll.lines);
 	coll.lines = NULL;
+}
 
-	advance_own_positions(coll.caps, upto);
-
+/*
+ * After a run that stopped at a capture it did not know (see
+ * collector_admits()): remember it, so that the next run drops its changes
+ * if it does not know it either; after a run that did not stop, forget.
+ */
+static void
+note_missing_capture(bool stopped)
+{
 	if (OidIsValid(coll.unknown_relid))
 	{
 		MissingCapture *mc;
@@ -3534,13 +2496,20 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 		list_free_deep(missing_checked);
 		missing_checked = NIL;
 	}
+}
 
-	/*
-	 * Once this is written and durable, the slot may let go of the WAL
-	 * before the lowest position: upto, or that of a stopped capture, which
-	 * keeps the WAL it will need when resumed.
-	 */
-	confirm = upto;
+/*
+ * Commit the run's transaction, with the streaming captures' position
+ * (upto) as the origin's progress, then confirm the slot up to the lowest
+ * position: upto, or that of a stopped capture, which keeps the WAL it
+ * will need when resumed.
+ */
+static void
+commit_run(XLogRecPtr upto, TimestampTz last_commit)
+{
+	XLogRecPtr	confirm = upto;
+	ListCell   *lc;
+
 	foreach(lc, coll.caps)
 	{
 		CaptureState *cs = lfirst(lc);
@@ -3554,8 +2523,8 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 	if (upto > cdc_common)
 	{
 		replorigin_session_origin_lsn = upto;
-		replorigin_session_origin_timestamp = wr.last_commit != 0 ?
-			wr.last_commit : GetCurrentTimestamp();
+		replorigin_session_origin_timestamp = last_commit != 0 ?
+			last_commit : GetCurrentTimestamp();
 	}
 	end_xact();
 	replorigin_session_origin_lsn = InvalidXLogRecPtr;
@@ -3571,6 +2540,70 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 		LogicalConfirmReceivedLocation(confirm);
 		ReplicationSlotMarkDirty();
 	}
+}
+
+/*
+ * One capture step of the worker: decode the WAL written since the last
+ * run and write the changes of captured tables into their topics.  Fills
+ * result: the number of change events written; more when the run stopped
+ * at its batch limit with WAL left to read, active when there are
+ * captures, caught_up when everything committed before the run started
+ * has been captured (or was for captures that are stopped); after a run
+ * that decoded (progressed), the commit time of the last source
+ * transaction written and the position of the streaming captures.  Runs
+ * its own transactions.
+ *
+ * A capture's failure stays its own (1.4): its initial copy, or a change
+ * that cannot be rendered or written, stops that capture (or, with
+ * on_error "skip", makes the change a dead letter), and the others go on.
+ * The events of each topic are written in a subtransaction; if one fails,
+ * the topic's events are written again a source transaction at a time to
+ * find it (write_topic_each()).  Errors of the moment (a lock, memory, a
+ * cancel) fail the whole step, as any error did before.
+ */
+void
+estream_cdc_run(EstreamCdcResult *result)
+{
+	bool		copy_postponed = false;
+	bool		stopped;
+	XLogRecPtr	upto;
+	WriteRun	wr;
+
+	memset(result, 0, sizeof(*result));
+	snprintf(slot_name, sizeof(slot_name), "estream_%u", MyDatabaseId);
+	if (saved_log_min_messages[0] == '\0')
+		strlcpy(saved_log_min_messages, GetConfigOption("log_min_messages", false, false),
+				sizeof(saved_log_min_messages));
+
+	if (!prepare_run())
+		return;
+	result->active = true;
+
+	/* copies of new captures, before decoding */
+	start_pending_captures(&copy_postponed);
+
+	/*
+	 * Decode and write in one transaction: whatever it writes commits with
+	 * the positions, or not at all.
+	 */
+	begin_xact();
+	collector_begin();
+	result->more = decode_run();
+	stopped = coll.stopped;
+
+	/*
+	 * Every source transaction that ended before upto is decoded: the
+	 * reader's position, or the start of the transaction the run stopped at
+	 * (a capture without copy), whose lines and those after are not
+	 * written.
+	 */
+	upto = stopped ? coll.stop_lsn : cdc_ctx->reader->EndRecPtr;
+
+	write_run(&wr, stopped);
+	advance_own_positions(coll.caps, upto);
+	note_missing_capture(stopped);
+	commit_run(upto, wr.last_commit);
+
 	if (stopped)
 	{
 		stop_decoding();
@@ -3580,11 +2613,13 @@ estream_cdc_run(bool *more, bool *active, bool *caught_up)
 		 * table's changes: decode again at the maintenance pace only.
 		 */
 		if (copy_postponed)
-			*active = false;
+			result->active = false;
 	}
-	else if (!*more)
-		*caught_up = true;
+	else if (!result->more)
+		result->caught_up = true;
 
-	estream_worker_cdc_progress(wr.last_commit, cdc_common);
-	return wr.written;
+	result->written = wr.written;
+	result->last_commit = wr.last_commit;
+	result->position = cdc_common;
+	result->progressed = true;
 }
