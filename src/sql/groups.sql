@@ -398,7 +398,7 @@ BEGIN
 		END IF;
 		PERFORM estream._require('read', 'topic', t.name, t.owner);
 	END LOOP;
-	SELECT count(*) INTO n FROM estream.group_member m
+	SELECT count(*)::integer INTO n FROM estream.group_member m
 	WHERE m.group_id = g.group_id AND estream._member_alive(g.group_id, m.member_id);
 	IF n > 0 THEN
 		RAISE EXCEPTION 'consumer group "%" has % live member%', g.name, n,
