@@ -66,6 +66,11 @@ RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+-- @plpgsql_check_options: security_warnings = false
+-- (sql/lint.sql) rel is a list of relations for one LOCK statement, so it
+-- cannot be a regclass or a %I: every caller builds it with format() from
+-- estream's integer ids (estream.log_<topic>_<segment>), mode is a literal,
+-- and no role but the extension's owner may call this (grants.sql).
 DECLARE
 	v_ms integer;
 	v_old text := current_setting('lock_timeout');
