@@ -68,8 +68,8 @@ estream--1.3--1.4.sql: src/sql/updates/1.3--1.4.sql $(SQL_CONCERNS) src/sql/upda
 	  printf '%s\n' '\echo Use "ALTER EXTENSION estream UPDATE TO '"'"'1.4'"'"'" to load this file. \quit'; \
 	  for f in $^; do printf '\n-- ---- %s\n\n' "$$f"; cat "$$f"; done; } > $@
 
-# every object depends on the shared header (struct layouts)
-$(OBJS): src/estream.h
+# every object depends on the shared headers (struct layouts, SQLSTATEs)
+$(OBJS): src/estream.h src/errcodes.h
 
 .PHONY: bench
 bench:

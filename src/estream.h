@@ -25,6 +25,8 @@
 #include "storage/spin.h"
 #include "utils/timestamp.h"
 
+#include "errcodes.h"
+
 /* GUC variables (estream.c) */
 extern int	estream_max_partitions;
 extern int	estream_max_partitions_per_xact;
