@@ -23,7 +23,7 @@ DATA = estream--1.0.sql estream--1.0--1.1.sql estream--1.1--1.2.sql estream--1.2
 DATA_built = estream--1.4.sql estream--1.3--1.4.sql
 PGFILEDESC = "estream - event streams for PostgreSQL"
 
-REGRESS = partitioner topic produce fetch limits cache groups maintenance cdc cdc_isolation security reinstall
+REGRESS = partitioner topic produce fetch limits cache groups maintenance cdc cdc_isolation security lint reinstall
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=./tmp_check_conf/estream.conf \
 	--load-extension=estream
 
@@ -85,6 +85,8 @@ src/compact.o: src/estream.h src/schema.h
 src/cdc_envelope.o: src/cdc_envelope.h
 src/cdc_plugin.o: src/cdc_envelope.h src/cdc_plugin.h
 src/cdc_apply.o: src/estream.h src/cdc_apply.h src/cdc_envelope.h src/cdc_plugin.h src/schema.h
+# every object may raise estream's SQLSTATEs (estream.h includes errcodes.h)
+$(OBJS): src/errcodes.h
 src/worker.o: src/estream.h src/acl.h src/cdc_apply.h src/schema.h src/shmem.h src/topic.h src/worker.h
 
 # the order of the C modules (docs/architecture.md) and the length of functions

@@ -16,6 +16,9 @@
 #ifndef ESTREAM_H
 #define ESTREAM_H
 
+/* estream's own SQLSTATEs (class QE) */
+#include "errcodes.h"
+
 /* GUC variables (estream.c) */
 extern int	estream_max_partitions;
 extern int	estream_max_partitions_per_xact;

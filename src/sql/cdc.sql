@@ -266,7 +266,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict error
 DECLARE
-	v_root oid := source;
+	v_root oid := source::oid;
 BEGIN
 	IF source IS NULL THEN
 		RAISE EXCEPTION 'source must not be null' USING ERRCODE = 'null_value_not_allowed';
@@ -340,7 +340,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict error
 DECLARE
-	v_root oid := source;
+	v_root oid := source::oid;
 	c record;
 BEGIN
 	IF source IS NULL THEN

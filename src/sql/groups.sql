@@ -109,14 +109,14 @@ AS $$
 BEGIN
 	IF NOT estream._member_alive(g.group_id, p_member) THEN
 		RAISE EXCEPTION 'member "%" is not a live member of consumer group "%"', p_member, g.name
-			USING ERRCODE = 'ES002',
+			USING ERRCODE = 'QE002',	-- ERRCODE_ESTREAM_UNKNOWN_MEMBER (src/errcodes.h)
 				  DETAIL = 'Its session timed out or it left the group; its partitions were reassigned.',
 				  HINT = 'Join the group again with estream.join_group().';
 	END IF;
 END
 $$;
 COMMENT ON FUNCTION estream._require_live_member(estream."group", text) IS
-	'Raises ES002 unless the member is live (Kafka''s UNKNOWN_MEMBER_ID).';
+	'Raises QE002 unless the member is live (Kafka''s UNKNOWN_MEMBER_ID).';
 
 --
 -- Groups and committed offsets
@@ -398,7 +398,7 @@ BEGIN
 		END IF;
 		PERFORM estream._require('read', 'topic', t.name, t.owner);
 	END LOOP;
-	SELECT count(*) INTO n FROM estream.group_member m
+	SELECT count(*)::integer INTO n FROM estream.group_member m
 	WHERE m.group_id = g.group_id AND estream._member_alive(g.group_id, m.member_id);
 	IF n > 0 THEN
 		RAISE EXCEPTION 'consumer group "%" has % live member%', g.name, n,
@@ -453,14 +453,14 @@ BEGIN
 		PERFORM estream._require_live_member(g, member_id);
 		IF o.member_id IS DISTINCT FROM _commit_impl.member_id THEN
 			RAISE EXCEPTION 'partition % of topic "%" is not assigned to member "%"', _commit_impl.partition, t.name, member_id
-				USING ERRCODE = 'ES001',
+				USING ERRCODE = 'QE001',	-- ERRCODE_ESTREAM_PARTITION_NOT_ASSIGNED (src/errcodes.h)
 					  DETAIL = format('The group rebalanced (generation %s); the partition now belongs to %s.',
 									  g.generation, coalesce('member "' || o.member_id || '"', 'no member')),
 					  HINT = 'Fetch the new assignment with estream.assignment() and resume from its committed offsets.';
 		END IF;
 	ELSIF o.member_id IS NOT NULL AND estream._member_alive(g.group_id, o.member_id) THEN
 		RAISE EXCEPTION 'partition % of topic "%" is assigned to member "%"', _commit_impl.partition, t.name, o.member_id
-			USING ERRCODE = 'ES001',
+			USING ERRCODE = 'QE001',	-- ERRCODE_ESTREAM_PARTITION_NOT_ASSIGNED (src/errcodes.h)
 				  HINT = 'Pass member_id to commit as that member.';
 	END IF;
 	UPDATE estream.group_offset x SET committed_offset = _commit_impl."offset", committed_at = pg_catalog.now()
@@ -793,7 +793,7 @@ BEGIN
 	DELETE FROM estream.group_member m WHERE m.group_id = g.group_id AND m.member_id = _leave_group_impl.member_id;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'member "%" is not a member of consumer group "%"', _leave_group_impl.member_id, g.name
-			USING ERRCODE = 'ES002';
+			USING ERRCODE = 'QE002';	-- ERRCODE_ESTREAM_UNKNOWN_MEMBER (src/errcodes.h)
 	END IF;
 	PERFORM estream._rebalance(g.group_id);
 END

@@ -66,6 +66,11 @@ RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+-- @plpgsql_check_options: security_warnings = false
+-- (sql/lint.sql) rel is a list of relations for one LOCK statement, so it
+-- cannot be a regclass or a %I: every caller builds it with format() from
+-- estream's integer ids (estream.log_<topic>_<segment>), mode is a literal,
+-- and no role but the extension's owner may call this (grants.sql).
 DECLARE
 	v_ms integer;
 	v_old text := current_setting('lock_timeout');
@@ -152,7 +157,7 @@ DECLARE
 	r record;
 	cfg jsonb;
 	v_nonempty boolean;
-	v_n bigint := 0;
+	v_n bigint := 0::bigint;
 	v_failing integer[] := ARRAY(SELECT e.topic_id FROM estream.maintenance_error e WHERE e.step = 'roll segments');
 BEGIN
 	FOR r IN SELECT t.topic_id, t.partitions, t.current_segment, t.config, s.created_at,
@@ -168,7 +173,7 @@ BEGIN
 			cfg := estream.effective_config(r.config);
 			CONTINUE WHEN to_regclass(r.rel) IS NULL;	-- topic being dropped
 			-- like Kafka, an empty segment is never rolled
-			EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', r.rel) INTO v_nonempty;
+			EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', r.rel::regclass) INTO v_nonempty;
 			CONTINUE WHEN NOT v_nonempty;
 			CONTINUE WHEN NOT (
 				r.created_at <= estream._ms_ago(clock_timestamp(), (cfg->>'segment.ms')::bigint)
@@ -182,7 +187,7 @@ BEGIN
 			-- Hold the old segment until this transaction's invalidations are
 			-- out (they are sent after it becomes visible, before its locks
 			-- go): sealing it needs a lock that waits for this one.
-			EXECUTE format('LOCK TABLE %s IN ROW EXCLUSIVE MODE', r.rel);
+			EXECUTE format('LOCK TABLE %s IN ROW EXCLUSIVE MODE', r.rel::regclass);
 			PERFORM estream._add_segment(r.topic_id, r.current_segment + 1);
 			UPDATE estream.segment s SET closed_at = clock_timestamp()
 			 WHERE s.topic_id = r.topic_id AND s.segment = r.current_segment;
@@ -208,7 +213,7 @@ AS $$
 #variable_conflict error
 DECLARE
 	r record;
-	v_n bigint := 0;
+	v_n bigint := 0::bigint;
 	v_failing integer[] := ARRAY(SELECT e.topic_id FROM estream.maintenance_error e WHERE e.step = 'seal segments');
 BEGIN
 	-- A closed segment is sealed once no transaction holds it: producers
@@ -260,7 +265,7 @@ DECLARE
 	v_parts integer[];
 	v_maxes bigint[];
 	v_min bigint;
-	v_n bigint := 0;
+	v_n bigint := 0::bigint;
 	v_failing integer[] := ARRAY(SELECT e.topic_id FROM estream.maintenance_error e WHERE e.step = 'apply retention');
 BEGIN
 	PERFORM estream._require_read_committed();
@@ -278,7 +283,7 @@ BEGIN
 			v_bytes := (cfg->>'retention.bytes')::bigint;
 			CONTINUE WHEN v_ms < 0 AND v_bytes < 0;
 
-			SELECT coalesce(sum(pg_total_relation_size(sg.relid)), 0) INTO v_total
+			SELECT coalesce(sum(pg_total_relation_size(sg.relid)), 0)::bigint INTO v_total
 			  FROM estream.segment sg WHERE sg.topic_id = t.topic_id AND sg.truncated_at IS NULL;
 
 			-- oldest first, and stop at the first segment that must stay
@@ -305,7 +310,7 @@ BEGIN
 				-- transaction in flight.
 				EXECUTE format('SELECT array_agg(x.partition ORDER BY x.partition), array_agg(x.m ORDER BY x.partition)'
 							   ' FROM (SELECT l.partition, max(l."offset") AS m FROM %s l GROUP BY l.partition) x',
-							   s.rel)
+							   s.rel::regclass)
 					INTO v_parts, v_maxes;
 				SELECT count(*) INTO v_blocked
 				  FROM unnest(v_parts, v_maxes) u(p, m)
@@ -362,7 +367,7 @@ AS $$
 DECLARE
 	r record;
 	v_nonempty boolean;
-	v_n bigint := 0;
+	v_n bigint := 0::bigint;
 	v_failing integer[] := ARRAY(SELECT e.topic_id FROM estream.maintenance_error e WHERE e.step = 'drop empty segments');
 BEGIN
 	FOR r IN SELECT s.topic_id, s.segment,
@@ -379,14 +384,14 @@ BEGIN
 			-- dropping a partition locks its log exclusively: readers queue
 			-- behind for at most estream.maintenance_lock_timeout
 			CONTINUE WHEN NOT estream._try_lock(format('%s, %s', r.log_relid, r.relid), 'ACCESS EXCLUSIVE');
-			EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', r.relid) INTO v_nonempty;
+			EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', r.relid::regclass) INTO v_nonempty;
 			IF v_nonempty THEN
 				-- cannot happen once sealed; let retention look at it again
 				UPDATE estream.segment s SET truncated_at = NULL
 				 WHERE s.topic_id = r.topic_id AND s.segment = r.segment;
 				CONTINUE;
 			END IF;
-			EXECUTE format('DROP TABLE %s', r.relid);
+			EXECUTE format('DROP TABLE %s', r.relid::regclass);
 			DELETE FROM estream.segment s WHERE s.topic_id = r.topic_id AND s.segment = r.segment;
 			v_n := v_n + 1;
 		EXCEPTION WHEN OTHERS THEN
@@ -419,7 +424,7 @@ DECLARE
 	v_removed bigint;
 	v_topic_removed bigint;
 	v_empty boolean;
-	v_n bigint := 0;
+	v_n bigint := 0::bigint;
 	v_failing integer[] := ARRAY(SELECT e.topic_id FROM estream.maintenance_error e WHERE e.step = 'compact');
 BEGIN
 	PERFORM estream._require_read_committed();

@@ -257,7 +257,7 @@ BEGIN
 
 	-- skip ids whose log table exists already (left by a dropped extension)
 	LOOP
-		v_id := nextval('estream.topic_id_seq');
+		v_id := nextval('estream.topic_id_seq')::integer;
 		EXIT WHEN to_regclass(format('estream.log_%s', v_id)) IS NULL;
 	END LOOP;
 	EXECUTE format('CREATE TABLE estream.log_%s ('

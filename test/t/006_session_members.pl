@@ -16,8 +16,8 @@
 #   its partitions away (m1 0,2,4; m2 1,3,5), not before its timeout;
 # - m3's old partitions are consumed by m1 and m2 from m3's committed
 #   offsets;
-# - m3 gets ES002 from commit, heartbeat and consume (and leave_group); m2
-#   committing partition 4, which it lost in the rebalance, gets ES001, as
+# - m3 gets QE002 from commit, heartbeat and consume (and leave_group); m2
+#   committing partition 4, which it lost in the rebalance, gets QE001, as
 #   does a commit without member id of a partition a live member owns;
 # - a member joining again gets its partitions back, and leave_group gives
 #   them away at once;
@@ -26,7 +26,7 @@
 #   offsets reach the stable offsets; members that leave leave the group
 #   empty, and it can be deleted.
 #
-# Members rejoin when they get ES002 themselves (a stalled machine can make
+# Members rejoin when they get QE002 themselves (a stalled machine can make
 # a live member time out); that is reported, not failed on.
 #
 # Application roles: the producer runs as sm_producer, a member of the
@@ -75,7 +75,7 @@ CREATE TABLE processed (
 	"offset" bigint NOT NULL,
 	id bigint NOT NULL,
 	at timestamptz NOT NULL DEFAULT clock_timestamp());
--- ES001/ES002 the members got, and their joins
+-- QE001/QE002 the members got, and their joins
 CREATE TABLE member_events (
 	member text NOT NULL,
 	event text NOT NULL,
@@ -142,7 +142,7 @@ BEGIN
 		recs := NULL;
 		BEGIN
 			SELECT array_agg(c) INTO recs FROM estream.consume('sg', me, 20, 100) c;
-		EXCEPTION WHEN SQLSTATE 'ES002' THEN
+		EXCEPTION WHEN SQLSTATE 'QE002' THEN
 			PERFORM estream.join_group('sg', '{sm}', me, $session_timeout_ms, 'earliest');
 			INSERT INTO member_events (member, event) VALUES (me, 'rejoined');
 		END;
@@ -161,7 +161,7 @@ BEGIN
 				  FROM unnest(recs) r GROUP BY r.partition LOOP
 			BEGIN
 				PERFORM estream.commit('sg', 'sm', hi.partition, hi.next, me);
-			EXCEPTION WHEN SQLSTATE 'ES001' OR SQLSTATE 'ES002' THEN
+			EXCEPTION WHEN SQLSTATE 'QE001' OR SQLSTATE 'QE002' THEN
 				INSERT INTO member_events (member, event, partition)
 					VALUES (me, SQLSTATE, hi.partition);
 			END;
@@ -383,24 +383,24 @@ WHERE partition = $p AND member = '$owner' AND at > '$m3_gone_at'
 }
 
 #
-# ES002 for m3, ES001 for commits of partitions a member does not own.
+# QE002 for m3, QE001 for commits of partitions a member does not own.
 #
 like(
 	psql_error(q{SELECT estream.commit('sg', 'sm', 2, 0, 'm3')}),
-	qr/ERROR:  ES002: member "m3" is not a live member of consumer group "sg"/,
-	'm3 committing its old partition gets ES002');
+	qr/ERROR:  QE002: member "m3" is not a live member of consumer group "sg"/,
+	'm3 committing its old partition gets QE002');
 like(
 	psql_error(q{SELECT estream.heartbeat('sg', 'm3')}),
-	qr/ERROR:  ES002: member "m3" is not a live member of consumer group "sg"/,
-	'm3 heartbeating gets ES002');
+	qr/ERROR:  QE002: member "m3" is not a live member of consumer group "sg"/,
+	'm3 heartbeating gets QE002');
 like(
 	psql_error(q{SELECT * FROM estream.consume('sg', 'm3')}),
-	qr/ERROR:  ES002: member "m3" is not a live member of consumer group "sg"/,
-	'm3 consuming gets ES002');
+	qr/ERROR:  QE002: member "m3" is not a live member of consumer group "sg"/,
+	'm3 consuming gets QE002');
 like(
 	psql_error(q{SELECT estream.leave_group('sg', 'm3')}),
-	qr/ERROR:  ES002: member "m3" is not a member of consumer group "sg"/,
-	'm3 leaving gets ES002');
+	qr/ERROR:  QE002: member "m3" is not a member of consumer group "sg"/,
+	'm3 leaving gets QE002');
 
 my $offset4 = $node->safe_psql('postgres',
 	q{SELECT committed_offset FROM estream.committed('sg', 'sm') WHERE partition = 4});
@@ -408,14 +408,14 @@ my $stderr = psql_error(
 	"SELECT estream.commit('sg', 'sm', 4, $offset4, 'm2')");
 like(
 	$stderr,
-	qr/ERROR:  ES001: partition 4 of topic "sm" is not assigned to member "m2"/,
-	'm2 committing partition 4, which it lost in the rebalance, gets ES001');
+	qr/ERROR:  QE001: partition 4 of topic "sm" is not assigned to member "m2"/,
+	'm2 committing partition 4, which it lost in the rebalance, gets QE001');
 like($stderr, qr/DETAIL:  The group rebalanced \(generation \d+\); the partition now belongs to member "m1"\./,
-	'the ES001 detail names the new owner');
+	'the QE001 detail names the new owner');
 like(
 	psql_error("SELECT estream.commit('sg', 'sm', 4, $offset4)"),
-	qr/ERROR:  ES001: partition 4 of topic "sm" is assigned to member "m1"/,
-	'a commit without member id of a partition a live member owns gets ES001');
+	qr/ERROR:  QE001: partition 4 of topic "sm" is assigned to member "m1"/,
+	'a commit without member id of a partition a live member owns gets QE001');
 
 #
 # m3 joins again (with a long session, so that it cannot time out here) and
@@ -464,17 +464,17 @@ CREATE TABLE final_log AS
 	FROM generate_series(0, 5) part,
 		 LATERAL estream.fetch('sm', part, 0, 100000) f});
 
-my ($n_input, $n_processed, $n_distinct, $rejoins, $es001, $es002) =
+my ($n_input, $n_processed, $n_distinct, $rejoins, $qe001, $qe002) =
   split /\|/, $node->safe_psql(
 	'postgres', q{
 SELECT (SELECT count(*) FROM input_ids),
 	   (SELECT count(*) FROM processed),
 	   (SELECT count(DISTINCT (partition, "offset")) FROM processed),
 	   (SELECT count(*) FROM member_events WHERE event = 'rejoined'),
-	   (SELECT count(*) FROM member_events WHERE event = 'ES001'),
-	   (SELECT count(*) FROM member_events WHERE event = 'ES002')});
+	   (SELECT count(*) FROM member_events WHERE event = 'QE001'),
+	   (SELECT count(*) FROM member_events WHERE event = 'QE002')});
 note "$n_input input records, $n_processed processed ($n_distinct distinct); "
-  . "members got ES001 $es001 times, ES002 $es002 times and rejoined $rejoins times";
+  . "members got QE001 $qe001 times, QE002 $qe002 times and rejoined $rejoins times";
 
 cmp_ok($n_input, '>',
 	$n_partitions * $n_prefill_per_partition,
