@@ -660,18 +660,33 @@ estream_start_worker(PG_FUNCTION_ARGS)
 	/* a database that will get no worker: say so now, not never */
 	{
 		bool		own = false;
+		bool		own_unstarted = false;
 		int			free_slots = 0;
 
 		LWLockAcquire(worker_shared->lock, LW_SHARED);
 		for (int i = 0; i < worker_shared->nslots; i++)
 		{
-			if (worker_shared->slots[i].state == WS_FREE)
+			EstreamWorkerSlot *s = &worker_shared->slots[i];
+
+			if (s->state == WS_FREE)
 				free_slots++;
-			else if (worker_shared->slots[i].dbid == MyDatabaseId)
-				own = true;
+			else if (s->dbid == MyDatabaseId)
+			{
+				/*
+				 * The launcher may have tried this database before the
+				 * extension was created (it looks at every database) and
+				 * found no background worker slot: that is no worker.
+				 */
+				if (s->state == WS_FAILED &&
+					strncmp(s->last_error, NO_WORKER_SLOT_ERROR, strlen(NO_WORKER_SLOT_ERROR)) == 0)
+					own_unstarted = true;
+				else
+					own = true;
+			}
 		}
 		LWLockRelease(worker_shared->lock);
-		if (!own && worker_shared->nslots - free_slots + reserved_worker_slots() >= max_worker_processes)
+		if (own_unstarted ||
+			(!own && worker_shared->nslots - free_slots + reserved_worker_slots() >= max_worker_processes))
 			ereport(WARNING,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 					 errmsg("estream has no free background worker slot for this database"),
