@@ -89,6 +89,14 @@ src/cdc_apply.o: src/estream.h src/cdc_apply.h src/cdc_envelope.h src/cdc_plugin
 $(OBJS): src/errcodes.h
 src/worker.o: src/estream.h src/acl.h src/cdc_apply.h src/schema.h src/shmem.h src/topic.h src/worker.h
 
+# lay out the C sources as pgindent would (pg_bsd_indent); format-check
+# changes nothing and fails on what is not laid out (the test command runs it)
+.PHONY: format format-check
+format:
+	PG_CONFIG=$(PG_CONFIG) ./scripts/format.sh
+format-check:
+	PG_CONFIG=$(PG_CONFIG) ./scripts/format.sh --check
+
 # the order of the C modules (docs/architecture.md) and the length of functions
 .PHONY: check-modules
 check-modules: all

@@ -13,7 +13,7 @@ fi
 # (postgresql-15-plpgsql-check: the lint of sql/lint.sql, a plain extension
 # that the temporary instances load without preloading).
 estream_install_deps() {
-	local pkgs="postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-plpgsql-check libipc-run-perl make gcc $*"
+	local pkgs="postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-plpgsql-check pg-bsd-indent libipc-run-perl make gcc $*"
 	local missing=""
 	for p in $pkgs; do
 		dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

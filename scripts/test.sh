@@ -10,6 +10,11 @@ cd "$ESTREAM_ROOT"
 estream_install_deps
 estream_build_install
 
+# the shape of the C sources: laid out as pgindent would, modules called
+# in one direction only, no function of 150 lines or more
+./scripts/format.sh --check
+make -s PG_CONFIG="$PG_CONFIG" check-modules
+
 estream_prepare_rundir
 status=0
 estream_as_owner make -s PG_CONFIG="$PG_CONFIG" installcheck || status=$?

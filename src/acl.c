@@ -130,6 +130,7 @@ static const struct
 	const char *name;
 	uint32		op;
 }			operation_names[] =
+
 {
 	{"read", ESTREAM_OP_READ},
 	{"write", ESTREAM_OP_WRITE},
@@ -724,6 +725,7 @@ Datum
 estream_gateway(PG_FUNCTION_ARGS)
 {
 	GatewayCache *gc = (GatewayCache *) fcinfo->flinfo->fn_extra;
+
 	LOCAL_FCINFO(impl, FUNC_MAX_ARGS);
 	Oid			save_caller = gateway_caller;
 	Datum		result;
@@ -830,9 +832,9 @@ estream_lock_name(PG_FUNCTION_ARGS)
 	bool		wait = PG_GETARG_BOOL(2);
 	LOCKTAG		tag;
 	uint32		h1 = DatumGetUInt32(hash_any((unsigned char *) VARDATA_ANY(space),
-											VARSIZE_ANY_EXHDR(space)));
+											 VARSIZE_ANY_EXHDR(space)));
 	uint32		h2 = DatumGetUInt32(hash_any((unsigned char *) VARDATA_ANY(name),
-											VARSIZE_ANY_EXHDR(name)));
+											 VARSIZE_ANY_EXHDR(name)));
 
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, h1, h2, ESTREAM_LOCKTAG_FIELD4);
 	PG_RETURN_BOOL(LockAcquire(&tag, ExclusiveLock, false, !wait) != LOCKACQUIRE_NOT_AVAIL);

@@ -242,7 +242,7 @@ missing_was_checked(Oid relid, TimestampTz created_at)
 
 static char slot_name[NAMEDATALEN];
 static bool origin_set_up = false;
-static RepOriginId cdc_origin = InvalidRepOriginId;	/* when origin_set_up */
+static RepOriginId cdc_origin = InvalidRepOriginId; /* when origin_set_up */
 
 /*
  * Positions in the source WAL.  A capture's position says that every source
@@ -340,11 +340,11 @@ collector_admits(Collector *c, ReorderBufferTXN *txn, Oid relid,
 	if (cs == NULL)
 	{
 		/*
-		 * Uncaptured since, or captured by a transaction that committed
-		 * (the plugin saw it) but was not visible yet when this run loaded
-		 * the captures.  Stop here; the next run loads them again once that
-		 * transaction is visible, and drops the changes if the capture is
-		 * not there.
+		 * Uncaptured since, or captured by a transaction that committed (the
+		 * plugin saw it) but was not visible yet when this run loaded the
+		 * captures.  Stop here; the next run loads them again once that
+		 * transaction is visible, and drops the changes if the capture is not
+		 * there.
 		 */
 		if (missing_was_checked(relid, created_at))
 			return false;
@@ -714,8 +714,8 @@ copy_table(Oid relid, const char *topic, char **columns, int ncolumns,
 
 	/*
 	 * Locked, the table keeps its owner and name until the end of the
-	 * transaction.  Dropped since the transaction's snapshot was taken, it
-	 * is gone as much as if it had been dropped before.
+	 * transaction.  Dropped since the transaction's snapshot was taken, it is
+	 * gone as much as if it had been dropped before.
 	 */
 	LockRelationOid(relid, AccessShareLock);
 	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
@@ -743,8 +743,8 @@ copy_table(Oid relid, const char *topic, char **columns, int ncolumns,
 
 	/*
 	 * One ts_ms for the whole copy, rounded to the millisecond as
-	 * (extract(epoch FROM clock_timestamp()) * 1000)::bigint did, and the
-	 * WAL position of pg_current_wal_lsn() before anything is written.
+	 * (extract(epoch FROM clock_timestamp()) * 1000)::bigint did, and the WAL
+	 * position of pg_current_wal_lsn() before anything is written.
 	 */
 	now = GetCurrentTimestamp();
 	ce.source.ts_ms = (now + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY + 500) / 1000;
@@ -1417,7 +1417,7 @@ static void
 batch_add(TopicBatch *tb, Line *line)
 {
 	Size		size = VARSIZE_ANY(DatumGetPointer(line->value)) +
-		(line->key_null ? 0 : VARSIZE_ANY(DatumGetPointer(line->key)));
+	(line->key_null ? 0 : VARSIZE_ANY(DatumGetPointer(line->key)));
 
 	/* a batch stays below estream.max_batch_bytes */
 	if (tb->n > 0 && (tb->n == CDC_APPLY_CHUNK || tb->bytes + size > apply_bytes()))
@@ -2002,8 +2002,8 @@ start_decoding(List *caps)
 	estream_cdc_plugin_set_writer(&coll.writer);
 
 	/*
-	 * Starting to decode logs two LOG lines: only the first start of a
-	 * worker is logged.
+	 * Starting to decode logs two LOG lines: only the first start of a worker
+	 * is logged.
 	 */
 	if (decoded_once)
 		SetConfigOption("log_min_messages", "fatal", PGC_SUSET, PGC_S_SESSION);
@@ -2032,9 +2032,9 @@ start_decoding(List *caps)
 		LogicalConfirmReceivedLocation(hold);
 
 	/*
-	 * A capture's position behind the slot (a slot dropped by hand and
-	 * made again, say): the changes in between are not in the WAL the slot
-	 * decodes any more.
+	 * A capture's position behind the slot (a slot dropped by hand and made
+	 * again, say): the changes in between are not in the WAL the slot decodes
+	 * any more.
 	 */
 	foreach(lc, caps)
 	{
@@ -2358,9 +2358,9 @@ decode_run(void)
 		start_decoding(coll.caps);
 
 	/*
-	 * Decoding builds catalog cache entries from the catalogs as they were
-	 * at each change, and must not use entries built from today's: flush
-	 * the caches before and after it, as logicalfuncs.c does.
+	 * Decoding builds catalog cache entries from the catalogs as they were at
+	 * each change, and must not use entries built from today's: flush the
+	 * caches before and after it, as logicalfuncs.c does.
 	 */
 	end_of_wal = GetFlushRecPtr(NULL);
 	if (cdc_ctx->reader->EndRecPtr < end_of_wal)
@@ -2373,9 +2373,9 @@ decode_run(void)
 			char	   *errm = NULL;
 
 			/*
-			 * The reader allocates its decode buffer and oversized records
-			 * in the current memory context, and frees them at a later
-			 * read: they must live as long as the decoding context.
+			 * The reader allocates its decode buffer and oversized records in
+			 * the current memory context, and frees them at a later read:
+			 * they must live as long as the decoding context.
 			 */
 			old = MemoryContextSwitchTo(cdc_ctx->context);
 			record = XLogReadRecord(cdc_ctx->reader, &errm);
@@ -2473,10 +2473,10 @@ note_missing_capture(bool stopped)
 		MemoryContext oldcxt;
 
 		/*
-		 * The next run must see the capture if it is there: the
-		 * transaction that wrote its row has committed (its commit record
-		 * precedes the change), it may not have ended yet.  A short wait,
-		 * without lock_timeout.
+		 * The next run must see the capture if it is there: the transaction
+		 * that wrote its row has committed (its commit record precedes the
+		 * change), it may not have ended yet.  A short wait, without
+		 * lock_timeout.
 		 */
 		if (TransactionIdIsValid(coll.unknown_xmin) &&
 			TransactionIdIsInProgress(coll.unknown_xmin))
@@ -2594,8 +2594,7 @@ estream_cdc_run(EstreamCdcResult *result)
 	/*
 	 * Every source transaction that ended before upto is decoded: the
 	 * reader's position, or the start of the transaction the run stopped at
-	 * (a capture without copy), whose lines and those after are not
-	 * written.
+	 * (a capture without copy), whose lines and those after are not written.
 	 */
 	upto = stopped ? coll.stop_lsn : cdc_ctx->reader->EndRecPtr;
 

@@ -24,8 +24,8 @@ typedef struct EstreamCdcResult
 	bool		active;			/* there are captures */
 	bool		caught_up;		/* everything committed before the step
 								 * started is captured */
-	bool		progressed;		/* decoded and committed: the two below
-								 * are set */
+	bool		progressed;		/* decoded and committed: the two below are
+								 * set */
 	TimestampTz last_commit;	/* source commit last written, 0: none */
 	XLogRecPtr	position;		/* position of the streaming captures */
 } EstreamCdcResult;

@@ -431,7 +431,7 @@ estream_cdc_unix_ms(TimestampTz ts)
  * block, and ts_ms (ESTREAM_CDC_TS_NOW: the time it is built).  The initial
  * copy's source (source->snapshot) has no transaction.
  */
-Jsonb *
+Jsonb	   *
 estream_cdc_envelope(EstreamRenderer *vr, const EstreamCdcRow *before,
 					 const EstreamCdcRow *after, const char *op,
 					 const EstreamCdcSource *source, int64 ts_ms)
@@ -488,7 +488,7 @@ estream_cdc_envelope(EstreamRenderer *vr, const EstreamCdcRow *before,
 }
 
 /* the key of an event: the object of the key columns key->atts */
-Jsonb *
+Jsonb	   *
 estream_cdc_key(EstreamRenderer *vr, const EstreamCdcRow *key)
 {
 	JsonbParseState *ps = NULL;
@@ -504,7 +504,7 @@ estream_cdc_key(EstreamRenderer *vr, const EstreamCdcRow *key)
  * identity's columns, so that index's columns are then the key of every
  * event, and all events of a row still go to one partition.
  */
-Bitmapset *
+Bitmapset  *
 estream_cdc_key_attnums(Relation rel)
 {
 	Bitmapset  *pk = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);

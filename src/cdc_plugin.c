@@ -168,6 +168,7 @@ plugin_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_in
 	st->cache_cxt = AllocSetContextCreate(ctx->context, "estream capture cache",
 										  ALLOCSET_SMALL_SIZES);
 	reset_capture_cache(st);
+
 	/*
 	 * Catalog lookups need a transaction, which a walsender does not have
 	 * here: the worker's origin and the database name are looked up at the
@@ -581,10 +582,10 @@ plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 
 	/*
 	 * An update that changes the key is a delete under the old key and a
-	 * create under the new one, as in Debezium: each key's partition gets
-	 * the end or the start of the row's history.  (Under REPLICA IDENTITY
-	 * DEFAULT or USING INDEX the old key is in the WAL only when it
-	 * changed; under FULL it always is.)
+	 * create under the new one, as in Debezium: each key's partition gets the
+	 * end or the start of the row's history.  (Under REPLICA IDENTITY DEFAULT
+	 * or USING INDEX the old key is in the WAL only when it changed; under
+	 * FULL it always is.)
 	 */
 	if (change->action == REORDER_BUFFER_CHANGE_UPDATE && key != NULL && oldtup != NULL)
 	{

@@ -137,9 +137,9 @@ log_start_offset(EstreamTopic *topic, int32 partition)
 
 		topic->log_start_plan =
 			estream_prepare_kept("SELECT log_start_offset FROM estream.partition"
-						 " WHERE topic_id OPERATOR(pg_catalog.=) $1"
-						 " AND partition OPERATOR(pg_catalog.=) $2",
-						 2, argtypes);
+								 " WHERE topic_id OPERATOR(pg_catalog.=) $1"
+								 " AND partition OPERATOR(pg_catalog.=) $2",
+								 2, argtypes);
 	}
 	args[0] = Int32GetDatum(topic->topic_id);
 	args[1] = Int32GetDatum(partition);
@@ -278,7 +278,7 @@ emit_row(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
 			Jsonb	   *jb = DatumGetJsonbP(value);
 			char	   *str = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
 
-			row[4] = PointerGetDatum(cstring_to_text(str));	/* same layout as bytea */
+			row[4] = PointerGetDatum(cstring_to_text(str)); /* same layout as bytea */
 			nulls[4] = false;
 		}
 		else
@@ -358,10 +358,10 @@ read_range(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
 		Oid			argtypes[4] = {INT4OID, INT8OID, INT8OID, INT4OID};
 
 		sql = psprintf("SELECT \"offset\", ts, key, value, value_bin, headers"
-				 " FROM estream.log_%d WHERE partition OPERATOR(pg_catalog.=) $1"
-				 " AND \"offset\" OPERATOR(pg_catalog.>=) $2"
-				 " AND \"offset\" OPERATOR(pg_catalog.<) $3"
-				 " ORDER BY \"offset\" LIMIT $4", topic->topic_id);
+					   " FROM estream.log_%d WHERE partition OPERATOR(pg_catalog.=) $1"
+					   " AND \"offset\" OPERATOR(pg_catalog.>=) $2"
+					   " AND \"offset\" OPERATOR(pg_catalog.<) $3"
+					   " ORDER BY \"offset\" LIMIT $4", topic->topic_id);
 		topic->fetch_plan = estream_prepare_kept(sql, 4, argtypes);
 	}
 
@@ -371,8 +371,8 @@ read_range(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
 	args[3] = Int32GetDatum(max);
 
 	/*
-	 * The snapshot must be taken after the watermark was read (or be the
-	 * one the persisted watermark was read with).
+	 * The snapshot must be taken after the watermark was read (or be the one
+	 * the persisted watermark was read with).
 	 */
 	rc = SPI_execute_snapshot(topic->fetch_plan, args, NULL,
 							  snap ? snap : GetLatestSnapshot(), InvalidSnapshot,
@@ -636,10 +636,10 @@ estream_offsets_for_times(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 
 	sql = psprintf("SELECT \"offset\", ts FROM estream.log_%d"
-			 " WHERE partition OPERATOR(pg_catalog.=) $1"
-			 " AND ts OPERATOR(pg_catalog.>=) $2"
-			 " AND \"offset\" OPERATOR(pg_catalog.<) $3"
-			 " ORDER BY \"offset\" LIMIT 1", topic->topic_id);
+				   " WHERE partition OPERATOR(pg_catalog.=) $1"
+				   " AND ts OPERATOR(pg_catalog.>=) $2"
+				   " AND \"offset\" OPERATOR(pg_catalog.<) $3"
+				   " ORDER BY \"offset\" LIMIT 1", topic->topic_id);
 	plan = SPI_prepare(sql, 3, argtypes);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));

@@ -81,7 +81,7 @@ estream_partition_for_key(const char *data, int len, int32 partitions)
  * The bytes of a text value in UTF-8, whatever the database encoding.  The
  * result may point into the argument; it is not NUL-terminated.
  */
-char *
+char	   *
 estream_text_to_utf8(text *t, int *len)
 {
 	char	   *src = VARDATA_ANY(t);

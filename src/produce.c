@@ -121,7 +121,7 @@ check_record_size(EstreamTopic *topic, ProduceRecord *r, int index)
 {
 	Size		size = record_size(r);
 	int64		limit = topic->max_message_bytes >= 0 ?
-		topic->max_message_bytes : estream_default_max_message_bytes;
+	topic->max_message_bytes : estream_default_max_message_bytes;
 
 	if (size > limit)
 		ereport(ERROR,
@@ -177,8 +177,8 @@ prepare_insert_plans(EstreamTopic *topic, bool batch)
 		BYTEAOID, JSONBOID, BYTEAOID, JSONBOID};
 
 		sql = psprintf("INSERT INTO estream.log_%d_%d " INSERT_COLUMNS
-				 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", topic->topic_id,
-				 topic->segment);
+					   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", topic->topic_id,
+					   topic->segment);
 		topic->insert_plan = estream_prepare_kept(sql, 8, argtypes);
 	}
 	if (batch && topic->insert_batch_plan == NULL)
@@ -188,11 +188,11 @@ prepare_insert_plans(EstreamTopic *topic, bool batch)
 		BYTEAARRAYOID, JSONBARRAYOID, BYTEAARRAYOID, JSONBARRAYOID};
 
 		sql = psprintf("INSERT INTO estream.log_%d_%d " INSERT_COLUMNS
-				 " SELECT $1, u.p, u.o, $4, u.k, u.v, u.b, u.h"
-				 " FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3),"
-				 " pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7),"
-				 " pg_catalog.unnest($8)) AS u(p, o, k, v, b, h)",
-				 topic->topic_id, topic->segment);
+					   " SELECT $1, u.p, u.o, $4, u.k, u.v, u.b, u.h"
+					   " FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3),"
+					   " pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7),"
+					   " pg_catalog.unnest($8)) AS u(p, o, k, v, b, h)",
+					   topic->topic_id, topic->segment);
 		topic->insert_batch_plan = estream_prepare_kept(sql, 8, argtypes);
 	}
 }
@@ -257,9 +257,9 @@ open_segment(EstreamTopic **topicp)
 		/*
 		 * Taking the lock processed invalidations.  If the worker started a
 		 * new segment (or the topic changed) since the lookup, look again:
-		 * once the worker has sealed a segment, nobody may insert into it.
-		 * A transaction that held the lock already keeps its segment, and
-		 * the worker cannot seal that one before it ends.
+		 * once the worker has sealed a segment, nobody may insert into it. A
+		 * transaction that held the lock already keeps its segment, and the
+		 * worker cannot seal that one before it ends.
 		 */
 		if (!estream_topic_cache_is_stale())
 			break;
@@ -277,8 +277,8 @@ open_segment(EstreamTopic **topicp)
 				 errhint("The topic may have been dropped concurrently.")));
 
 	/*
-	 * From 1.4 on the caller's write right was checked, and this runs as
-	 * the extension's owner; before, the caller's table privilege decides.
+	 * From 1.4 on the caller's write right was checked, and this runs as the
+	 * extension's owner; before, the caller's table privilege decides.
 	 */
 	aclresult = pg_class_aclcheck(RelationGetRelid(rel), GetUserId(), ACL_INSERT);
 	if (aclresult != ACLCHECK_OK)
@@ -473,8 +473,8 @@ produce_records(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
 
 	/*
 	 * The lookup done again after the lock may have found another topic of
-	 * that name (dropped and created again meanwhile, by another role):
-	 * the caller's right is checked again on what it found.
+	 * that name (dropped and created again meanwhile, by another role): the
+	 * caller's right is checked again on what it found.
 	 */
 	if (topic != authorized)
 		estream_require(caller, ESTREAM_OP_WRITE, ESTREAM_TOPIC, topic->name, topic->owner);
@@ -536,10 +536,10 @@ produce_records(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
 	 * Before reserving anything: the transaction stays within
 	 * estream.max_partitions_per_transaction, and every partition has its
 	 * slot (initialized).  A call to several partitions pins their slots
-	 * until it has reserved in all of them, so that it either gets them
-	 * all or fails, with 53200, having reserved nothing; a call to one
-	 * partition checks in the reservation that its slot is still the one
-	 * it looked up, and looks again if not.
+	 * until it has reserved in all of them, so that it either gets them all
+	 * or fails, with 53200, having reserved nothing; a call to one partition
+	 * checks in the reservation that its slot is still the one it looked up,
+	 * and looks again if not.
 	 */
 	parts = palloc(sizeof(int32) * topic->partitions);
 	for (int p = 0; p < topic->partitions; p++)

@@ -21,9 +21,11 @@
 #define ESTREAM_SCHEMA_NONE		0	/* not installed in this database */
 #define ESTREAM_SCHEMA_1_0		10000
 #define ESTREAM_SCHEMA_1_1		10100
-#define ESTREAM_SCHEMA_1_2		10200	/* worker steps, persisted stable offsets */
+#define ESTREAM_SCHEMA_1_2		10200	/* worker steps, persisted stable
+										 * offsets */
 #define ESTREAM_SCHEMA_1_3		10300	/* change data capture */
-#define ESTREAM_SCHEMA_1_4		10400	/* rights, per-capture failure policies */
+#define ESTREAM_SCHEMA_1_4		10400	/* rights, per-capture failure
+										 * policies */
 
 extern void estream_schema_init(void);
 extern int	estream_schema_version(void);

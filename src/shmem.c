@@ -247,8 +247,8 @@ typedef struct LocalPartKey
 typedef struct LocalPartEntry
 {
 	LocalPartKey key;
-	EstreamPartRef ref;			/* a hint: checked at every use; part NULL
-								 * if none */
+	EstreamPartRef ref;			/* a hint: checked at every use; part NULL if
+								 * none */
 	bool		has_end;		/* end is known */
 	int64		end;			/* watermark of the partition without a slot */
 	uint64		end_creations;	/* creation count of its bucket then */
@@ -336,9 +336,9 @@ estream_partitions_shmem_startup(LWLock *lock)
 							  &info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
 
 	/*
-	 * Every slot's mutex and condition variable are initialized here, once:
-	 * a backend may be about to sleep on a slot's condition variable while
-	 * the slot changes hands.
+	 * Every slot's mutex and condition variable are initialized here, once: a
+	 * backend may be about to sleep on a slot's condition variable while the
+	 * slot changes hands.
 	 */
 	slots = ShmemInitStruct("estream partition slots",
 							mul_size(n, sizeof(EstreamPartition)), &found_slots);
@@ -457,30 +457,30 @@ stored_offset_end(EstreamTopic *topic, int32 partition)
 
 		/*
 		 * 1 + the highest stored offset, but never below the log start:
-		 * retention may have dropped every record of the partition.  From
-		 * 1.2 on, never below the stable offset the worker persisted nor
-		 * an offset a consumer group committed either: with
-		 * synchronous_commit = off a crash can lose committed records that
-		 * consumers have already read past.
+		 * retention may have dropped every record of the partition.  From 1.2
+		 * on, never below the stable offset the worker persisted nor an
+		 * offset a consumer group committed either: with synchronous_commit =
+		 * off a crash can lose committed records that consumers have already
+		 * read past.
 		 */
 		if (topic->has_persisted)
 			sql = psprintf("SELECT pg_catalog.max(\"offset\") OPERATOR(pg_catalog.+) 1,"
-					 " (SELECT GREATEST(p.log_start_offset, p.stable_offset,"
-					 "   (SELECT pg_catalog.max(o.committed_offset) FROM estream.group_offset o"
-					 "     WHERE o.topic_id OPERATOR(pg_catalog.=) %d"
-					 "     AND o.partition OPERATOR(pg_catalog.=) $1))"
-					 "   FROM estream.partition p"
-					 "   WHERE p.topic_id OPERATOR(pg_catalog.=) %d"
-					 "   AND p.partition OPERATOR(pg_catalog.=) $1)"
-					 " FROM estream.log_%d WHERE partition OPERATOR(pg_catalog.=) $1",
-					 topic->topic_id, topic->topic_id, topic->topic_id);
+						   " (SELECT GREATEST(p.log_start_offset, p.stable_offset,"
+						   "   (SELECT pg_catalog.max(o.committed_offset) FROM estream.group_offset o"
+						   "     WHERE o.topic_id OPERATOR(pg_catalog.=) %d"
+						   "     AND o.partition OPERATOR(pg_catalog.=) $1))"
+						   "   FROM estream.partition p"
+						   "   WHERE p.topic_id OPERATOR(pg_catalog.=) %d"
+						   "   AND p.partition OPERATOR(pg_catalog.=) $1)"
+						   " FROM estream.log_%d WHERE partition OPERATOR(pg_catalog.=) $1",
+						   topic->topic_id, topic->topic_id, topic->topic_id);
 		else
 			sql = psprintf("SELECT pg_catalog.max(\"offset\") OPERATOR(pg_catalog.+) 1,"
-					 " (SELECT p.log_start_offset FROM estream.partition p"
-					 "   WHERE p.topic_id OPERATOR(pg_catalog.=) %d"
-					 "   AND p.partition OPERATOR(pg_catalog.=) $1)"
-					 " FROM estream.log_%d WHERE partition OPERATOR(pg_catalog.=) $1",
-					 topic->topic_id, topic->topic_id);
+						   " (SELECT p.log_start_offset FROM estream.partition p"
+						   "   WHERE p.topic_id OPERATOR(pg_catalog.=) %d"
+						   "   AND p.partition OPERATOR(pg_catalog.=) $1)"
+						   " FROM estream.log_%d WHERE partition OPERATOR(pg_catalog.=) $1",
+						   topic->topic_id, topic->topic_id);
 		plan = SPI_prepare(sql, 1, argtypes);
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -1138,8 +1138,8 @@ reader_resolve(EstreamPartReader *r, EstreamWatermarks *wm)
 		else if (lentry->has_end && lentry->end_creations == before)
 		{
 			/*
-			 * Computed before, and no slot created since: without a slot
-			 * the watermark cannot move (see estream_wait_for_stable()).
+			 * Computed before, and no slot created since: without a slot the
+			 * watermark cannot move (see estream_wait_for_stable()).
 			 */
 			r->ref.part = NULL;
 			r->creations = before;
@@ -1152,8 +1152,8 @@ reader_resolve(EstreamPartReader *r, EstreamWatermarks *wm)
 			break;
 
 		/*
-		 * No slot, or one whose producer is still computing where it
-		 * starts (or failed to): no reservation has been made in it, so the
+		 * No slot, or one whose producer is still computing where it starts
+		 * (or failed to): no reservation has been made in it, so the
 		 * watermark is what is stored.
 		 */
 		end = stored_offset_end(r->topic, r->partition);

@@ -59,8 +59,8 @@ typedef struct EstreamPartition
 	int64		next;			/* next offset to hand out */
 	int64		committed_end;	/* 1 + highest offset of a committed xact */
 	dlist_head	inflight;		/* EstreamMarker of open producing xacts */
-	ConditionVariable cv;		/* broadcast when the watermark may move,
-								 * and when the slot is taken back */
+	ConditionVariable cv;		/* broadcast when the watermark may move, and
+								 * when the slot is taken back */
 } EstreamPartition;
 
 /*

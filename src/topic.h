@@ -28,8 +28,8 @@ typedef struct EstreamTopic
 	int64		max_message_bytes;	/* -1: estream.default_max_message_bytes */
 	bool		log_append_time;	/* message.timestamp.type */
 	bool		compacted;		/* cleanup.policy includes compact */
-	bool		has_persisted;	/* estream.partition has the persisted
-								 * stable offset (extension 1.2 or later) */
+	bool		has_persisted;	/* estream.partition has the persisted stable
+								 * offset (extension 1.2 or later) */
 	int32		rr_next;		/* next partition for null keys, -1 unset */
 	Oid			segrelid;		/* relation of the current segment, or
 								 * InvalidOid until looked up */

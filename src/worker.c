@@ -92,10 +92,12 @@
 #include "shmem.h"
 #include "worker.h"
 
-#define ESTREAM_RESTART_DELAY_MS	5000	/* before restarting a failed worker */
+#define ESTREAM_RESTART_DELAY_MS	5000	/* before restarting a failed
+											 * worker */
 #define ESTREAM_NO_EXTENSION_MS		60000	/* before looking again at a
 											 * database without estream */
-#define ESTREAM_PAUSE_MS			10000	/* worker held off for DROP DATABASE */
+#define ESTREAM_PAUSE_MS			10000	/* worker held off for DROP
+											 * DATABASE */
 #define ESTREAM_LAUNCHER_TICK_MS	1000
 
 /* what a database worker is doing (shown by estream.workers) */
@@ -143,7 +145,7 @@ typedef struct EstreamWorkerSlot
 	TimestampTz cdc_last_run;	/* end of the last capture step */
 	TimestampTz cdc_caught_up;	/* start of the last capture step that
 								 * captured everything committed before */
-	char		cdc_error[256];	/* last error of the capture step */
+	char		cdc_error[256]; /* last error of the capture step */
 	XLogRecPtr	cdc_position;	/* position of the streaming captures */
 } EstreamWorkerSlot;
 
@@ -196,6 +198,7 @@ static const struct
 	int			counter;
 	int			since;			/* first extension version that has it */
 }			maintenance_steps[] =
+
 {
 	{"persist stable offsets", "SELECT estream._persist_watermarks()", EWC_PERSISTED, ESTREAM_SCHEMA_1_2},
 	{"roll segments", "SELECT estream._roll_segments()", EWC_ROLLED, ESTREAM_SCHEMA_1_2},
@@ -444,8 +447,8 @@ launcher_reap(BackgroundWorkerHandle **handles, TimestampTz now,
 		else if (s->state == WS_NO_EXTENSION)
 		{
 			/*
-			 * Free the slot; remember not to look again too soon, unless
-			 * an extension was created since this worker looked.
+			 * Free the slot; remember not to look again too soon, unless an
+			 * extension was created since this worker looked.
 			 */
 			set_no_extension(s->dbid,
 							 s->started_at < last_rescan ? 0 :
@@ -510,7 +513,7 @@ launcher_start_workers(BackgroundWorkerHandle **handles, List *dbs,
 									   worker_shared->nslots),
 							 errhint("Increase max_worker_processes.")));
 				*warned_full = true;
-				break;	/* try again next tick */
+				break;			/* try again next tick */
 			}
 			s = &worker_shared->slots[i];
 			memset(s, 0, sizeof(*s));
@@ -934,10 +937,11 @@ estream_process_utility(PlannedStmt *pstmt, const char *queryString,
 		default:
 			break;
 	}
+
 	/*
 	 * Only when PostgreSQL's own permission checks of the command pass, or
-	 * anyone could keep a database's worker stopped by failing to run it;
-	 * and if the command fails all the same, the worker comes back at once.
+	 * anyone could keep a database's worker stopped by failing to run it; and
+	 * if the command fails all the same, the worker comes back at once.
 	 */
 	if (dbname != NULL)
 	{
@@ -972,8 +976,8 @@ estream_process_utility(PlannedStmt *pstmt, const char *queryString,
 		PG_END_TRY();
 
 		/*
-		 * The database's slot went with it, but replication origins belong
-		 * to the cluster: drop the capture origin of the dropped database.
+		 * The database's slot went with it, but replication origins belong to
+		 * the cluster: drop the capture origin of the dropped database.
 		 */
 		if (OidIsValid(dropped) && !OidIsValid(get_database_oid(((DropdbStmt *) parsetree)->dbname, true)))
 		{
@@ -1248,11 +1252,11 @@ static void
 worker_connect(Oid dbid)
 {
 	/*
-	 * The settings that shape how values are rendered as text and JSON
-	 * (CDC events) are the server's: a database's own settings (ALTER
-	 * DATABASE ... SET, chosen by its owner) must not change what the
-	 * worker writes for tables of other roles.  Noted before connecting,
-	 * which applies the database's settings, and put back after.
+	 * The settings that shape how values are rendered as text and JSON (CDC
+	 * events) are the server's: a database's own settings (ALTER DATABASE ...
+	 * SET, chosen by its owner) must not change what the worker writes for
+	 * tables of other roles.  Noted before connecting, which applies the
+	 * database's settings, and put back after.
 	 */
 	for (int i = 0; i < lengthof(server_settings); i++)
 		server_values[i] = MemoryContextStrdup(TopMemoryContext,
@@ -1282,11 +1286,11 @@ worker_connect(Oid dbid)
 
 	/*
 	 * The worker is a superuser, and the database's owner chooses the
-	 * database's settings (ALTER DATABASE ... SET): no name the worker's
-	 * SQL uses may resolve to an object that someone else created, so the
-	 * search path is pinned, whatever they say (every name is qualified
-	 * too); PL/pgSQL must not take a column for a variable; and new
-	 * segments go to the database's default tablespace.
+	 * database's settings (ALTER DATABASE ... SET): no name the worker's SQL
+	 * uses may resolve to an object that someone else created, so the search
+	 * path is pinned, whatever they say (every name is qualified too);
+	 * PL/pgSQL must not take a column for a variable; and new segments go to
+	 * the database's default tablespace.
 	 */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("plpgsql.variable_conflict", "error", PGC_SUSET, PGC_S_OVERRIDE);
@@ -1536,9 +1540,9 @@ estream_worker_status(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 
 	/*
-	 * This database's worker to those who may describe its cluster
-	 * resource; every database's, and the launcher, only to those who may
-	 * see every session's activity in pg_stat_activity.
+	 * This database's worker to those who may describe its cluster resource;
+	 * every database's, and the launcher, only to those who may see every
+	 * session's activity in pg_stat_activity.
 	 */
 	see_own = estream_allowed(estream_caller(), ESTREAM_OP_DESCRIBE, ESTREAM_CLUSTER, NULL,
 							  InvalidOid);
@@ -1585,8 +1589,8 @@ estream_worker_status(PG_FUNCTION_ARGS)
 
 	/*
 	 * This database has the extension (the function runs in it) but no
-	 * worker: say so, and why, rather than showing nothing.  (On a standby
-	 * no worker runs, by design: the primary's does the work.)
+	 * worker: say so, and why, rather than showing nothing.  (On a standby no
+	 * worker runs, by design: the primary's does the work.)
 	 */
 	if ((see_own || see_all) && !RecoveryInProgress())
 	{
