@@ -43,6 +43,12 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# test/perl/EstreamNode.pm, the TAP tests' shared harness.  Added to
+# PG_PROVE_FLAGS after the include (Makefile.global sets it, and resets
+# PROVE_FLAGS, which stays free for flags such as PROVE_FLAGS=--verbose);
+# prove runs in $(srcdir), so the path is relative to it.
+PG_PROVE_FLAGS += -I ./test/perl
+
 # The test configuration, plus output_plugin_libraries where the server has
 # that setting (Debian's 15.19 and later): slots of plugin "estream" need it.
 tmp_check_conf/estream.conf: test/estream.conf

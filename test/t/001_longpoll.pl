@@ -18,7 +18,7 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
@@ -27,13 +27,7 @@ my $long_wait_ms = 30000;
 # A woken long-poll must return well before wait_ms, even on a slow machine.
 my $woken_bound_s = 20;
 
-my $node = PostgreSQL::Test::Cluster->new('longpoll');
-$node->init;
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'estream'\n"
-	  . "wal_level = logical\n"
-	  . "max_prepared_transactions = 5\n");
-$node->start;
+my $node = EstreamNode->create('longpoll');
 
 $node->safe_psql(
 	'postgres', q{
@@ -47,13 +41,6 @@ SELECT estream.grant_acl('lp_producer', 'write', 'topic', 'lp');
 SELECT estream.grant_acl('lp_app', 'read,write', 'topic', 'lp');
 });
 
-# SQL run by the application, as one of its roles.
-sub as_role
-{
-	my ($role, $sql) = @_;
-	return $node->safe_psql('postgres', $sql, extra_params => [ '-U', $role ]);
-}
-
 # The application's roles are ordinary roles: not superusers, and refused
 # (42501) when they write the topic's log directly.
 my $segment = $node->safe_psql('postgres',
@@ -61,7 +48,7 @@ my $segment = $node->safe_psql('postgres',
 );
 for my $role (qw(lp_consumer lp_producer lp_app))
 {
-	is(as_role($role, q{SELECT current_user, current_setting('is_superuser')}),
+	is($node->as_role($role, q{SELECT current_user, current_setting('is_superuser')}),
 		"$role|off", "$role is not a superuser");
 	my ($ret, $stdout, $stderr) = $node->psql(
 		'postgres',
@@ -69,43 +56,6 @@ for my $role (qw(lp_consumer lp_producer lp_app))
 		extra_params => [ '-U', $role, '-v', 'VERBOSITY=sqlstate' ]);
 	like($stderr, qr/ERROR:  42501/,
 		"$role cannot write the log of topic lp directly (42501)");
-}
-
-# A background psql session for the long-poller, with verbose errors so that
-# SQLSTATEs show up, that keeps going after an error.
-sub start_poller
-{
-	my $bg = $node->background_psql(
-		'postgres',
-		on_error_stop => 0,
-		extra_params => [ '-U', 'lp_consumer' ]);
-	$bg->query_safe('\set VERBOSITY verbose');
-	my $pid = $bg->query_safe('SELECT pg_backend_pid()');
-	return ($bg, $pid);
-}
-
-# Send a long-poll fetch to the session without waiting for its result.
-my $fetch_seq = 0;
-
-sub start_fetch
-{
-	my ($bg, $fetch_sql) = @_;
-	$fetch_seq++;
-	$bg->query_until(qr/fetch $fetch_seq started/,
-		    "\\echo fetch $fetch_seq started\n"
-		  . "$fetch_sql;\n"
-		  . "\\echo fetch $fetch_seq done\n");
-	return $fetch_seq;
-}
-
-# Wait for the result of a fetch started with start_fetch; returns its rows.
-sub finish_fetch
-{
-	my ($bg, $seq) = @_;
-	my $out = $bg->query_until(qr/fetch $seq done\n/, '');
-	$out =~ s/fetch $seq done\n//;
-	chomp $out;
-	return $out;
 }
 
 # Wait until the backend sleeps in the long-poll (the estream condition
@@ -134,9 +84,9 @@ my $fetch_cols = q{partition, "offset", value->>'id'};
 # 1. A long-poll returns the record shortly after another session commits
 # it, and not before: an uncommitted produce does not wake it with a result.
 #
-my ($bg, $pid) = start_poller();
+my ($bg, $pid) = $node->background_as_role('lp_consumer', 'verbose');
 
-my $seq = start_fetch($bg,
+my $seq = $node->start_query($bg,
 	"SELECT $fetch_cols FROM estream.fetch('lp', 0, 0, wait_ms => $long_wait_ms)"
 );
 wait_until_polling($pid, 'empty partition');
@@ -160,7 +110,7 @@ is(pending_output($bg), '', 'no result while the producer is still open');
 
 my $t0 = time();
 $producer->query_safe('COMMIT');
-my $rows = finish_fetch($bg, $seq);
+my $rows = $node->finish_query($bg, $seq);
 my $elapsed = time() - $t0;
 is($rows, '0|0|a', 'long-poll returned the committed record');
 cmp_ok($elapsed, '<', $woken_bound_s,
@@ -171,7 +121,7 @@ cmp_ok($elapsed, '<', $woken_bound_s,
 # the record committed afterwards (at the next offset: the rolled-back one
 # is a hole).
 #
-$seq = start_fetch($bg,
+$seq = $node->start_query($bg,
 	"SELECT $fetch_cols FROM estream.fetch('lp', 0, 1, wait_ms => $long_wait_ms)"
 );
 wait_until_polling($pid, 'at the stable offset');
@@ -196,7 +146,7 @@ $producer->query_safe('ROLLBACK TO SAVEPOINT s');
 $producer->query_safe('COMMIT');
 
 # Commits to another partition do not satisfy this poll.
-as_role('lp_producer',
+$node->as_role('lp_producer',
 	q{SELECT estream.produce('lp', '{"id": "other"}', partition => 1)});
 
 wait_until_polling($pid, 'after a rollback, a savepoint rollback and a commit elsewhere');
@@ -210,9 +160,9 @@ is( $node->safe_psql(
 	'rolled-back offsets do not advance the stable offset');
 
 $t0 = time();
-as_role('lp_producer',
+$node->as_role('lp_producer',
 	q{SELECT estream.produce('lp', '{"id": "b"}', partition => 0)});
-$rows = finish_fetch($bg, $seq);
+$rows = $node->finish_query($bg, $seq);
 $elapsed = time() - $t0;
 is($rows, '0|3|b',
 	'long-poll skipped the rolled-back offsets and returned the next commit');
@@ -224,7 +174,7 @@ cmp_ok($elapsed, '<', $woken_bound_s,
 # that transaction ends; when it rolls back, the poll returns the later
 # record alone.
 #
-$seq = start_fetch($bg,
+$seq = $node->start_query($bg,
 	"SELECT $fetch_cols FROM estream.fetch('lp', 0, 4, wait_ms => $long_wait_ms)"
 );
 wait_until_polling($pid, 'before a blocking open transaction');
@@ -235,7 +185,7 @@ is( $producer->query_safe(
 	),
 	'4',
 	'open transaction got offset 4');
-is( as_role(
+is( $node->as_role(
 		'lp_producer',
 		q{SELECT "offset" FROM estream.produce('lp', '{"id": "c"}', partition => 0)}),
 	'5',
@@ -252,7 +202,7 @@ is(pending_output($bg), '',
 
 $t0 = time();
 $producer->query_safe('ROLLBACK');
-$rows = finish_fetch($bg, $seq);
+$rows = $node->finish_query($bg, $seq);
 $elapsed = time() - $t0;
 is($rows, '0|5|c',
 	'long-poll returned the committed record once the blocker rolled back');
@@ -264,24 +214,24 @@ cmp_ok($elapsed, '<', $woken_bound_s,
 # wait_ms.  A poll that starts below the stable offset but finds only holes
 # waits too.
 #
-is( as_role(
+is( $node->as_role(
 		'lp_consumer',
 		q{SELECT count(*), clock_timestamp() - statement_timestamp() >= interval '500 ms'
 		  FROM estream.fetch('lp', 0, 6, wait_ms => 500)}),
 	'0|t',
 	'short long-poll at the stable offset timed out empty after wait_ms');
 
-as_role('lp_producer',
+$node->as_role('lp_producer',
 	q{BEGIN; SELECT estream.produce('lp', '{"id": "hole"}', partition => 0); ROLLBACK;});
-as_role('lp_producer',
+$node->as_role('lp_producer',
 	q{BEGIN; SELECT estream.produce('lp', '{"id": "hole"}', partition => 1); ROLLBACK;});
-is( as_role(
+is( $node->as_role(
 		'lp_consumer',
 		qq{SELECT count(*), clock_timestamp() - statement_timestamp() < interval '$woken_bound_s s'
 		  FROM estream.fetch('lp', 1, 0, wait_ms => $long_wait_ms)}),
 	'1|t',
 	'long-poll with a record to read returns without waiting');
-is( as_role(
+is( $node->as_role(
 		'lp_consumer',
 		q{SELECT count(*), clock_timestamp() - statement_timestamp() >= interval '500 ms'
 		  FROM estream.fetch('lp', 1, 1, wait_ms => 500)}),
@@ -291,7 +241,7 @@ is( as_role(
 # A long-poll never waits for its own open transaction: it returns at once
 # (empty, since its own record is above the stable offset).
 $t0 = time();
-is( as_role(
+is( $node->as_role(
 		'lp_app', qq{
 BEGIN;
 SELECT "offset" FROM estream.produce('lp', '{"id": "own"}', partition => 1);
@@ -307,14 +257,14 @@ cmp_ok($elapsed, '<', $woken_bound_s,
 # 5. pg_cancel_backend interrupts a long-poll with SQLSTATE 57014, and the
 # session stays usable.
 #
-$seq = start_fetch($bg,
+$seq = $node->start_query($bg,
 	"SELECT $fetch_cols FROM estream.fetch('lp', 0, 6, wait_ms => $long_wait_ms)"
 );
 wait_until_polling($pid, 'before pg_cancel_backend');
 $t0 = time();
 is($node->safe_psql('postgres', "SELECT pg_cancel_backend($pid)"),
 	't', 'pg_cancel_backend sent');
-$rows = finish_fetch($bg, $seq);
+$rows = $node->finish_query($bg, $seq);
 $elapsed = time() - $t0;
 is($rows, '', 'cancelled long-poll returned no rows');
 like(

@@ -39,7 +39,7 @@ use strict;
 use warnings;
 
 use IPC::Run;
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
@@ -53,16 +53,11 @@ my $seed = $ENV{ESTREAM_TEST_SEED} // int(rand(2**31));
 srand($seed);
 note "random seed: $seed (set ESTREAM_TEST_SEED to reuse it)";
 
-my $node = PostgreSQL::Test::Cluster->new(defined $n_slots ? 'invariant_evict' : 'invariant');
-$node->init;
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'estream'\n"
-	  . "wal_level = logical\n"
-	  . "max_prepared_transactions = 5\n"
-	  . "log_min_messages = log\n"
+my $node = EstreamNode->create(
+	defined $n_slots ? 'invariant_evict' : 'invariant',
+	conf => "log_min_messages = log\n"
 	  . "log_min_error_statement = panic\n"
 	  . (defined $n_slots ? "estream.max_partitions = $n_slots\n" : ''));
-$node->start;
 
 $node->safe_psql(
 	'postgres', qq{

@@ -28,18 +28,11 @@ use strict;
 use warnings;
 
 use IPC::Run;
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('crash');
-$node->init;
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'estream'\n"
-	  . "wal_level = logical\n"
-	  . "max_prepared_transactions = 5\n"
-	  . "restart_after_crash = on\n");
-$node->start;
+my $node = EstreamNode->create('crash', conf => "restart_after_crash = on\n");
 
 $node->safe_psql(
 	'postgres', q{
@@ -50,13 +43,6 @@ CREATE ROLE crash_consumer LOGIN;
 SELECT estream.grant_acl('crash_consumer', 'read', 'topic', 'cr');
 SELECT estream.grant_acl('crash_consumer', 'read', 'topic', 'load_', pattern_type => 'prefixed');
 });
-
-# SQL run by the application, as one of its roles.
-sub as_role
-{
-	my ($role, $sql) = @_;
-	return $node->safe_psql('postgres', $sql, extra_params => [ '-U', $role ]);
-}
 
 # A session of the application, as one of its roles.
 sub role_session
@@ -72,7 +58,7 @@ my $segment = $node->safe_psql('postgres',
 );
 for my $role (qw(crash_producer crash_consumer))
 {
-	is(as_role($role, q{SELECT current_user, current_setting('is_superuser')}),
+	is($node->as_role($role, q{SELECT current_user, current_setting('is_superuser')}),
 		"$role|off", "$role is not a superuser");
 	my ($ret, $stdout, $stderr) = $node->psql(
 		'postgres',
@@ -80,17 +66,6 @@ for my $role (qw(crash_producer crash_consumer))
 		extra_params => [ '-U', $role, '-v', 'VERBOSITY=sqlstate' ]);
 	like($stderr, qr/ERROR:  42501/,
 		"$role cannot write the log of topic cr directly (42501)");
-}
-
-# partition:stable:next of every partition of a topic
-sub watermarks
-{
-	my ($topic) = @_;
-	return $node->safe_psql(
-		'postgres', qq{
-SELECT string_agg(format('%s:%s:%s', partition, stable_offset, next_offset), ','
-				  ORDER BY partition)
-FROM estream.watermarks('$topic')});
 }
 
 # partition:offset:value of every record of a topic
@@ -112,7 +87,7 @@ sub produce
 	  qq{SELECT "offset" FROM estream.produce('cr', '{"v": "$v"}', partition => $partition)};
 	return defined $session
 	  ? $session->query_safe($sql)
-	  : as_role('crash_producer', $sql);
+	  : $node->as_role('crash_producer', $sql);
 }
 
 # Wait for the postmaster to reinitialize after a crash, and for the server
@@ -132,20 +107,20 @@ sub wait_for_crash_restart
 #
 
 # partition 0: committed 0..4
-as_role('crash_producer',
+$node->as_role('crash_producer',
 	q{SELECT estream.produce_batch('cr', ARRAY(SELECT jsonb_build_object('v', 'a' || i) FROM generate_series(0, 4) i), partition => 0)}
 );
 # partition 1: committed 0..2, then 3 and 4 rolled back (a hole at the end)
-as_role('crash_producer',
+$node->as_role('crash_producer',
 	q{SELECT estream.produce_batch('cr', ARRAY(SELECT jsonb_build_object('v', 'b' || i) FROM generate_series(0, 2) i), partition => 1)}
 );
-as_role(
+$node->as_role(
 	'crash_producer', q{
 BEGIN;
 SELECT estream.produce_batch('cr', ARRAY['{"v": "rolled-back"}'::jsonb, '{"v": "rolled-back"}'], partition => 1);
 ROLLBACK;});
 # partition 2: 0 committed, 1 produced in a savepoint that rolled back
-as_role(
+$node->as_role(
 	'crash_producer', q{
 BEGIN;
 SELECT estream.produce('cr', '{"v": "c0"}', partition => 2);
@@ -174,7 +149,7 @@ is(produce($open2, 'in-flight', 2), '3', 'open savepoint got offset 3 of partiti
 is(produce(undef, 'a6', 0), '6',
 	'record committed behind the open transaction got offset 6');
 
-is(watermarks('cr'), '0:5:7,1:3:6,2:1:4', 'watermarks before the crash');
+is($node->watermarks('cr', qw(stable_offset next_offset)), '0:5:7,1:3:6,2:1:4', 'watermarks before the crash');
 my $log_before = log_contents('cr', 3);
 is($log_before, '0:0:a0,0:1:a1,0:2:a2,0:3:a3,0:4:a4,1:0:b0,1:1:b1,1:2:b2,2:0:c0',
 	'a consumer sees the records below the stable offsets');
@@ -192,7 +167,7 @@ $_->quit for ($victim, $open1, $open2);
 # the killed transaction (0:5) stays a hole, the aborted offsets at the end
 # of partitions 1 and 2 are reused, and every stable offset is at least what
 # it was before the crash.
-is(watermarks('cr'), '0:7:7,1:3:3,2:1:1', 'watermarks after the crash restart');
+is($node->watermarks('cr', qw(stable_offset next_offset)), '0:7:7,1:3:3,2:1:1', 'watermarks after the crash restart');
 is( log_contents('cr', 3),
 	'0:0:a0,0:1:a1,0:2:a2,0:3:a3,0:4:a4,0:6:a6,1:0:b0,1:1:b1,1:2:b2,2:0:c0',
 	'committed records survived at their offsets, open ones are gone');
@@ -202,7 +177,7 @@ is(produce(undef, 'b3', 1), '3', 'partition 1 continues at 3');
 is(produce(undef, 'c1', 2), '1', 'partition 2 continues at 1');
 
 # A consumer resumes from the stable offsets it saw before the crash.
-is( as_role(
+is( $node->as_role(
 		'crash_consumer', q{
 SELECT string_agg(format('%s:%s:%s', f.partition, f."offset", f.value->>'v'), ','
 				  ORDER BY f.partition, f."offset")
@@ -222,7 +197,7 @@ is(produce(undef, 'a9', 0), '9', 'record committed behind it got offset 9');
 my $open4 = role_session('crash_producer');
 $open4->query_safe('BEGIN');
 is(produce($open4, 'in-flight', 1), '4', 'open transaction got offset 4 of partition 1');
-as_role(
+$node->as_role(
 	'crash_producer', q{
 BEGIN;
 SELECT estream.produce('cr', '{"v": "c2"}', partition => 2);
@@ -233,19 +208,19 @@ SAVEPOINT t;
 SELECT estream.produce('cr', '{"v": "savepoint"}', partition => 2);
 ROLLBACK TO SAVEPOINT t;
 COMMIT;});
-is(watermarks('cr'), '0:8:10,1:4:5,2:4:5', 'watermarks before the immediate shutdown');
+is($node->watermarks('cr', qw(stable_offset next_offset)), '0:8:10,1:4:5,2:4:5', 'watermarks before the immediate shutdown');
 
 $node->stop('immediate');
 $node->start;
 $_->quit for ($open3, $open4);
 
-is(watermarks('cr'), '0:10:10,1:4:4,2:4:4',
+is($node->watermarks('cr', qw(stable_offset next_offset)), '0:10:10,1:4:4,2:4:4',
 	'watermarks after the immediate shutdown');
 is( log_contents('cr', 3),
 	'0:0:a0,0:1:a1,0:2:a2,0:3:a3,0:4:a4,0:6:a6,0:7:a7,0:9:a9,'
 	  . '1:0:b0,1:1:b1,1:2:b2,1:3:b3,2:0:c0,2:1:c1,2:2:c2,2:3:savepoint',
 	'committed records survived the immediate shutdown');
-is( as_role(
+is( $node->as_role(
 		'crash_producer', q{
 SELECT string_agg(format('%s:%s', partition, "offset"), ',' ORDER BY partition)
 FROM (SELECT * FROM estream.produce('cr', '{"v": "a10"}', partition => 0)
@@ -253,7 +228,7 @@ FROM (SELECT * FROM estream.produce('cr', '{"v": "a10"}', partition => 0)
 	  UNION ALL SELECT * FROM estream.produce('cr', '{"v": "c4"}', partition => 2)) p}),
 	'0:10,1:4,2:4',
 	'offsets continue from 1 + the highest committed offset');
-is( as_role(
+is( $node->as_role(
 		'crash_consumer', q{
 SELECT string_agg(format('%s:%s:%s', f.partition, f."offset", f.value->>'v'), ','
 				  ORDER BY f.partition, f."offset")
@@ -531,7 +506,7 @@ load_and_crash(
 #
 # 4. PREPARE TRANSACTION after producing fails, and leaves nothing behind.
 #
-my $wm_before = watermarks('cr');
+my $wm_before = $node->watermarks('cr', qw(stable_offset next_offset));
 my ($ret, $stdout, $stderr) = $node->psql(
 	'postgres', q{
 BEGIN;
@@ -544,19 +519,19 @@ like(
 	'PREPARE TRANSACTION after produce fails with 0A000');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM pg_prepared_xacts'),
 	'0', 'no transaction was prepared');
-is( as_role(
+is( $node->as_role(
 		'crash_consumer',
 		q{SELECT count(*) FROM estream.fetch('cr', 2, 0) WHERE value->>'v' = 'prepared'}),
 	'0',
 	'the record of the failed PREPARE is not visible');
-is(watermarks('cr'), '0:11:11,1:5:5,2:5:6',
+is($node->watermarks('cr', qw(stable_offset next_offset)), '0:11:11,1:5:5,2:5:6',
 	'the failed PREPARE left a hole and holds no stable offset back');
-is( as_role(
+is( $node->as_role(
 		'crash_producer',
 		q{SELECT "offset" FROM estream.produce('cr', '{"v": "c6"}', partition => 2)}),
 	'6',
 	'producing works after the failed PREPARE');
-is( as_role(
+is( $node->as_role(
 		'crash_consumer',
 		q{SELECT string_agg("offset"::text, ',' ORDER BY "offset") FROM estream.fetch('cr', 2, 4)}
 	),
@@ -564,7 +539,7 @@ is( as_role(
 	'a consumer skips the hole of the failed PREPARE');
 
 # A transaction that only fetched can be prepared and committed.
-as_role(
+$node->as_role(
 	'crash_consumer', q{
 BEGIN;
 SELECT count(*) FROM estream.fetch('cr', 0, 0);

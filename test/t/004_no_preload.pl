@@ -9,14 +9,12 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('no_preload');
-$node->init;
-$node->append_conf('postgresql.conf', "max_prepared_transactions = 5\n");
-$node->start;
+# deliberately not preloaded: the rest of test/estream.conf applies
+my $node = EstreamNode->create('no_preload', preload => 0);
 
 is($node->safe_psql('postgres', 'SHOW shared_preload_libraries'),
 	'', 'estream is not preloaded');
@@ -40,41 +38,30 @@ is($stdout, 'np|2', 'the topic exists');
 
 my $msg = 'estream must be loaded via shared_preload_libraries';
 
-# Run one statement with verbose errors; return stderr.
-sub psql_error
-{
-	my ($sql) = @_;
-	my ($ret, $stdout, $stderr) = $node->psql(
-		'postgres', $sql,
-		on_error_stop => 0,
-		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
-	return $stderr;
-}
-
 like(
-	psql_error(q{SELECT * FROM estream.produce('np', '{"a": 1}')}),
+	$node->psql_error(q{SELECT * FROM estream.produce('np', '{"a": 1}')}, on_error_stop => 0),
 	qr/ERROR:  55000: \Q$msg\E/,
 	'produce raises 55000 when not preloaded');
 like(
-	psql_error(
-		q{SELECT * FROM estream.produce_batch('np', ARRAY['{"a": 1}'::jsonb, '{"a": 2}'])}
-	),
+	$node->psql_error(
+		q{SELECT * FROM estream.produce_batch('np', ARRAY['{"a": 1}'::jsonb, '{"a": 2}'])},
+		on_error_stop => 0),
 	qr/ERROR:  55000: \Q$msg\E/,
 	'produce_batch raises 55000 when not preloaded');
 like(
-	psql_error(q{SELECT * FROM estream.fetch('np', 0, 0)}),
+	$node->psql_error(q{SELECT * FROM estream.fetch('np', 0, 0)}, on_error_stop => 0),
 	qr/ERROR:  55000: \Q$msg\E/,
 	'fetch raises 55000 when not preloaded');
 like(
-	psql_error(q{SELECT * FROM estream.fetch('np', 0, 0, wait_ms => 10000)}),
+	$node->psql_error(q{SELECT * FROM estream.fetch('np', 0, 0, wait_ms => 10000)}, on_error_stop => 0),
 	qr/ERROR:  55000: \Q$msg\E/,
 	'long-poll fetch raises 55000 when not preloaded');
 like(
-	psql_error(q{SELECT * FROM estream.watermarks('np')}),
+	$node->psql_error(q{SELECT * FROM estream.watermarks('np')}, on_error_stop => 0),
 	qr/ERROR:  55000: \Q$msg\E/,
 	'watermarks raises 55000 when not preloaded');
 like(
-	psql_error(q{SELECT * FROM estream.partitions}),
+	$node->psql_error(q{SELECT * FROM estream.partitions}, on_error_stop => 0),
 	qr/ERROR:  55000: \Q$msg\E/,
 	'the partitions view raises 55000 when not preloaded');
 

@@ -44,7 +44,7 @@ use strict;
 use warnings;
 
 use IPC::Run;
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
@@ -63,14 +63,8 @@ my $seed = $ENV{ESTREAM_TEST_SEED} // int(rand(2**31));
 srand($seed);
 note "random seed: $seed (set ESTREAM_TEST_SEED to reuse it)";
 
-my $node = PostgreSQL::Test::Cluster->new('exactly_once');
-$node->init;
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'estream'\n"
-	  . "wal_level = logical\n"
-	  . "log_min_messages = log\n"
-	  . "log_min_error_statement = panic\n");
-$node->start;
+my $node = EstreamNode->create('exactly_once',
+	conf => "log_min_messages = log\n" . "log_min_error_statement = panic\n");
 
 $node->safe_psql(
 	'postgres', qq{

@@ -39,7 +39,7 @@ use strict;
 use warnings;
 
 use IPC::Run;
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
@@ -47,13 +47,7 @@ my $n_partitions = 6;
 my $session_timeout_ms = 1500;
 my $n_prefill_per_partition = 100;
 
-my $node = PostgreSQL::Test::Cluster->new('session_members');
-$node->init;
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'estream'\n"
-	  . "wal_level = logical\n"
-	  . "log_min_messages = log\n");
-$node->start;
+my $node = EstreamNode->create('session_members', conf => "log_min_messages = log\n");
 
 $node->safe_psql(
 	'postgres', qq{
@@ -184,13 +178,6 @@ GRANT INSERT ON processed, member_events TO sm_member;
 GRANT SELECT ON stop_members TO sm_member;
 });
 
-# SQL run by the application, as one of its roles.
-sub as_role
-{
-	my ($role, $sql) = @_;
-	return $node->safe_psql('postgres', $sql, extra_params => [ '-U', $role ]);
-}
-
 # The application's roles are ordinary roles: not superusers, and refused
 # (42501) when they write the topic's log directly.
 my $segment = $node->safe_psql('postgres',
@@ -198,7 +185,7 @@ my $segment = $node->safe_psql('postgres',
 );
 for my $role (qw(sm_producer sm_member))
 {
-	is(as_role($role, q{SELECT current_user, current_setting('is_superuser')}),
+	is($node->as_role($role, q{SELECT current_user, current_setting('is_superuser')}),
 		"$role|off", "$role is not a superuser");
 	my ($ret, $stdout, $stderr) = $node->psql(
 		'postgres',
@@ -208,7 +195,7 @@ for my $role (qw(sm_producer sm_member))
 		"$role cannot write the log of topic sm directly (42501)");
 }
 
-as_role('sm_producer', "SELECT produce_sm($n_prefill_per_partition)");
+$node->as_role('sm_producer', "SELECT produce_sm($n_prefill_per_partition)");
 
 my $psql = $node->installed_command('psql');
 my $connstr = $node->connstr('postgres');
@@ -247,18 +234,6 @@ sub generation
 {
 	return $node->safe_psql('postgres',
 		q{SELECT generation FROM estream.groups WHERE "group" = 'sg'});
-}
-
-# Run SQL expected to fail as a member; returns its stderr (verbose: with
-# the SQLSTATE).
-sub psql_error
-{
-	my ($sql) = @_;
-	my ($ret, $stdout, $stderr) = $node->psql(
-		'postgres', $sql,
-		on_error_stop => 1,
-		extra_params => [ '-U', 'sm_member', '-v', 'VERBOSITY=verbose' ]);
-	return $stderr;
 }
 
 # The group's state, when a wait timed out.
@@ -386,26 +361,26 @@ WHERE partition = $p AND member = '$owner' AND at > '$m3_gone_at'
 # QE002 for m3, QE001 for commits of partitions a member does not own.
 #
 like(
-	psql_error(q{SELECT estream.commit('sg', 'sm', 2, 0, 'm3')}),
+	$node->psql_error(q{SELECT estream.commit('sg', 'sm', 2, 0, 'm3')}, role => 'sm_member'),
 	qr/ERROR:  QE002: member "m3" is not a live member of consumer group "sg"/,
 	'm3 committing its old partition gets QE002');
 like(
-	psql_error(q{SELECT estream.heartbeat('sg', 'm3')}),
+	$node->psql_error(q{SELECT estream.heartbeat('sg', 'm3')}, role => 'sm_member'),
 	qr/ERROR:  QE002: member "m3" is not a live member of consumer group "sg"/,
 	'm3 heartbeating gets QE002');
 like(
-	psql_error(q{SELECT * FROM estream.consume('sg', 'm3')}),
+	$node->psql_error(q{SELECT * FROM estream.consume('sg', 'm3')}, role => 'sm_member'),
 	qr/ERROR:  QE002: member "m3" is not a live member of consumer group "sg"/,
 	'm3 consuming gets QE002');
 like(
-	psql_error(q{SELECT estream.leave_group('sg', 'm3')}),
+	$node->psql_error(q{SELECT estream.leave_group('sg', 'm3')}, role => 'sm_member'),
 	qr/ERROR:  QE002: member "m3" is not a member of consumer group "sg"/,
 	'm3 leaving gets QE002');
 
 my $offset4 = $node->safe_psql('postgres',
 	q{SELECT committed_offset FROM estream.committed('sg', 'sm') WHERE partition = 4});
-my $stderr = psql_error(
-	"SELECT estream.commit('sg', 'sm', 4, $offset4, 'm2')");
+my $stderr = $node->psql_error(
+	"SELECT estream.commit('sg', 'sm', 4, $offset4, 'm2')", role => 'sm_member');
 like(
 	$stderr,
 	qr/ERROR:  QE001: partition 4 of topic "sm" is not assigned to member "m2"/,
@@ -413,7 +388,7 @@ like(
 like($stderr, qr/DETAIL:  The group rebalanced \(generation \d+\); the partition now belongs to member "m1"\./,
 	'the QE001 detail names the new owner');
 like(
-	psql_error("SELECT estream.commit('sg', 'sm', 4, $offset4)"),
+	$node->psql_error("SELECT estream.commit('sg', 'sm', 4, $offset4)", role => 'sm_member'),
 	qr/ERROR:  QE001: partition 4 of topic "sm" is assigned to member "m1"/,
 	'a commit without member id of a partition a live member owns gets QE001');
 
@@ -422,12 +397,12 @@ like(
 # gets its partitions back; leaving gives them away again.
 #
 my $gen = generation();
-is( as_role('sm_member',
+is( $node->as_role('sm_member',
 		q{SELECT * FROM estream.join_group('sg', '{sm}', 'm3', 60000)}),
 	'm3|' . ($gen + 1),
 	'm3 joined again in a new generation');
 is(assignment(), '0:m1,1:m2,2:m3,3:m1,4:m2,5:m3', 'm3 got partitions 2 and 5 back');
-as_role('sm_member', q{SELECT estream.leave_group('sg', 'm3')});
+$node->as_role('sm_member', q{SELECT estream.leave_group('sg', 'm3')});
 is(assignment(), '0:m1,1:m2,2:m1,3:m2,4:m1,5:m2',
 	'leave_group gave m3\'s partitions to m1 and m2 at once');
 is(generation(), $gen + 2, 'leave_group started a new generation');

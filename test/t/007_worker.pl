@@ -45,17 +45,11 @@ use strict;
 use warnings;
 
 use IPC::Run;
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('worker');
-$node->init;
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'estream'\n"
-	  . "wal_level = logical\n"
-	  . "estream.worker_naptime = 100ms\n");
-$node->start;
+my $node = EstreamNode->create('worker', conf => "estream.worker_naptime = 100ms\n");
 
 # the columns of a database's row in estream.workers, as psql prints them
 sub worker_row
@@ -87,29 +81,6 @@ SELECT coalesce(sum(s.n_dead_tup), 0), coalesce(sum(s.n_tup_ins), 0)
 FROM pg_stat_user_tables s, estream.topic t
 WHERE t.name = '$topic' AND s.schemaname = 'estream'
   AND (s.relname = 'log_' || t.topic_id OR s.relname LIKE 'log\\_' || t.topic_id || '\\_%')});
-}
-
-# partition:log_start:stable:next of every partition of a topic
-sub watermarks
-{
-	my ($topic) = @_;
-	return $node->safe_psql(
-		'postgres', qq{
-SELECT string_agg(format('%s:%s:%s:%s', partition, log_start_offset, stable_offset,
-						 next_offset), ',' ORDER BY partition)
-FROM estream.watermarks('$topic')});
-}
-
-# Set or reset an estream setting with ALTER SYSTEM and reload.
-sub alter_system
-{
-	my ($setting, $value) = @_;
-	my $sql =
-	  defined $value
-	  ? "ALTER SYSTEM SET $setting = '$value'"
-	  : "ALTER SYSTEM RESET $setting";
-	$node->safe_psql('postgres', $sql);
-	$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
 }
 
 #
@@ -184,7 +155,7 @@ WHERE backend_type = 'estream worker' AND datname IN ('postgres', 'db1')}),
 #
 # 2. SIGHUP: a new naptime reaches the running workers.
 #
-alter_system('estream.worker_naptime', '250ms');
+$node->alter_system('estream.worker_naptime', '250ms');
 ok( $node->poll_query_until(
 		'postgres',
 		"SELECT bool_and(naptime_ms = 250) FROM estream.workers WHERE kind = 'database'"
@@ -192,13 +163,13 @@ ok( $node->poll_query_until(
 	'estream.worker_naptime = 250ms reached every worker after a reload');
 is(worker_row('db1', 'pid, state IN (\'idle\', \'running\')'),
 	"$db1_pid|t", 'the reload did not restart the worker of db1');
-alter_system('estream.enable_worker', 'off');
+$node->alter_system('estream.enable_worker', 'off');
 ok( $node->poll_query_until(
 		'postgres',
 		"SELECT bool_and(state = 'disabled' AND pid IS NOT NULL) FROM estream.workers WHERE kind = 'database'"
 	),
 	'estream.enable_worker = off: the workers stay, disabled');
-alter_system('estream.enable_worker', undef);
+$node->alter_system('estream.enable_worker', undef);
 ok( $node->poll_query_until(
 		'postgres',
 		"SELECT bool_and(state = 'idle') FROM estream.workers WHERE kind = 'database'"),
@@ -345,7 +316,7 @@ ok(!$node->log_contains(qr/exited unexpectedly|being accessed by other users/, $
 #
 # 6. Retention by time, under load.
 #
-alter_system('estream.worker_naptime', undef);
+$node->alter_system('estream.worker_naptime', undef);
 ok( $node->poll_query_until(
 		'postgres',
 		"SELECT naptime_ms = 100 FROM estream.workers WHERE database = 'postgres'"),
@@ -515,7 +486,7 @@ is( join(',',
 	"the worker counted $rt_segment segments rolled, deleted and dropped, and no error");
 my ($next0, $next1) = split /\n/, $node->safe_psql('postgres',
 	"SELECT next_offset FROM estream.watermarks('rt') ORDER BY partition");
-is(watermarks('rt'), "0:$next0:$next0:$next0,1:$next1:$next1:$next1",
+is($node->watermarks('rt'), "0:$next0:$next0:$next0,1:$next1:$next1:$next1",
 	'the log starts at the next offset of each partition');
 is((split /\|/, log_table_stats('rt'))[0], '0', 'no dead tuples in the log after the load');
 
@@ -584,7 +555,7 @@ is( join(',',
 	"$rounds,$rs_min,$rs_min,0",
 	'the worker counted the segments rolled, deleted and dropped, and no error');
 my $rs_start = 300 * $rs_min;
-is(watermarks('rs'), "0:$rs_start:2400:2400",
+is($node->watermarks('rs'), "0:$rs_start:2400:2400",
 	'the log starts at the first record of the oldest segment left');
 is( $node->safe_psql(
 		'postgres',
@@ -643,7 +614,7 @@ is($node->safe_psql('postgres', $records_sql),
 	'the survivors kept their offsets, keys, values and timestamps');
 is($node->safe_psql('postgres', $latest_sql),
 	$latest_before, 'latest() is the same after compaction');
-is(watermarks('ct'), '0:0:7:7', 'compaction does not move the log start');
+is($node->watermarks('ct'), '0:0:7:7', 'compaction does not move the log start');
 
 $node->safe_psql('postgres',
 	q{SELECT estream.alter_topic('ct', '{"delete.retention.ms": 0}')});
@@ -679,7 +650,7 @@ is(counters()->{errors} - $c0->{errors}, 0, 'the worker had no error compacting'
 # 9. estream.transaction_timeout
 #
 $node->safe_psql('postgres', q{SELECT estream.create_topic('tt', 1)});
-alter_system('estream.transaction_timeout', '500ms');
+$node->alter_system('estream.transaction_timeout', '500ms');
 is($node->safe_psql('postgres', 'SHOW estream.transaction_timeout'),
 	'500ms', 'estream.transaction_timeout is 500ms');
 $c0 = counters();
@@ -722,14 +693,14 @@ like(
 	$serr,
 	qr/terminating connection due to administrator command/,
 	'the next statement of the session failed: its connection was terminated');
-is(watermarks('tt'), '0:0:2:2', 'the stable offset moved past the terminated transaction');
+is($node->watermarks('tt'), '0:0:2:2', 'the stable offset moved past the terminated transaction');
 is( $node->safe_psql(
 		'postgres',
 		q{SELECT string_agg(format('%s:%s', "offset", value->>'v'), ',') FROM estream.fetch('tt', 0, 0)}
 	),
 	'1:committed',
 	'the record of the terminated transaction never became visible');
-alter_system('estream.transaction_timeout', undef);
+$node->alter_system('estream.transaction_timeout', undef);
 is($node->safe_psql('postgres', 'SHOW estream.transaction_timeout'),
 	'0', 'estream.transaction_timeout is off again');
 

@@ -45,20 +45,16 @@ use strict;
 use warnings;
 
 use IPC::Run;
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $n_partitions = 3;
 my $load_seconds = 10;
 
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 1);
-$primary->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'estream'\n"
-	  . "wal_level = logical\n"
-	  . "estream.worker_naptime = 100ms\n");
-$primary->start;
+my $primary = EstreamNode->create('primary',
+	init => { allows_streaming => 1 },
+	conf => "estream.worker_naptime = 100ms\n");
 
 $primary->safe_psql(
 	'postgres', qq{
@@ -181,52 +177,12 @@ CREATE ROLE sb_app LOGIN;
 SELECT estream.grant_acl('sb_app', 'read,write', 'topic', 'oo');
 });
 
-# SQL run by the application on a node, as one of its roles.
-sub as_role
-{
-	my ($node, $role, $sql) = @_;
-	return $node->safe_psql('postgres', $sql, extra_params => [ '-U', $role ]);
-}
-
-# Workers' counters of a node.
-sub worker_runs
-{
-	my ($node) = @_;
-	return $node->safe_psql('postgres',
-		"SELECT coalesce(max(runs), -1) FROM estream.workers WHERE kind = 'database' AND database = 'postgres'"
-	);
-}
-
-# Wait until the worker of a node has completed $n runs more (a run that
-# started after this call persisted the stable offsets).
-sub wait_for_worker_runs
-{
-	my ($node, $n, $what) = @_;
-	my $runs = worker_runs($node);
-	ok( $node->poll_query_until(
-			'postgres',
-			"SELECT runs >= $runs + $n FROM estream.workers WHERE kind = 'database' AND database = 'postgres'"
-		),
-		"worker ran $n times: $what");
-}
-
-# log_start:stable:next of every partition of a topic
-sub watermarks
-{
-	my ($node, $topic) = @_;
-	return $node->safe_psql(
-		'postgres', qq{
-SELECT string_agg(format('%s:%s:%s:%s', partition, log_start_offset, stable_offset, next_offset), ','
-				  ORDER BY partition)
-FROM estream.watermarks('$topic')});
-}
-
 # offset:value of a fetch on a node, by a reader
 sub fetch_values
 {
 	my ($node, $topic, $partition, $from) = @_;
-	return as_role(
-		$node, 'sb_reader', qq{
+	return $node->as_role(
+		'sb_reader', qq{
 SELECT string_agg(format('%s:%s', "offset", value->>'v'), ',' ORDER BY "offset")
 FROM estream.fetch('$topic', $partition, $from)});
 }
@@ -273,17 +229,17 @@ sub same_records
 	}
 }
 
-wait_for_worker_runs($primary, 1, 'primary');
+$primary->wait_worker_runs(1, "worker ran 1 times: primary");
 
 $primary->backup('backup');
-my $standby = PostgreSQL::Test::Cluster->new('standby');
+my $standby = EstreamNode->new('standby');
 $standby->init_from_backup($primary, 'backup', has_streaming => 1);
 $standby->start;
 $primary->wait_for_catchup($standby);
 
 is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'),
 	't', 'the standby is in recovery');
-is(watermarks($standby, 't'), '0:0:0:0,1:0:0:0,2:0:0:0',
+is($standby->watermarks('t'), '0:0:0:0,1:0:0:0,2:0:0:0',
 	'watermarks work on the standby');
 is( $standby->safe_psql('postgres',
 		"SELECT string_agg(kind || ':' || state, ',') FROM estream.workers"),
@@ -299,7 +255,7 @@ for my $role (qw(sb_producer sb_reader sb_group sb_app))
 {
 	for my $node ($primary, $standby)
 	{
-		is(as_role($node, $role, q{SELECT current_user, current_setting('is_superuser')}),
+		is($node->as_role($role, q{SELECT current_user, current_setting('is_superuser')}),
 			"$role|off", "$role is not a superuser on the " . $node->name);
 	}
 	my ($ret, $stdout, $stderr) = $primary->psql(
@@ -314,7 +270,7 @@ for my $role (qw(sb_producer sb_reader sb_group sb_app))
 # 1. A record committed behind an open transaction is not read on the
 # standby until that transaction ends.
 #
-as_role($primary, 'sb_producer',
+$primary->as_role('sb_producer',
 	q{SELECT estream.produce_batch('oo', ARRAY['{"v": "a0"}', '{"v": "a1"}']::jsonb[])});
 my $open =
   $primary->background_psql('postgres', extra_params => [ '-U', 'sb_producer' ]);
@@ -322,22 +278,22 @@ $open->query_safe('BEGIN');
 is( $open->query_safe(q{SELECT "offset" FROM estream.produce('oo', '{"v": "late"}')}),
 	'2', 'the open transaction got offset 2');
 my $ts_early = $primary->safe_psql('postgres', 'SELECT clock_timestamp()');
-is( as_role($primary, 'sb_producer',
+is( $primary->as_role('sb_producer',
 		q{SELECT "offset" FROM estream.produce('oo', '{"v": "early"}')}),
 	'3',
 	'the record committed behind it got offset 3');
 
 # Whatever the worker persists from now on, and whatever the standby
 # replays, must keep offset 3 out of reach.
-wait_for_worker_runs($primary, 2, 'offset 3 committed');
+$primary->wait_worker_runs(2, "worker ran 2 times: offset 3 committed");
 $primary->wait_for_catchup($standby);
-is(watermarks($standby, 'oo'), '0:0:2:4',
+is($standby->watermarks('oo'), '0:0:2:4',
 	'the standby sees stable offset 2 (offset 2 in flight) and next offset 4');
 is(fetch_values($standby, 'oo', 0, 0), '0:a0,1:a1',
 	'a fetch on the standby stops below the open transaction');
 is(fetch_values($standby, 'oo', 0, 2), '',
 	'a fetch on the standby from the stable offset returns nothing');
-is( as_role($standby, 'sb_reader',
+is( $standby->as_role('sb_reader',
 		"SELECT coalesce(\"offset\"::text, 'none') FROM estream.offsets_for_times('oo', '$ts_early')"),
 	'none',
 	'offsets_for_times on the standby does not find the record above the stable offset');
@@ -359,7 +315,7 @@ ok( $standby->poll_query_until(
 	'the standby reaches stable offset 4 once offset 2 committed');
 is(fetch_values($standby, 'oo', 0, 2), '2:late,3:early',
 	'the standby returns offsets 2 and 3 in order');
-is( as_role($standby, 'sb_reader',
+is( $standby->as_role('sb_reader',
 		"SELECT \"offset\" FROM estream.offsets_for_times('oo', '$ts_early')"),
 	'3',
 	'offsets_for_times on the standby finds it now');
@@ -380,8 +336,8 @@ like(
 
 # Group g has no committed offsets for topic oo yet: poll() would create
 # them.  Group go has, and has records to read: poll() would claim them.
-is( as_role(
-		$primary, 'sb_group',
+is( $primary->as_role(
+		'sb_group',
 		q{SELECT "offset" FROM estream.poll('go', 'oo', 1, auto_offset_reset => 'earliest')}),
 	'0',
 	'group go polled offset 0 on the primary');
@@ -429,7 +385,7 @@ ok( $standby->poll_query_until(
 		"SELECT wait_event_type = 'Extension' FROM pg_stat_activity WHERE application_name = 'long_poll'"
 	),
 	'the fetch on the standby waits');
-as_role($primary, 'sb_producer',
+$primary->as_role('sb_producer',
 	q{SELECT estream.produce('oo', '{"v": "during the wait"}')});
 $long_poll->finish;
 is($lp_out, "4:during the wait\n",
@@ -538,7 +494,7 @@ is( $primary->safe_psql('postgres',
 		'SELECT coalesce(sum(inflight), 0) FROM estream._shared_partitions()'),
 	'0',
 	'no producing transaction is left on the primary');
-my $final = watermarks($primary, 't');
+my $final = $primary->watermarks('t');
 $primary->safe_psql('postgres',
 	"INSERT INTO load_done SELECT partition, stable_offset FROM estream.watermarks('t')"
 );
@@ -570,7 +526,7 @@ my $read_on_standby = join ',',
 	map { "$part:$_->[0]:$_->[1]" } @{ $read{$part} }
   } sort keys %read;
 
-is(watermarks($standby, 't'), $final,
+is($standby->watermarks('t'), $final,
 	'the standby has the final watermarks of the primary');
 my $n_committed =
   $primary->safe_psql('postgres', 'SELECT count(*) FROM committed_ids');
@@ -601,16 +557,16 @@ same_records($read_on_standby, $committed,
 # 5. More records, and rolled-back ones at the end of every partition; then
 # group g consumes a few of them and leaves the rest.
 #
-as_role($primary, 'sb_producer',
+$primary->as_role('sb_producer',
 	"SELECT p(part) FROM generate_series(0, $n_partitions - 1) part, generate_series(1, 4)"
 );
-as_role(
-	$primary, 'sb_producer', qq{
+$primary->as_role(
+	'sb_producer', qq{
 BEGIN;
 SELECT p(part) FROM generate_series(0, $n_partitions - 1) part, generate_series(1, 2);
 ROLLBACK;});
-is( as_role(
-		$primary, 'sb_group', q{
+is( $primary->as_role(
+		'sb_group', q{
 WITH r AS (
 	INSERT INTO g_seen
 	SELECT r.partition, r."offset", (r.value->>'id')::bigint, 'before promotion'
@@ -619,7 +575,7 @@ WITH r AS (
 SELECT count(*) FROM r}),
 	'5',
 	'group g polled 5 records on the primary');
-my $old_final = watermarks($primary, 't');
+my $old_final = $primary->watermarks('t');
 my @old_stable = map { (split /:/)[2] } split /,/, $old_final;
 is( join(',', map { my @w = split /:/; $w[3] - $w[2] } split /,/, $old_final),
 	join(',', (2) x $n_partitions),
@@ -670,17 +626,17 @@ is( $standby->safe_psql('postgres',
 # Offsets of transactions that rolled back at the end of a partition, which
 # nobody could read past, are handed out again, as after a crash; no
 # stable offset moves back.
-is( watermarks($standby, 't'),
+is( $standby->watermarks('t'),
 	join(',', map { "$_:0:$old_stable[$_]:$old_stable[$_]" } 0 .. $n_partitions - 1),
 	'the new primary continues from the stable offsets of the old one');
-is( as_role(
-		$standby, 'sb_producer', qq{
+is( $standby->as_role(
+		'sb_producer', qq{
 SELECT string_agg(format('%s:%s', r.partition, r."offset"), ',' ORDER BY r.partition)
 FROM generate_series(0, $n_partitions - 1) part,
 	 estream.produce('t', '{"after": true}', partition => part) r}),
 	join(',', map { "$_:$old_stable[$_]" } 0 .. $n_partitions - 1),
 	'new records get offsets from the old stable offsets on');
-as_role($standby, 'sb_producer',
+$standby->as_role('sb_producer',
 	"SELECT p(part) FROM generate_series(0, $n_partitions - 1) part, generate_series(1, 3)"
 );
 
@@ -698,8 +654,8 @@ $session->quit;
 
 # The standby consumer resumes from its positions on the new primary: it
 # gets the 4 records committed after it stopped, the new one and 3 more.
-is( as_role(
-		$standby, 'sb_reader',
+is( $standby->as_role(
+		'sb_reader',
 		join(
 			"\nUNION ALL\n",
 			map {
@@ -737,8 +693,8 @@ SELECT string_agg(format('%s:%s', o.partition,
 FROM estream.committed('g', 't') o});
 my $polls = 0;
 while (
-	as_role(
-		$standby, 'sb_group', q{
+	$standby->as_role(
+		'sb_group', q{
 WITH r AS (
 	INSERT INTO g_seen
 	SELECT r.partition, r."offset", (r.value->>'id')::bigint, 'after promotion'

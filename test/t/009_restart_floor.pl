@@ -23,17 +23,11 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('floor');
-$node->init;
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'estream'\n"
-	  . "wal_level = logical\n"
-	  . "estream.worker_naptime = 100ms\n");
-$node->start;
+my $node = EstreamNode->create('floor', conf => "estream.worker_naptime = 100ms\n");
 
 $node->safe_psql(
 	'postgres', q{

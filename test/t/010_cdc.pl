@@ -33,72 +33,28 @@ use warnings;
 use Time::HiRes qw(usleep);
 
 use IPC::Run;
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('cdc');
-$node->init;
-my $conf =
-	"shared_preload_libraries = 'estream'\n"
-  . "wal_level = logical\n"
-  . "estream.worker_naptime = 100ms\n"
-  . "restart_after_crash = on\n";
-
-# Debian's 15.19+ only loads output plugins listed here; older servers
-# refuse to start if it is set.
-my $describe = `"@{[ $node->config_data('--bindir') ]}/postgres" --describe-config`;
-$conf .= "output_plugin_libraries = 'pgoutput, test_decoding, estream'\n"
-  if $describe =~ /^output_plugin_libraries\t/m;
-$node->append_conf('postgresql.conf', $conf);
-$node->start;
+my $node = EstreamNode->create('cdc',
+	cdc => 1,
+	conf => "estream.worker_naptime = 100ms\n" . "restart_after_crash = on\n");
 
 $node->safe_psql('postgres', 'CREATE EXTENSION estream');
-my $dboid = $node->safe_psql('postgres',
-	"SELECT oid FROM pg_database WHERE datname = 'postgres'");
-my $slot = "estream_$dboid";
-
-# the log table of a topic, for exact SQL over every record it holds
-sub log_of
-{
-	my ($topic) = @_;
-	return $node->safe_psql('postgres',
-		"SELECT log_relid::regclass FROM estream.topic WHERE name = '$topic'");
-}
+my $slot = $node->slot_name('postgres');
 
 # op:after:before of every event of a topic, in offset order (one partition)
 sub events
 {
 	my ($topic, $cond) = @_;
-	my $log = log_of($topic);
+	my $log = $node->log_of($topic);
 	$cond //= 'true';
 	return $node->safe_psql(
 		'postgres', qq{
 SELECT string_agg(format('%s:%s:%s', value->>'op', value->'after', value->'before'), E'\n'
 				  ORDER BY partition, "offset")
 FROM $log WHERE $cond});
-}
-
-# Wait until the worker has written everything committed so far: its slot
-# is confirmed past the current end of WAL.
-sub wait_caught_up
-{
-	my ($what) = @_;
-	my $lsn = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
-	ok( $node->poll_query_until(
-			'postgres', qq{
-SELECT confirmed_flush_lsn >= '$lsn' FROM pg_replication_slots WHERE slot_name = '$slot'}),
-		"capture caught up: $what");
-}
-
-sub wait_streaming
-{
-	my ($table) = @_;
-	ok( $node->poll_query_until(
-			'postgres',
-			"SELECT state FROM estream.captures WHERE source = '$table'::regclass",
-			'streaming'),
-		"$table: initial copy made");
 }
 
 #
@@ -130,7 +86,7 @@ is( $node->safe_psql(
 	'three more captures');
 is($node->safe_psql('postgres', 'SELECT string_agg(source::text, \',\' ORDER BY source::text) FROM estream.captures'),
 	'dflt,full_t,idle_t,p', 'estream.captures lists the roots');
-wait_streaming($_) for qw(p full_t dflt idle_t);
+$node->wait_streaming($_) for qw(p full_t dflt idle_t);
 
 $node->safe_psql(
 	'postgres', q{
@@ -142,7 +98,7 @@ UPDATE dflt SET a = 11;
 DELETE FROM full_t;
 DELETE FROM dflt;
 });
-wait_caught_up('small cases');
+$node->wait_caught_up('small cases');
 
 is( events('postgres.public.p'),
 	qq(r:{"t": "one", "id": 1}:null
@@ -153,7 +109,7 @@ u:{"t": "ONE", "id": 1}:null
 d:null:{"t": null, "id": 101}),
 	'partitioned table: copy and changes of every partition in one topic (a column named t, like the alias of the copy query)');
 is( $node->safe_psql(
-		'postgres', 'SELECT string_agg(DISTINCT value->\'source\'->>\'table\', \',\') FROM ' . log_of('postgres.public.p')),
+		'postgres', 'SELECT string_agg(DISTINCT value->\'source\'->>\'table\', \',\') FROM ' . $node->log_of('postgres.public.p')),
 	'p', 'source.table names the root');
 is( events('postgres.public.full_t'),
 	qq(r:{"a": 10, "b": "x", "id": 1}:null
@@ -177,7 +133,7 @@ ALTER TABLE dflt DROP COLUMN a;
 INSERT INTO dflt VALUES (4, 'four');
 UPDATE dflt SET c = 'TWO' WHERE id = 2;
 });
-wait_caught_up('ALTER TABLE');
+$node->wait_caught_up('ALTER TABLE');
 is( events('postgres.public.dflt', q{value->>'op' <> 'r' AND (value->'after'->>'id')::int >= 2}),
 	qq(c:{"a": 20, "id": 2}:null
 c:{"a": 30, "c": "three", "id": 3}:null
@@ -198,7 +154,7 @@ ok( $node->poll_query_until(
 SELECT confirmed_flush_lsn >= '$lsn1' AND restart_lsn > '$lsn0'
 FROM pg_replication_slots WHERE slot_name = '$slot'}),
 	'idle captures: confirmed_flush_lsn and restart_lsn move with the WAL of other tables');
-is($node->safe_psql('postgres', 'SELECT count(*) FROM ' . log_of('postgres.public.idle_t')),
+is($node->safe_psql('postgres', 'SELECT count(*) FROM ' . $node->log_of('postgres.public.idle_t')),
 	'0', 'no event for the idle table');
 
 # Uncapturing the last table drops the slot and the origin; the topics stay.
@@ -230,8 +186,8 @@ CREATE TABLE truth (seq bigserial PRIMARY KEY, id int, v int, op text);
 INSERT INTO src SELECT i, 0, 0 FROM generate_series(1, 200) i;
 SELECT estream.capture('src', options => '{"partitions": 3}');
 });
-wait_streaming('src');
-my $src_log = log_of('postgres.public.src');
+$node->wait_streaming('src');
+my $src_log = $node->log_of('postgres.public.src');
 
 # Each committed change of src is recorded in truth by the same
 # transaction, after the row lock is taken: per key, truth.seq is in commit
@@ -339,7 +295,7 @@ LIMIT 1});
 	}
 }
 note "pgbench output:\n$pgbench_out";
-wait_caught_up('after the crashes');
+$node->wait_caught_up('after the crashes');
 
 my $committed = $node->safe_psql('postgres', 'SELECT count(*) FROM truth');
 note "committed changes: $committed";
@@ -416,13 +372,13 @@ ok( $node->poll_query_until(
 		'postgres', 'SELECT sum(v) > 500 FROM src2'),
 	'the writers run');
 $node->safe_psql('postgres', "SELECT estream.capture('src2', options => '{\"partitions\": 2}')");
-wait_streaming('src2');
-my $src2_log = log_of('postgres.public.src2');
+$node->wait_streaming('src2');
+my $src2_log = $node->log_of('postgres.public.src2');
 ok( $node->poll_query_until(
 		'postgres', "SELECT count(*) > 500 FROM $src2_log WHERE value->>'op' <> 'r'"),
 	'changes after the copy are captured');
 $writer->kill_kill;
-wait_caught_up('src2');
+$node->wait_caught_up('src2');
 
 is( $node->safe_psql(
 		'postgres', qq{
@@ -465,7 +421,7 @@ SELECT pg_reload_conf();
 CREATE TABLE big (id int PRIMARY KEY, note text);
 SELECT estream.capture('big', options => '{"snapshot": false}');
 });
-wait_streaming('big');
+$node->wait_streaming('big');
 my $nbig = 1000000;
 $node->safe_psql('postgres',
 	"INSERT INTO big SELECT g, 'row ' || g FROM generate_series(1, $nbig) g");
@@ -499,7 +455,7 @@ SKIP:
 	cmp_ok($max_anon_kb, '<', 256 * 1024,
 		'the worker captured it in bounded memory (private RSS below 256 MB)');
 }
-my $big_log = log_of('postgres.public.big');
+my $big_log = $node->log_of('postgres.public.big');
 is( $node->safe_psql(
 		'postgres',
 		"SELECT count(*), count(DISTINCT value->'after'->>'id'), min((value->'after'->>'id')::int), max((value->'after'->>'id')::int) FROM $big_log"),

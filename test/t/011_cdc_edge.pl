@@ -49,7 +49,7 @@ use warnings;
 
 use IPC::Run;
 use JSON::PP;
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
@@ -58,47 +58,22 @@ use Time::HiRes qw(usleep);
 sub new_node
 {
 	my ($name, $extra) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
-	my $conf =
-		"shared_preload_libraries = 'estream'\n"
-	  . "wal_level = logical\n"
-	  . "max_wal_senders = 4\n"
-	  . "estream.worker_naptime = 100ms\n"
-	  . ($extra // '');
-
-	# Debian's 15.19+ only loads output plugins listed here; older servers
-	# refuse to start if it is set.
-	my $describe = `"@{[ $node->config_data('--bindir') ]}/postgres" --describe-config`;
-	$conf .= "output_plugin_libraries = 'pgoutput, test_decoding, estream'\n"
-	  if $describe =~ /^output_plugin_libraries\t/m;
-	$node->append_conf('postgresql.conf', $conf);
-	$node->start;
-	return $node;
+	return EstreamNode->create(
+		$name,
+		cdc => 1,
+		conf => "max_wal_senders = 4\n"
+		  . "estream.worker_naptime = 100ms\n"
+		  . ($extra // ''));
 }
 
 my $node = new_node('cdc_edge');
 $node->safe_psql('postgres', 'CREATE EXTENSION estream');
 
-sub dboid
-{
-	my ($n, $db) = @_;
-	return $n->safe_psql('postgres', "SELECT oid FROM pg_database WHERE datname = '$db'");
-}
-
-# the log table of a topic
-sub log_of
-{
-	my ($n, $db, $topic) = @_;
-	return $n->safe_psql($db,
-		"SELECT log_relid::regclass FROM estream.topic WHERE name = '$topic'");
-}
-
 # op:key:after of every record of a topic, in (partition, offset) order
 sub events
 {
 	my ($n, $db, $topic, $cond) = @_;
-	my $log = log_of($n, $db, $topic);
+	my $log = $n->log_of($topic, dbname => $db);
 	$cond //= 'true';
 	return $n->safe_psql(
 		$db, qq{
@@ -110,43 +85,9 @@ FROM $log WHERE $cond});
 sub count_records
 {
 	my ($n, $db, $topic, $cond) = @_;
-	my $log = log_of($n, $db, $topic);
+	my $log = $n->log_of($topic, dbname => $db);
 	$cond //= 'true';
 	return $n->safe_psql($db, "SELECT count(*) FROM $log WHERE $cond");
-}
-
-# Wait until the worker of $db has written everything committed so far:
-# its slot is confirmed past the current end of WAL.
-sub wait_caught_up
-{
-	my ($n, $db, $what) = @_;
-	my $slot = 'estream_' . dboid($n, $db);
-	my $lsn = $n->safe_psql($db, 'SELECT pg_current_wal_lsn()');
-	ok( $n->poll_query_until(
-			$db, qq{
-SELECT confirmed_flush_lsn >= '$lsn' FROM pg_replication_slots WHERE slot_name = '$slot'}),
-		"capture caught up: $what");
-}
-
-sub wait_streaming
-{
-	my ($n, $db, $table) = @_;
-	ok( $n->poll_query_until(
-			$db,
-			"SELECT state FROM estream.captures WHERE source = '$table'::regclass",
-			'streaming'),
-		"$table: initial copy made");
-}
-
-# Wait for $k more complete runs of the worker of $db.
-sub wait_runs
-{
-	my ($n, $db, $k, $what) = @_;
-	my $runs = $n->safe_psql($db,
-		"SELECT runs FROM estream.workers WHERE database = '$db'");
-	ok( $n->poll_query_until(
-			$db, "SELECT runs >= $runs + $k FROM estream.workers WHERE database = '$db'"),
-		"$k worker runs: $what");
 }
 
 # estream.enable_worker on or off, and wait until every database worker
@@ -154,9 +95,7 @@ sub wait_runs
 sub set_worker
 {
 	my ($n, $on) = @_;
-	$n->safe_psql('postgres',
-		"ALTER SYSTEM SET estream.enable_worker = " . ($on ? 'on' : 'off')
-		  . "; SELECT pg_reload_conf()");
+	$n->alter_system('estream.enable_worker', $on ? 'on' : 'off');
 	my $cond = $on ? "state NOT IN ('disabled', 'starting')" : "state = 'disabled'";
 	ok( $n->poll_query_until(
 			'postgres',
@@ -181,8 +120,7 @@ sub log_since
 	return substr(slurp_file($n->logfile), $offset);
 }
 
-my $dboid = dboid($node, 'postgres');
-my $slot = "estream_$dboid";
+my $slot = $node->slot_name('postgres');
 
 #
 # 1. "snapshot": false.  It is the database's first capture, made while the
@@ -212,7 +150,7 @@ set_worker($node, 1);
 ok( $node->poll_query_until(
 		'postgres', "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'", '1'),
 	'the worker created the slot');
-wait_caught_up($node, 'postgres', 'snapshot false, first run');
+$node->wait_caught_up('snapshot false, first run');
 my $lsn_streaming = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
 $node->safe_psql(
 	'postgres', q{
@@ -220,7 +158,7 @@ INSERT INTO snap_off VALUES (5, 'five');
 UPDATE snap_off SET v = 'FOUR' WHERE id = 4;
 DELETE FROM snap_off WHERE id = 2;
 });
-wait_caught_up($node, 'postgres', 'snapshot false, changes');
+$node->wait_caught_up('snapshot false, changes');
 is(count_records($node, 'postgres', 'postgres.public.snap_off', "value->>'op' = 'r'"),
 	'0', 'snapshot false: no copy (no r event)');
 is(count_records($node, 'postgres', 'postgres.public.snap_off', "key = convert_to('{\"id\": 3}', 'UTF8')"),
@@ -254,7 +192,7 @@ SELECT estream.capture('snap_off2', options => '{"snapshot": false}');
 INSERT INTO snap_off2 VALUES (2);
 });
 set_worker($node, 1);
-wait_caught_up($node, 'postgres', 'snapshot false, slot already there');
+$node->wait_caught_up('snapshot false, slot already there');
 is( events($node, 'postgres', 'postgres.public.snap_off2'),
 	qq(c:{"id": 2}:{"id": 2}),
 	'snapshot false, slot already there: the change committed after capture() while the worker was off is emitted'
@@ -273,7 +211,7 @@ INSERT INTO keep_b VALUES (1, 0), (2, 0);
 CREATE TABLE drop_c (id int PRIMARY KEY);
 SELECT estream.capture('drop_c');
 });
-wait_streaming($node, 'postgres', 'drop_c');
+$node->wait_streaming('drop_c');
 set_worker($node, 0);
 my $a_oid = $node->safe_psql('postgres', "SELECT 'drop_a'::regclass::oid");
 my $c_oid = $node->safe_psql('postgres', "SELECT 'drop_c'::regclass::oid");
@@ -291,7 +229,7 @@ is( $node->safe_psql(
 	"$a_oid:waiting for its initial copy,$c_oid:not running",
 	'dropped tables stay registered, shown by OID (before the worker ran; the worker is off)');
 set_worker($node, 1);
-wait_streaming($node, 'postgres', 'keep_b');
+$node->wait_streaming('keep_b');
 is( $node->safe_psql(
 		'postgres', "SELECT snapshot_rows FROM estream.captures WHERE source = 'keep_b'::regclass"),
 	'3', 'the table captured with the dropped one is copied');
@@ -301,7 +239,7 @@ UPDATE keep_b SET v = 1 WHERE id = 1;
 DELETE FROM keep_b WHERE id = 2;
 INSERT INTO keep_b VALUES (4, 0);
 });
-wait_caught_up($node, 'postgres', 'dropped before copy');
+$node->wait_caught_up('dropped before copy');
 is( events($node, 'postgres', 'postgres.public.keep_b'),
 	qq(r:{"id": 1}:{"v": 0, "id": 1}
 r:{"id": 2}:{"v": 0, "id": 2}
@@ -349,14 +287,14 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM estream.capture WHERE reli
 my ($ret, $out, $err) =
   $node->psql('postgres', "SELECT estream.capture('cpk', 'edge-compacted')");
 is($out, 'edge-compacted', 'a table with primary key is captured into the compacted topic');
-wait_streaming($node, 'postgres', 'cpk');
+$node->wait_streaming('cpk');
 $node->safe_psql(
 	'postgres', q{
 INSERT INTO cpk VALUES (3, 'c');
 TRUNCATE cpk;
 INSERT INTO cpk VALUES (4, 'd');
 });
-wait_caught_up($node, 'postgres', 'compacted');
+$node->wait_caught_up('compacted');
 is( events($node, 'postgres', 'edge-compacted'),
 	qq(r:{"id": 1}:{"v": "a", "id": 1}
 r:{"id": 2}:{"v": "b", "id": 2}
@@ -375,7 +313,7 @@ $node->safe_psql(
 CREATE TABLE rl (id int PRIMARY KEY, v text);
 SELECT estream.capture('rl', options => '{"snapshot": false}');
 });
-wait_streaming($node, 'postgres', 'rl');
+$node->wait_streaming('rl');
 my $log_offset = -s $node->logfile;
 my $recv = $node->installed_command('pg_recvlogical');
 my $connstr = $node->connstr('postgres');
@@ -458,7 +396,7 @@ $node->safe_psql('postgres',
 	"SELECT pg_drop_replication_slot('edge_recv'), pg_drop_replication_slot('edge_sql')");
 is( $node->safe_psql('postgres', 'SELECT string_agg(slot_name, \',\') FROM pg_replication_slots'),
 	$slot, 'the slots of the test are dropped, the worker\'s remains');
-wait_caught_up($node, 'postgres', 'plugin');
+$node->wait_caught_up('plugin');
 is( events($node, 'postgres', 'postgres.public.rl'),
 	qq(c:{"id": 1}:{"v": "one", "id": 1}
 u:{"id": 1}:{"v": "ONE", "id": 1}
@@ -485,7 +423,7 @@ CREATE TABLE ri_full (id int PRIMARY KEY, v int);
 ALTER TABLE ri_full REPLICA IDENTITY FULL;
 SELECT estream.capture('ri_full', options => '{"partitions": 4}');
 });
-wait_streaming($node, 'postgres', $_) for qw(ri_idx ri_full);
+$node->wait_streaming($_) for qw(ri_idx ri_full);
 # a code whose partition differs from that of the primary key
 my $code = $node->safe_psql(
 	'postgres', q{
@@ -504,8 +442,8 @@ INSERT INTO ri_full VALUES (1, 0);
 UPDATE ri_full SET v = 1 WHERE id = 1;
 DELETE FROM ri_full WHERE id = 1;
 });
-wait_caught_up($node, 'postgres', 'replica identity');
-my $ri_log = log_of($node, 'postgres', 'postgres.public.ri_idx');
+$node->wait_caught_up('replica identity');
+my $ri_log = $node->log_of('postgres.public.ri_idx');
 is( $node->safe_psql(
 		'postgres',
 		"SELECT string_agg(format('%s:%s:%s', value->>'op', convert_from(key, 'UTF8'), partition), ' ' ORDER BY \"offset\") FROM $ri_log WHERE value->>'op' <> 'r'"),
@@ -516,7 +454,7 @@ is( $node->safe_psql(
 		'postgres',
 		"SELECT string_agg(convert_from(key, 'UTF8'), ' ') FROM $ri_log WHERE value->>'op' = 'r'"),
 	'{"code": "copied"}', 'the copy keyed by the same rule');
-my $full_log = log_of($node, 'postgres', 'postgres.public.ri_full');
+my $full_log = $node->log_of('postgres.public.ri_full');
 my $id_part = $node->safe_psql('postgres',
 	"SELECT estream.partition_for(jsonb_build_object('id', 1)::text, 4)");
 is( $node->safe_psql(
@@ -536,7 +474,7 @@ CREATE TABLE bl_a (id int PRIMARY KEY, v int NOT NULL);
 CREATE TABLE bl_b (id int PRIMARY KEY, v int NOT NULL);
 SELECT estream.capture('bl_a'), estream.capture('bl_b');
 });
-wait_streaming($node, 'postgres', $_) for qw(bl_a bl_b);
+$node->wait_streaming($_) for qw(bl_a bl_b);
 set_worker($node, 0);
 # 1000 changes on each table: one transaction of 500 inserts into both,
 # then 100 transactions of 5 updates per table
@@ -554,18 +492,18 @@ COMMIT;
 $node->safe_psql('postgres', "SELECT estream.uncapture('bl_a')");
 $node->safe_psql('postgres', 'UPDATE bl_a SET v = -1 WHERE id = 1; UPDATE bl_b SET v = -1 WHERE id = 1');
 set_worker($node, 1);
-wait_caught_up($node, 'postgres', 'backlog');
+$node->wait_caught_up('backlog');
 is( count_records($node, 'postgres', 'postgres.public.bl_b'),
 	'1001', 'the table still captured: all its 1000 changes of the backlog and the one after');
 is( $node->safe_psql(
 		'postgres', 'SELECT '
 		  . "count(*) FILTER (WHERE value->>'op' = 'c') || ',' || count(*) FILTER (WHERE value->>'op' = 'u') || ',' "
 		  . "|| count(DISTINCT value->'after') || ',' || max((value->'after'->>'v')::int) FROM "
-		  . log_of($node, 'postgres', 'postgres.public.bl_b')),
+		  . $node->log_of('postgres.public.bl_b')),
 	'500,501,1001,100', 'bl_b: 500 inserts, 501 updates, each once, up to v = 100');
 is( $node->safe_psql(
 		'postgres', 'SELECT count(*) FROM (SELECT DISTINCT ON (key) value->\'after\' AS after FROM '
-		  . log_of($node, 'postgres', 'postgres.public.bl_b')
+		  . $node->log_of('postgres.public.bl_b')
 		  . ' ORDER BY key, "offset" DESC) t FULL JOIN (SELECT to_jsonb(b) AS after FROM bl_b b) b USING (after) WHERE t.after IS NULL OR b.after IS NULL'),
 	'0', 'bl_b rebuilt from its topic equals the table');
 is(count_records($node, 'postgres', 'postgres.public.bl_a'),
@@ -586,10 +524,10 @@ CREATE TABLE t (id int PRIMARY KEY);
 INSERT INTO t VALUES (1);
 SELECT estream.capture('t');
 });
-wait_streaming($node, 'dropme', 't');
+$node->wait_streaming('t', dbname => 'dropme');
 $node->safe_psql('dropme', 'INSERT INTO t VALUES (2)');
-wait_caught_up($node, 'dropme', 'second database');
-my $drop_oid = dboid($node, 'dropme');
+$node->wait_caught_up('second database', dbname => 'dropme');
+my $drop_oid = $node->dboid('dropme');
 is( $node->safe_psql(
 		'postgres', qq{
 SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'estream_$drop_oid')
@@ -603,7 +541,7 @@ SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'estream_$dr
 	|| ',' || (SELECT count(*) FROM pg_replication_origin WHERE roname = 'estream_$drop_oid')}),
 	'0,0', 'neither its slot nor its origin remains');
 $node->safe_psql('postgres', "INSERT INTO rl VALUES (3, 'after drop database')");
-wait_caught_up($node, 'postgres', 'after DROP DATABASE');
+$node->wait_caught_up('after DROP DATABASE');
 is(count_records($node, 'postgres', 'postgres.public.rl', "value->'after'->>'id' = '3'"),
 	'1', 'the other database still captures');
 
@@ -637,9 +575,9 @@ is( $node->safe_psql(
 	'waiting for its initial copy;none', 'the copy waits, without error');
 $long->query_safe('COMMIT');
 $long->quit;
-wait_streaming($node, 'postgres', 'lt');
+$node->wait_streaming('lt');
 $node->safe_psql('postgres', "UPDATE lt SET b = 'two' WHERE id = 2");
-wait_caught_up($node, 'postgres', 'after the wait');
+$node->wait_caught_up('after the wait');
 is( count_records($node, 'postgres', 'postgres.public.rl', "value->'after'->>'id' = '10'"),
 	'1', 'the other capture\'s change made while the copy waited: once');
 is( events($node, 'postgres', 'postgres.public.lt'),
@@ -665,7 +603,7 @@ SELECT 'x' FROM pg_create_physical_replication_slot('other_2');
 CREATE TABLE s5 (id int PRIMARY KEY, v int NOT NULL);
 INSERT INTO s5 VALUES (1, 0), (2, 0), (3, 0);
 });
-my $oid2 = dboid($node2, 'postgres');
+my $oid2 = $node2->dboid('postgres');
 ok( $node2->poll_query_until(
 		'postgres', "SELECT pid IS NOT NULL FROM estream.workers WHERE database = 'postgres'"),
 	'the worker of the second node runs');
@@ -700,7 +638,7 @@ is( $node2->safe_psql('postgres', "SELECT pid FROM estream.workers WHERE databas
 # Uncapturing the only capture while failing: the worker drops the slot
 # and the origin when the last table is uncaptured (docs), so none remains.
 $node2->safe_psql('postgres', "SELECT estream.uncapture('s5')");
-wait_runs($node2, 'postgres', 3, 'after uncapturing the failing capture');
+$node2->wait_worker_runs(3, '3 worker runs: after uncapturing the failing capture');
 is( $node2->safe_psql(
 		'postgres', "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'estream%'"),
 	'0', 'uncaptured while failing: no estream slot');
@@ -722,18 +660,18 @@ ok( $node2->poll_query_until(
 	'captured again: fails again');
 $node2->safe_psql('postgres',
 	"INSERT INTO s5 VALUES (5, 0); SELECT pg_drop_replication_slot('other_2')");
-wait_streaming($node2, 'postgres', 's5');
+$node2->wait_streaming('s5');
 $node2->safe_psql(
 	'postgres', q{
 INSERT INTO s5 VALUES (6, 0);
 UPDATE s5 SET v = 2 WHERE id = 2;
 DELETE FROM s5 WHERE id = 3;
 });
-wait_caught_up($node2, 'postgres', 'after a slot was freed');
+$node2->wait_caught_up('after a slot was freed');
 is( $node2->safe_psql(
 		'postgres',
 		"SELECT string_agg(format('%s:%s', value->>'op', value->'after'), ' ' ORDER BY value->'after'->>'id') FROM "
-		  . log_of($node2, 'postgres', 'postgres.public.s5') . " WHERE value->>'op' = 'r'"),
+		  . $node2->log_of('postgres.public.s5') . " WHERE value->>'op' = 'r'"),
 	'r:{"v": 1, "id": 1} r:{"v": 0, "id": 2} r:{"v": 0, "id": 3} r:{"v": 0, "id": 4} r:{"v": 0, "id": 5}',
 	'once a slot is free: the copy has every row committed meanwhile, once');
 is( events($node2, 'postgres', 'postgres.public.s5', "value->>'op' <> 'r'"),
@@ -766,8 +704,7 @@ unlike(log_since($node2, 0), qr/terminated by signal/, 'no process terminated by
 #
 # 11. Batches below estream.max_batch_bytes, in the copy and in the stream
 #
-$node->safe_psql('postgres',
-	"ALTER SYSTEM SET estream.max_batch_bytes = '1MB'; SELECT pg_reload_conf()");
+$node->alter_system('estream.max_batch_bytes', '1MB');
 my $errors11 = $node->safe_psql('postgres',
 	"SELECT errors FROM estream.workers WHERE database = 'postgres'");
 $node->safe_psql(
@@ -792,8 +729,7 @@ FROM estream.fetch('big11', 0, 0, max_records => 1000)}),
 is( $node->safe_psql('postgres',
 		"SELECT errors FROM estream.workers WHERE database = 'postgres'"),
 	$errors11, 'no step failed');
-$node->safe_psql('postgres',
-	"ALTER SYSTEM RESET estream.max_batch_bytes; SELECT pg_reload_conf()");
+$node->alter_system('estream.max_batch_bytes', undef);
 
 $node2->stop;
 $node->stop;

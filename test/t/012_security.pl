@@ -50,41 +50,16 @@ use strict;
 use warnings;
 use Time::HiRes qw(time);
 
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('security');
-$node->init;
-my $conf =
-	"shared_preload_libraries = 'estream'\n"
-  . "wal_level = logical\n"
-  . "estream.worker_naptime = 100ms\n"
-  . "log_statement = none\n";
-my $describe =
-  `"@{[ $node->config_data('--bindir') ]}/postgres" --describe-config`;
-$conf .= "output_plugin_libraries = 'pgoutput, test_decoding, estream'\n"
-  if $describe =~ /^output_plugin_libraries\t/m;
-$node->append_conf('postgresql.conf', $conf);
-$node->start;
+my $node = EstreamNode->create('security',
+	cdc => 1,
+	conf => "estream.worker_naptime = 100ms\n" . "log_statement = none\n");
 
 my $tmp = PostgreSQL::Test::Utils::tempdir;
 my $pwned = "$tmp/pwned";
-
-sub as_role
-{
-	my ($db, $role, $sql) = @_;
-	return $node->safe_psql($db, $sql, extra_params => [ '-U', $role ]);
-}
-
-# (stdout, stderr) of SQL run as a role that is expected to fail
-sub fails_as
-{
-	my ($db, $role, $sql) = @_;
-	my ($ret, $out, $err) =
-	  $node->psql($db, $sql, extra_params => [ '-U', $role, '-v', 'VERBOSITY=sqlstate' ]);
-	return $err;
-}
 
 sub is_superuser
 {
@@ -176,29 +151,28 @@ for my $schema ('evil', 'public')
 	$sql =~ s/%s/$schema/g;
 	$sql =~ s/PWNED/$pwned-$schema/g;
 	$sql = "CREATE SCHEMA evil;\n$sql" if $schema eq 'evil';
-	as_role('victim', 'dbowner', $sql);
+	$node->as_role('dbowner', $sql, dbname => 'victim');
 }
 
 # the owner's table is captured (by the superuser: a DBA's doing), so the
 # capture step runs its SQL at every step
-as_role('victim', 'dbowner',
+$node->as_role('dbowner',
 	'CREATE TABLE public.orders (id integer PRIMARY KEY, note text);'
-	  . "INSERT INTO public.orders VALUES (1, 'before');");
+	  . "INSERT INTO public.orders VALUES (1, 'before');", dbname => 'victim');
 $node->safe_psql('victim', "SELECT estream.capture('public.orders', 'orders')");
 $node->safe_psql('victim',
 	"SELECT estream.create_topic('kept', 1, '{\"segment.ms\": 1, \"retention.ms\": 1}')");
 
-as_role(
-	'victim', 'dbowner', q{
+$node->as_role('dbowner', q{
 ALTER DATABASE victim SET search_path = evil, public, pg_catalog;
 ALTER DATABASE victim SET default_tablespace = pg_default;
-});
+}, dbname => 'victim');
 
 # the worker starts again and reads the database's settings
 $node->restart;
 my $runs = worker_runs('victim');
-as_role('victim', 'dbowner',
-	"INSERT INTO public.orders SELECT g, 'after' FROM generate_series(2, 50) g");
+$node->as_role('dbowner',
+	"INSERT INTO public.orders SELECT g, 'after' FROM generate_series(2, 50) g", dbname => 'victim');
 $node->safe_psql('victim',
 	"SELECT estream.produce('kept', '{}') FROM generate_series(1, 10)");
 ok( $node->poll_query_until(
@@ -223,7 +197,7 @@ is(is_superuser('dbowner'), 'f', 'the database owner is not a superuser');
 ok(!-e "$pwned-evil" && !-e "$pwned-public", 'no program ran as the server\'s user');
 
 # the database's own settings again, for the tests below
-as_role('victim', 'dbowner', 'ALTER DATABASE victim RESET ALL');
+$node->as_role('dbowner', 'ALTER DATABASE victim RESET ALL', dbname => 'victim');
 $node->restart;
 
 #
@@ -235,9 +209,9 @@ SELECT estream.create_topic('app-topic', 1);
 SELECT estream.grant_acl('app', 'read,write', 'topic', 'app-topic');
 SELECT estream.grant_acl('app', 'read', 'group', 'app-group');
 });
-as_role('victim', 'app',
+$node->as_role('app',
 	"SELECT estream.produce('app-topic', '{\"n\": 1}') FROM generate_series(1, 12);"
-	  . "SELECT count(*) FROM estream.poll('app-group', 'app-topic', auto_offset_reset => 'earliest')");
+	  . "SELECT count(*) FROM estream.poll('app-group', 'app-topic', auto_offset_reset => 'earliest')", dbname => 'victim');
 $node->safe_psql('victim',
 	"SELECT count(*) FROM estream.poll('other-group', 'app-topic', auto_offset_reset => 'earliest')");
 my $seg = $node->safe_psql('victim',
@@ -262,10 +236,10 @@ for my $sql (
 	"SELECT estream.seek_to_beginning('other-group', 'app-topic')",
 	"SELECT estream.delete_group('other-group')")
 {
-	like(fails_as('victim', 'app', $sql), qr/ERROR:  42501/, "refused: $sql");
+	like($node->fails_as('app', $sql, dbname => 'victim'), qr/ERROR:  42501/, "refused: $sql");
 }
 $node->restart;
-is( as_role('victim', 'app', "SELECT \"offset\" FROM estream.produce('app-topic', '{}')"),
+is( $node->as_role('app', "SELECT \"offset\" FROM estream.produce('app-topic', '{}')", dbname => 'victim'),
 	'12', 'after a restart the next offset is the next dense one');
 is( $node->safe_psql('victim',
 		"SELECT committed_offset FROM estream.committed('other-group', 'app-topic')"),
@@ -275,12 +249,12 @@ is( $node->safe_psql('victim',
 # 3. System catalogs cannot be captured
 #
 like(
-	fails_as('victim', 'dbowner', "SELECT estream.capture('pg_catalog.pg_authid', 'secrets')"),
+	$node->fails_as('dbowner', "SELECT estream.capture('pg_catalog.pg_authid', 'secrets')", dbname => 'victim'),
 	qr/ERROR:  42501/,
 	'a non-superuser cannot capture pg_authid');
 like(
-	fails_as('victim', $node->safe_psql('postgres', 'SELECT current_user'),
-		"SELECT estream.capture('pg_catalog.pg_authid', 'secrets')"),
+	$node->fails_as($node->safe_psql('postgres', 'SELECT current_user'),
+		"SELECT estream.capture('pg_catalog.pg_authid', 'secrets')", dbname => 'victim'),
 	qr/ERROR:  42501/,
 	'nor can a superuser');
 is( $node->safe_psql('victim',
@@ -300,9 +274,9 @@ for my $i (1 .. 10)
 		'DROP DATABASE victim',
 		"ALTER DATABASE victim RENAME TO stolen_$i")
 	{
-		like(fails_as('postgres', 'creator', $sql),
+		like($node->fails_as('creator', $sql),
 			qr/ERROR:  42501/, "refused: $sql") if $i == 1;
-		fails_as('postgres', 'creator', $sql) if $i > 1;
+		$node->fails_as('creator', $sql) if $i > 1;
 	}
 }
 is( $node->safe_psql('victim',
@@ -317,7 +291,7 @@ ok( $node->poll_query_until(
 $node->safe_psql('postgres', 'ALTER ROLE dbowner CREATEDB');
 my $t0 = time();
 like(
-	fails_as('victim', 'dbowner', 'ALTER DATABASE victim RENAME TO renamed'),
+	$node->fails_as('dbowner', 'ALTER DATABASE victim RENAME TO renamed', dbname => 'victim'),
 	qr/ERROR:  (0A000|55006)/,
 	'renaming the current database fails');
 ok( $node->poll_query_until(
@@ -335,14 +309,14 @@ CREATE ROLE capt LOGIN;
 CREATE SCHEMA capt AUTHORIZATION capt;
 SELECT estream.grant_acl('capt', 'create', 'topic', 'capt.', pattern_type => 'prefixed');
 });
-as_role('victim', 'capt', q{
+$node->as_role('capt', q{
 CREATE TABLE capt.src (id integer PRIMARY KEY, v text);
 CREATE TABLE capt.src2 (id integer PRIMARY KEY, v text);
 SELECT estream.capture('capt.src', 'capt.src');
 SELECT estream.capture('capt.src2', 'capt.src2');
 INSERT INTO capt.src VALUES (1, 'mine');
 INSERT INTO capt.src2 VALUES (1, 'mine');
-});
+}, dbname => 'victim');
 ok( $node->poll_query_until(
 		'victim',
 		"SELECT (SELECT count(*) FROM estream.fetch('capt.src', 0, 0)) = 1"
@@ -374,7 +348,7 @@ CREATE TABLE public.vt (id integer PRIMARY KEY, note text);
 SELECT estream.capture('public.vt', 'vt');
 GRANT INSERT ON public.vt TO capt;
 });
-as_role('victim', 'capt', q{
+$node->as_role('capt', q{
 CREATE FUNCTION capt.policy_writes() RETURNS boolean LANGUAGE plpgsql AS
 $$ BEGIN INSERT INTO public.vt VALUES (101, 'written during the copy') ON CONFLICT DO NOTHING; RETURN true; END $$;
 CREATE TABLE capt.rls (id integer PRIMARY KEY);
@@ -383,7 +357,7 @@ ALTER TABLE capt.rls ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
 CREATE POLICY p ON capt.rls USING (capt.policy_writes());
 INSERT INTO public.vt VALUES (100, 'written directly');
 SELECT estream.capture('capt.rls', 'capt.rls');
-});
+}, dbname => 'victim');
 ok( $node->poll_query_until(
 		'victim', "SELECT count(*) = 1 FROM estream.fetch('capt.rls', 0, 0)"),
 	'the copy of the owner\'s table is made');
@@ -399,12 +373,11 @@ $node->safe_psql(
 CREATE TABLE public.exact (id integer PRIMARY KEY, f float8, b bytea);
 SELECT estream.capture('public.exact', 'exact', '{"snapshot": false}');
 });
-as_role(
-	'victim', 'dbowner', q{
+$node->as_role('dbowner', q{
 ALTER DATABASE victim SET extra_float_digits = -15;
 ALTER DATABASE victim SET bytea_output = escape;
 ALTER DATABASE victim SET IntervalStyle = sql_standard;
-});
+}, dbname => 'victim');
 $node->restart;
 ok( $node->poll_query_until(
 		'victim', "SELECT state = 'streaming' FROM estream.captures WHERE topic = 'exact'"),
@@ -417,7 +390,7 @@ ok( $node->poll_query_until(
 is( $node->safe_psql('victim',
 		"SELECT value->'after'->>'f' || ' ' || (value->'after'->>'b') FROM estream.fetch('exact', 0, 0)"),
 	'3.14159265358979 \\x00ff', 'rendered with the server\'s settings');
-as_role('victim', 'dbowner', 'ALTER DATABASE victim RESET ALL');
+$node->as_role('dbowner', 'ALTER DATABASE victim RESET ALL', dbname => 'victim');
 
 is(is_superuser('dbowner'), 'f', 'dbowner is still not a superuser');
 is(is_superuser('app'), 'f', 'app is still not a superuser');

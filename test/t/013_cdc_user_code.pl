@@ -50,25 +50,13 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('cdc_user_code');
-$node->init;
-my $conf =
-	"shared_preload_libraries = 'estream'\n"
-  . "wal_level = logical\n"
-  . "estream.worker_naptime = 100ms\n"
-  . "timezone = 'UTC'\n";
-
-# Debian's 15.19+ only loads output plugins listed here; older servers
-# refuse to start if it is set.
-my $describe = `"@{[ $node->config_data('--bindir') ]}/postgres" --describe-config`;
-$conf .= "output_plugin_libraries = 'pgoutput, test_decoding, estream'\n"
-  if $describe =~ /^output_plugin_libraries\t/m;
-$node->append_conf('postgresql.conf', $conf);
-$node->start;
+my $node = EstreamNode->create('cdc_user_code',
+	cdc => 1,
+	conf => "estream.worker_naptime = 100ms\n" . "timezone = 'UTC'\n");
 
 $node->safe_psql('postgres', 'CREATE EXTENSION estream');
 $node->safe_psql('postgres', 'CREATE ROLE attacker LOGIN');
@@ -76,13 +64,6 @@ $node->safe_psql('postgres', 'CREATE ROLE attacker LOGIN');
 # files the casts' COPY ... TO PROGRAM would make
 my $range_file = $node->basedir . '/made_by_range_cast';
 my $multi_file = $node->basedir . '/made_by_multirange_cast';
-
-sub slot_of
-{
-	my ($db) = @_;
-	return 'estream_'
-	  . $node->safe_psql('postgres', "SELECT oid FROM pg_database WHERE datname = '$db'");
-}
 
 # Every query of this test starts with this: the database of part 3 has
 # the attacker's search_path.
@@ -139,7 +120,7 @@ FROM estream.captures WHERE source OPERATOR(pg_catalog.=) '$table'::pg_catalog.r
 sub wait_caught_up
 {
 	my ($db, $what) = @_;
-	my $slot = slot_of($db);
+	my $slot = $node->slot_name($db);
 	my $lsn = query($db, 'SELECT pg_current_wal_lsn()');
 	ok( $node->poll_query_until(
 			$db, qq{
@@ -464,7 +445,7 @@ c|{"id": 2}|{"id": 2, "note": "after"}|null
 u|{"id": 1}|{"id": 1, "note": "changed"}|null),
 	'hostile search_path: the copy and the changes are right');
 query('hostile', "SELECT estream.uncapture('attacker_schema.h')");
-my $hostile_slot = slot_of('hostile');
+my $hostile_slot = $node->slot_name('hostile');
 ok( $node->poll_query_until(
 		'hostile', qq{
 SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_replication_slots

@@ -26,20 +26,17 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('slots');
-$node->init;
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'estream'\n"
-	  . "wal_level = logical\n"
-	  . "estream.max_partitions = 16\n"
+# deliberately few partition slots (the minimum; see above)
+my $node = EstreamNode->create(
+	'slots',
+	conf => "estream.max_partitions = 16\n"
 	  . "estream.max_partitions_per_transaction = 20\n"
 	  . "estream.worker_naptime = 100ms\n"
 	  . "max_connections = 30\n");
-$node->start;
 
 my @dbs = ('postgres', 'db2');
 my @topics = map { "t$_" } 0 .. 9;    # 4 partitions each

@@ -14,7 +14,7 @@ use warnings;
 use File::Basename;
 # loaded here, at compile time, so that their INIT blocks run
 use IPC::Run;
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 

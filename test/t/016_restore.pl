@@ -11,21 +11,11 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('restore');
-$node->init;
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'estream'\nestream.worker_naptime = 100ms\nwal_level = logical\n");
-# Debian's 15.19+ only loads output plugins listed here; older servers
-# refuse to start if it is set.
-my $describe = `"@{[ $node->config_data('--bindir') ]}/postgres" --describe-config`;
-$node->append_conf('postgresql.conf',
-	"output_plugin_libraries = 'pgoutput, test_decoding, estream'\n")
-  if $describe =~ /^output_plugin_libraries\t/m;
-$node->start;
+my $node = EstreamNode->create('restore', cdc => 1, conf => "estream.worker_naptime = 100ms\n");
 
 $node->safe_psql(
 	'postgres', q{

@@ -12,25 +12,17 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('supervision');
-$node->init;
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'estream'\n"
-	  . "estream.worker_naptime = 100ms\n"
+# deliberately few worker processes (see above)
+my $node = EstreamNode->create(
+	'supervision',
+	cdc => 1,
+	conf => "estream.worker_naptime = 100ms\n"
 	  . "max_worker_processes = 4\n"
-	  . "max_parallel_workers = 0\n"
-	  . "wal_level = logical\n");
-# Debian's 15.19+ only loads output plugins listed here; older servers
-# refuse to start if it is set.
-my $describe = `"@{[ $node->config_data('--bindir') ]}/postgres" --describe-config`;
-$node->append_conf('postgresql.conf',
-	"output_plugin_libraries = 'pgoutput, test_decoding, estream'\n")
-  if $describe =~ /^output_plugin_libraries\t/m;
-$node->start;
+	  . "max_parallel_workers = 0\n");
 
 for my $db (qw(db1 db2))
 {
@@ -96,8 +88,7 @@ ok( $node->poll_query_until(
 	'db2: the capture streams');
 is($node->safe_psql('db2', q{SELECT count(*) FROM estream.maintenance_errors}),
 	'0', 'db2: no maintenance error while the worker runs');
-$node->safe_psql('postgres',
-	q{ALTER SYSTEM SET estream.enable_worker = off; SELECT pg_reload_conf()});
+$node->alter_system('estream.enable_worker', 'off');
 ok( $node->poll_query_until(
 		'db2', q{SELECT state || ' / ' || not_running_because FROM estream.captures},
 		'not running / disabled'),
@@ -113,8 +104,7 @@ SELECT estream.capture('t2b', 't2b');
 like($err, qr/WARNING:  table "public.t2b" will not be captured.*\nDETAIL:  The worker does not run: disabled\./,
 	'db2: capture() warns that the worker is disabled');
 $node->safe_psql('db2', q{INSERT INTO t2 VALUES (1)});
-$node->safe_psql('postgres',
-	q{ALTER SYSTEM RESET estream.enable_worker; SELECT pg_reload_conf()});
+$node->alter_system('estream.enable_worker', undef);
 ok( $node->poll_query_until(
 		'db2', q{SELECT count(*) = 2 FROM estream.captures WHERE state = 'streaming'}),
 	'db2: enabled again, both captures stream');

@@ -16,7 +16,7 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
@@ -24,11 +24,7 @@ use Time::HiRes qw(time);
 my $wait_ms = 120000;
 my $bound_s = 30;
 
-my $node = PostgreSQL::Test::Cluster->new('drain');
-$node->init;
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'estream'\n" . "wal_level = logical\n");
-$node->start;
+my $node = EstreamNode->create('drain');
 
 # app owns its topics (created them), reader may read them, both ordinary
 $node->safe_psql(
@@ -54,42 +50,6 @@ SELECT estream.grant_acl('app', 'create', 'cluster'),
 });
 }
 
-# A background session as a role that reports errors with their SQLSTATE
-# and keeps going.
-sub session
-{
-	my ($role) = @_;
-	my $bg = $node->background_psql(
-		'postgres',
-		on_error_stop => 0,
-		extra_params => [ '-U', $role ]);
-	$bg->query_safe('\set VERBOSITY sqlstate');
-	my $pid = $bg->query_safe('SELECT pg_backend_pid()');
-	return ($bg, $pid);
-}
-
-my $seq = 0;
-
-# Send a statement to a session without waiting for its result.
-sub start
-{
-	my ($bg, $sql) = @_;
-	$seq++;
-	$bg->query_until(qr/stmt $seq started/,
-		"\\echo stmt $seq started\n$sql;\n\\echo stmt $seq done\n");
-	return $seq;
-}
-
-# The output of a statement started with start(), once it has returned.
-sub finish
-{
-	my ($bg, $s) = @_;
-	my $out = $bg->query_until(qr/stmt $s done\n/, '');
-	$out =~ s/stmt $s done\n//;
-	chomp $out;
-	return $out;
-}
-
 # Wait until the backend sleeps in a long-poll (estream's waits report
 # wait event type Extension; poll()'s and consume()'s sleeps PgSleep).
 sub wait_until_waiting
@@ -110,17 +70,11 @@ sub still_waiting
 		 FROM pg_stat_activity WHERE pid = $pid");
 }
 
-sub as_role
-{
-	my ($role, $sql) = @_;
-	return $node->safe_psql('postgres', $sql, extra_params => [ '-U', $role ]);
-}
-
 #
 # 1. drop_topic() ends the long-polls of its topic, and only those.
 #
 setup_extension();
-as_role(
+$node->as_role(
 	'app', q{
 SELECT estream.create_topic('doomed', 2);
 SELECT estream.create_topic('kept', 1);
@@ -128,41 +82,41 @@ SELECT estream.grant_acl('reader', 'read', 'topic', 'doomed');
 SELECT estream.grant_acl('reader', 'read', 'topic', 'kept');
 SELECT estream.produce('doomed', '{"n": 0}', partition => 0);
 });
-is(as_role('reader', q{SELECT current_setting('is_superuser')}),
+is($node->as_role('reader', q{SELECT current_setting('is_superuser')}),
 	'off', 'reader is not a superuser');
 
-my ($f1, $f1pid) = session('reader');
-my ($p1, $p1pid) = session('reader');
-my ($k1, $k1pid) = session('reader');
-my $f1s = start($f1,
+my ($f1, $f1pid) = $node->background_as_role('reader', 'sqlstate');
+my ($p1, $p1pid) = $node->background_as_role('reader', 'sqlstate');
+my ($k1, $k1pid) = $node->background_as_role('reader', 'sqlstate');
+my $f1s = $node->start_query($f1,
 	"SELECT count(*) FROM estream.fetch('doomed', 1, 0, wait_ms => $wait_ms)");
 # the group's first poll reads offset 0 of partition 0 at once: poll past it
-as_role('reader', q{SELECT count(*) FROM estream.poll('g', 'doomed')});
-my $p1s = start($p1,
+$node->as_role('reader', q{SELECT count(*) FROM estream.poll('g', 'doomed')});
+my $p1s = $node->start_query($p1,
 	"SELECT count(*) FROM estream.poll('g', 'doomed', wait_ms => $wait_ms)");
-my $k1s = start($k1,
+my $k1s = $node->start_query($k1,
 	"SELECT value->>'n' FROM estream.fetch('kept', 0, 0, wait_ms => $wait_ms)");
 wait_until_waiting($f1pid, 'fetch of doomed');
 wait_until_waiting($p1pid, 'poll of doomed');
 wait_until_waiting($k1pid, 'fetch of kept');
 
 my $t0 = time();
-as_role('app', q{SELECT estream.drop_topic('doomed')});
+$node->as_role('app', q{SELECT estream.drop_topic('doomed')});
 my $took = time() - $t0;
 cmp_ok($took, '<', $bound_s,
 	"drop_topic returns at once behind two long-polls of the topic ($took s)");
-is(finish($f1, $f1s), '0', 'the long fetch of the dropped topic returned empty');
-is(finish($p1, $p1s), '0', 'the long poll of the dropped topic returned empty');
+is($node->finish_query($f1, $f1s), '0', 'the long fetch of the dropped topic returned empty');
+is($node->finish_query($p1, $p1s), '0', 'the long poll of the dropped topic returned empty');
 is(still_waiting($k1pid), 't', 'the long fetch of another topic still waits');
-as_role('app', q{SELECT estream.produce('kept', '{"n": 7}')});
-is(finish($k1, $k1s), '7', 'and gets its record when it commits');
-is(as_role('reader', q{SELECT count(*) FROM estream.topics WHERE topic = 'doomed'}),
+$node->as_role('app', q{SELECT estream.produce('kept', '{"n": 7}')});
+is($node->finish_query($k1, $k1s), '7', 'and gets its record when it commits');
+is($node->as_role('reader', q{SELECT count(*) FROM estream.topics WHERE topic = 'doomed'}),
 	'0', 'the topic is gone');
 
 #
 # 2. A role that may not drop the extension ends no wait by trying.
 #
-$k1s = start($k1,
+$k1s = $node->start_query($k1,
 	"SELECT value->>'n' FROM estream.fetch('kept', 0, 1, wait_ms => $wait_ms)");
 wait_until_waiting($k1pid, 'fetch of kept, before a refused DROP EXTENSION');
 my ($ret, $out, $err) = $node->psql(
@@ -179,11 +133,11 @@ is(still_waiting($k1pid), 't', 'the long fetch still waits after both refusals')
 #
 # 3. DROP EXTENSION ends every long-poll of the database at once.
 #
-my ($c1, $c1pid) = session('reader');
+my ($c1, $c1pid) = $node->background_as_role('reader', 'sqlstate');
 $c1->query_safe(
 	q{SELECT member_id AS m FROM estream.join_group('s', ARRAY['kept'], 'm1') \gset});
-as_role('reader', q{SELECT count(*) FROM estream.consume('s', 'm1')});
-my $c1s = start($c1,
+$node->as_role('reader', q{SELECT count(*) FROM estream.consume('s', 'm1')});
+my $c1s = $node->start_query($c1,
 	"SELECT count(*) FROM estream.consume('s', 'm1', wait_ms => $wait_ms)");
 wait_until_waiting($c1pid, 'consume of a session member');
 $t0 = time();
@@ -191,8 +145,8 @@ $node->safe_psql('postgres', 'DROP EXTENSION estream CASCADE');
 $took = time() - $t0;
 cmp_ok($took, '<', $bound_s,
 	"DROP EXTENSION returns at once behind long-polls ($took s)");
-is(finish($k1, $k1s), '', 'the long fetch returned no record');
-is(finish($c1, $c1s), '0', 'the consume of a session member returned empty');
+is($node->finish_query($k1, $k1s), '', 'the long fetch returned no record');
+is($node->finish_query($c1, $c1s), '0', 'the consume of a session member returned empty');
 is($node->safe_psql('postgres',
 		q{SELECT count(*) FROM pg_extension WHERE extname = 'estream'}),
 	'0', 'the extension is gone');
@@ -208,7 +162,7 @@ GRANT USAGE ON SCHEMA estream TO reader;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA estream TO reader;
 GRANT SELECT ON ALL TABLES IN SCHEMA estream TO reader;
 });
-$k1s = start($k1,
+$k1s = $node->start_query($k1,
 	"SELECT count(*) FROM estream.fetch('old', 0, 0, wait_ms => $wait_ms)");
 wait_until_waiting($k1pid, 'fetch under 1.3');
 $t0 = time();
@@ -216,7 +170,7 @@ $node->safe_psql('postgres', 'ALTER EXTENSION estream UPDATE');
 $took = time() - $t0;
 cmp_ok($took, '<', $bound_s,
 	"ALTER EXTENSION UPDATE returns at once behind a long-poll ($took s)");
-is(finish($k1, $k1s), '0', 'the long fetch returned empty');
+is($node->finish_query($k1, $k1s), '0', 'the long fetch returned empty');
 is($node->safe_psql('postgres',
 		q{SELECT extversion FROM pg_extension WHERE extname = 'estream'}),
 	'1.4', 'the extension is at 1.4');
@@ -224,11 +178,11 @@ is($node->safe_psql('postgres',
 # Once the drain's transaction is over, long-polls wait again.
 $node->safe_psql('postgres',
 	q{SELECT estream.grant_acl('reader', 'read', 'topic', 'old')});
-$k1s = start($k1,
+$k1s = $node->start_query($k1,
 	"SELECT value->>'n' FROM estream.fetch('old', 0, 0, wait_ms => $wait_ms)");
 wait_until_waiting($k1pid, 'fetch after the update');
 $node->safe_psql('postgres', q{SELECT estream.produce('old', '{"n": 3}')});
-is(finish($k1, $k1s), '3', 'and returns the record that commits');
+is($node->finish_query($k1, $k1s), '3', 'and returns the record that commits');
 
 $_->quit for ($f1, $p1, $k1, $c1);
 $node->stop;

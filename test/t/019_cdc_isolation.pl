@@ -49,37 +49,20 @@ use warnings;
 use Time::HiRes qw(time);
 
 use IPC::Run;
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('cdc_isolation');
-$node->init;
-my $conf =
-	"shared_preload_libraries = 'estream'\n"
-  . "wal_level = logical\n"
-  . "estream.worker_naptime = 100ms\n"
-  . "restart_after_crash = on\n";
-my $describe = `"@{[ $node->config_data('--bindir') ]}/postgres" --describe-config`;
-$conf .= "output_plugin_libraries = 'pgoutput, test_decoding, estream'\n"
-  if $describe =~ /^output_plugin_libraries\t/m;
-$node->append_conf('postgresql.conf', $conf);
-$node->start;
+my $node = EstreamNode->create('cdc_isolation',
+	cdc => 1,
+	conf => "estream.worker_naptime = 100ms\n" . "restart_after_crash = on\n");
 
 $node->safe_psql('postgres', 'CREATE EXTENSION estream');
-my $dboid = $node->safe_psql('postgres',
-	"SELECT oid FROM pg_database WHERE datname = 'postgres'");
-my $slot = "estream_$dboid";
+my $slot = $node->slot_name('postgres');
 
 sub sql
 {
 	return $node->safe_psql('postgres', $_[0]);
-}
-
-sub log_of
-{
-	my ($topic) = @_;
-	return sql("SELECT log_relid::regclass FROM estream.topic WHERE name = '$topic'");
 }
 
 sub wait_state
@@ -123,7 +106,7 @@ FROM truth WHERE tbl = '$tbl' AND $cond});
 sub got
 {
 	my ($topic, $cond) = @_;
-	my $log = log_of($topic);
+	my $log = $node->log_of($topic);
 	$cond //= 'true';
 	return sql(qq{
 SELECT string_agg(e, ' ' ORDER BY "offset") FROM (
@@ -312,19 +295,19 @@ FROM estream.capture_dead_letters WHERE topic = 'tjd'}),
 	is(got('tb'), expected('b'), 'B meanwhile: every change');
 
 	# the worker may render it once its stack may be as deep
-	sql("ALTER SYSTEM SET max_stack_depth = '7MB'; SELECT pg_reload_conf()");
+	$node->alter_system('max_stack_depth', '7MB');
 	sql("SELECT estream.resume_capture('js')");
 	wait_state('js', 'streaming');
 	wait_position('js', 'rendered after the fix');
 	is( sql(qq{
 SELECT string_agg((value->>'op') || ':' || (value->'after'->>'id') || ':'
 				  || md5((value->'after'->'v')::text), ' ' ORDER BY "offset")
-FROM @{[ log_of('tjs') ]}}),
+FROM @{[ $node->log_of('tjs') ]}}),
 		sql(q{
 SELECT string_agg(op || ':' || id || ':' || md5(v::jsonb::text), ' ' ORDER BY seq)
 FROM truth WHERE tbl = 'js'}),
 		'stop, resumed: the change and the later ones, once, in order');
-	sql("ALTER SYSTEM RESET max_stack_depth; SELECT pg_reload_conf()");
+	$node->alter_system('max_stack_depth', undef);
 }
 is(worker_errors() - $errors0 <= 4, 1,
 	'only the steps that met the change before it was known to be unrenderable failed');
@@ -355,7 +338,7 @@ my $h = IPC::Run::start(
 	],
 	'<', '/dev/null', '>', \$pgbench_out, '2>', \$pgbench_out,
 	IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
-my $tb_log = log_of('tb');
+my $tb_log = $node->log_of('tb');
 ok( $node->poll_query_until(
 		'postgres', qq{
 SELECT (SELECT count(*) FROM truth WHERE id >= 100) > 1000
@@ -419,7 +402,7 @@ wait_state('r', 'streaming');
 sql("INSERT INTO r VALUES (4, 'r4')");
 wait_position('r', 'copy made');
 is( sql(qq{
-SELECT string_agg((value->>'op') || (value->'after'->>'id'), ',' ORDER BY "offset") FROM @{[ log_of('tr') ]}}),
+SELECT string_agg((value->>'op') || (value->'after'->>'id'), ',' ORDER BY "offset") FROM @{[ $node->log_of('tr') ]}}),
 	'r1,r2,r3,c4', 'resumed: the copy is made, then the stream');
 
 # a policy that sleeps: cut by estream.capture_copy_timeout
@@ -481,7 +464,7 @@ $locker->query_safe('SELECT pg_advisory_unlock(4242)');
 $locker->quit;
 sql("SELECT estream.resume_capture('l')");
 wait_state('l', 'streaming');
-is(sql("SELECT count(*) FROM @{[ log_of('tl') ]}"), '1', 'resumed once the lock is gone: the copy is made');
+is(sql("SELECT count(*) FROM @{[ $node->log_of('tl') ]}"), '1', 'resumed once the lock is gone: the copy is made');
 is(got('tb', 'id < 100'), expected('b', 'id < 100'),
 	'B: every change of the single writer');
 is(worker_errors(), $errors0, 'no capture step failed');

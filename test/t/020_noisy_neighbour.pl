@@ -34,7 +34,7 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
@@ -42,23 +42,12 @@ use Time::HiRes qw(time sleep);
 my $run_s = $ENV{ESTREAM_NOISY_SECONDS} // 30;
 my $latency_bound_s = 20;
 
-my $node = PostgreSQL::Test::Cluster->new('noisy');
-$node->init;
-my $conf = qq{
-shared_preload_libraries = 'estream'
-wal_level = logical
+my $node = EstreamNode->create('noisy', cdc => 1, conf => q{
 max_worker_processes = 16
 estream.max_partitions = 64
 estream.max_partitions_per_transaction = 48
 estream.worker_naptime = '200ms'
-};
-# Debian's 15.19+ only loads output plugins listed here; older servers
-# refuse to start if it is set.
-my $describe = `"@{[ $node->config_data('--bindir') ]}/postgres" --describe-config`;
-$conf .= "output_plugin_libraries = 'pgoutput, test_decoding, estream'\n"
-  if $describe =~ /^output_plugin_libraries\t/m;
-$node->append_conf('postgresql.conf', $conf);
-$node->start;
+});
 
 $node->safe_psql('postgres', q{
 CREATE ROLE app LOGIN;
@@ -75,36 +64,19 @@ SELECT estream.grant_acl('app', 'read', 'group', '*');
 });
 }
 
-sub as_app
-{
-	my ($db, $sql) = @_;
-	return $node->safe_psql($db, $sql, extra_params => [ '-U', 'app' ]);
-}
-
-# Run as app, returning (ok, stdout, stderr) instead of dying.
-sub try_app
-{
-	my ($db, $sql) = @_;
-	my ($ret, $out, $err) = $node->psql(
-		$db, $sql,
-		extra_params => [ '-U', 'app', '-v', 'VERBOSITY=sqlstate' ],
-		on_error_stop => 1);
-	return ($ret == 0 && $err !~ /ERROR/, $out, $err);
-}
-
-is(as_app('quiet', q{SELECT current_setting('is_superuser')}),
+is($node->as_role('app', q{SELECT current_setting('is_superuser')}, dbname => 'quiet'),
 	'off', 'app is not a superuser');
 
 #
 # "quiet": its objects
 #
-as_app(
-	'quiet', q{
+$node->as_role(
+	'app', q{
 SELECT estream.create_topic('orders', 4);
 SELECT estream.create_topic('short', 1, '{"retention.ms": 1000, "segment.ms": 500}');
 CREATE TABLE q_items (id int PRIMARY KEY, label text);
 SELECT estream.capture('q_items', 'q_items', '{"snapshot": false}');
-});
+}, dbname => 'quiet');
 ok( $node->poll_query_until(
 		'quiet',
 		q{SELECT state = 'streaming' FROM estream.captures WHERE topic = 'q_items'}),
@@ -113,8 +85,8 @@ ok( $node->poll_query_until(
 #
 # "noisy": the bad objects
 #
-as_app(
-	'noisy', q{
+$node->as_role(
+	'app', q{
 SELECT estream.create_topic('brk', 1);
 SELECT estream.create_topic('never_rolls', 1, '{"segment.ms": 9223372036854775807}');
 SELECT estream.create_topic('compacted', 1,
@@ -130,7 +102,7 @@ CREATE TABLE n_ok (id int PRIMARY KEY);
 SELECT estream.create_topic('n_big', 1, '{"max.message.bytes": 1024}');
 SELECT estream.capture('n_big', 'n_big', '{"snapshot": false}');
 SELECT estream.capture('n_ok', 'n_ok', '{"snapshot": false}');
-});
+}, dbname => 'noisy');
 # a configuration the worker cannot compute with, as only a direct write
 # of the catalog (not alter_topic) can leave it
 $node->safe_psql('noisy',
@@ -141,12 +113,12 @@ ok( $node->poll_query_until(
 	'noisy: both captures stream before the bad change');
 
 # the binary records and the group that reads them
-as_app(
-	'noisy', q{
+$node->as_role(
+	'app', q{
 SELECT estream.produce('mixed', '{"n": 0}', partition => 0);
 SELECT estream.produce_binary('mixed', '\xdeadbeef00ff', key => '\xff00fe', partition => 0);
 SELECT estream.produce('mixed', '{"n": 2}', partition => 0);
-});
+}, dbname => 'noisy');
 
 # 40 of the 64 slots held by an open transaction for the whole run
 my $holder = $node->background_psql('noisy', extra_params => [ '-U', 'app' ]);
@@ -203,13 +175,13 @@ END
 });
 
 # the change that cannot be written, in a transaction with one that can
-as_app(
-	'noisy', q{
+$node->as_role(
+	'app', q{
 BEGIN;
 INSERT INTO n_big VALUES (1, repeat('x', 5000));
 INSERT INTO n_ok VALUES (1);
 COMMIT;
-});
+}, dbname => 'noisy');
 
 #
 # "quiet": the workload, while all that goes on
@@ -228,20 +200,20 @@ while (time() < $t_end)
 {
 	$rounds++;
 	# produce 20 records, keyed, across the partitions
-	my ($ok, $out, $err) = try_app(
-		'quiet', qq{
+	my ($ok, $out, $err) = $node->try_as_role(
+		'app', qq{
 SELECT count(*) FROM estream.produce_batch('orders',
   ARRAY(SELECT jsonb_build_object('id', $produced + i) FROM generate_series(0, 19) i),
   keys => ARRAY(SELECT 'k' || (($produced + i) % 7) FROM generate_series(0, 19) i));
 INSERT INTO q_items SELECT g, 'item ' || g FROM generate_series($next_item, $next_item + 4) g;
 SELECT estream.produce('short', '{"tick": true}');
-});
+}, dbname => 'quiet');
 	if ($ok) { $produced += 20; $next_item += 5; }
 	else { $errors++; diag("quiet produce failed: $err"); }
 
 	# poll what is there, recording the order per partition
-	($ok, $out, $err) = try_app('quiet',
-		q{SELECT partition, "offset", value->>'id' FROM estream.poll('qg', 'orders', max_records => 500, auto_offset_reset => 'earliest')});
+	($ok, $out, $err) = $node->try_as_role('app',
+		q{SELECT partition, "offset", value->>'id' FROM estream.poll('qg', 'orders', max_records => 500, auto_offset_reset => 'earliest')}, dbname => 'quiet');
 	if ($ok)
 	{
 		for my $line (split /\n/, $out)
@@ -268,8 +240,8 @@ SELECT estream.produce('short', '{"tick": true}');
 				  WHERE datname = 'quiet' AND usename = 'app' AND wait_event_type = 'Extension'}),
 			"quiet: long-poll $rounds waits");
 		my $t0 = time();
-		($ok, $out, $err) = try_app('quiet',
-			qq{SELECT estream.produce('orders', '{"probe": $rounds, "id": -$rounds}', partition => 3)});
+		($ok, $out, $err) = $node->try_as_role('app',
+			qq{SELECT estream.produce('orders', '{"probe": $rounds, "id": -$rounds}', partition => 3)}, dbname => 'quiet');
 		$errors++ unless $ok;
 		my $got = $waiter->query_until(qr/wait done\n/, '');
 		my $latency = time() - $t0;
@@ -289,8 +261,8 @@ diag(sprintf('quiet: %d rounds, %d records, long-poll latency max %.3f s over %d
 # the rest of what was produced
 for (1 .. 20)
 {
-	my $out = as_app('quiet',
-		q{SELECT partition, "offset", value->>'id' FROM estream.poll('qg', 'orders', max_records => 5000)});
+	my $out = $node->as_role('app',
+		q{SELECT partition, "offset", value->>'id' FROM estream.poll('qg', 'orders', max_records => 5000)}, dbname => 'quiet');
 	last if $out eq '';
 	for my $line (split /\n/, $out)
 	{
@@ -305,9 +277,9 @@ is(scalar(grep { $_ >= 0 } keys %consumed), $produced,
 is(scalar(grep { $_ < 0 } keys %consumed), scalar @latencies,
 	'quiet: and every latency probe');
 # the group's committed offsets are the ends of the partitions
-is( as_app(
-		'quiet', q{SELECT count(*) = 4 AND bool_and(lag = 0)
-		FROM estream.consumer_lag WHERE "group" = 'qg' AND topic = 'orders'}),
+is( $node->as_role(
+		'app', q{SELECT count(*) = 4 AND bool_and(lag = 0)
+		FROM estream.consumer_lag WHERE "group" = 'qg' AND topic = 'orders'}, dbname => 'quiet'),
 	't', 'quiet: the group committed up to the end of every partition');
 
 ok( $node->poll_query_until(
@@ -345,7 +317,7 @@ is( $node->safe_psql(
 		'noisy', q{SELECT topic || ': ' || step || ' ' || sqlstate FROM estream.maintenance_errors}),
 	'brk: apply retention 22P02',
 	'noisy: the broken configuration is a maintenance error of its topic only');
-as_app('noisy', q{SELECT estream.produce('n_short', '{}')});
+$node->as_role('app', q{SELECT estream.produce('n_short', '{}')}, dbname => 'noisy');
 ok( $node->poll_query_until(
 		'noisy', q{SELECT log_start_offset > 0 FROM estream.partitions WHERE topic = 'n_short'}),
 	'noisy: retention applies to its good topic');
@@ -358,15 +330,15 @@ like( $node->safe_psql(
 is( $node->safe_psql(
 		'noisy', q{SELECT state FROM estream.captures WHERE topic = 'n_ok'}),
 	'streaming', 'noisy: the other capture streams');
-as_app('noisy', q{INSERT INTO n_ok VALUES (2)});
+$node->as_role('app', q{INSERT INTO n_ok VALUES (2)}, dbname => 'noisy');
 ok( $node->poll_query_until(
 		'noisy',
 		q{SELECT count(*) = 2 FROM estream.fetch('n_ok', 0, 0) WHERE value->>'op' = 'c'}),
 	'noisy: and delivers its changes, those of the failing transaction included');
 
-is( as_app(
-		'noisy', q{SELECT string_agg("offset" || ':' || coalesce(headers->>'estream.key.encoding', '-'), ',' ORDER BY "offset")
-		FROM estream.poll('bin', 'mixed', auto_offset_reset => 'earliest')}),
+is( $node->as_role(
+		'app', q{SELECT string_agg("offset" || ':' || coalesce(headers->>'estream.key.encoding', '-'), ',' ORDER BY "offset")
+		FROM estream.poll('bin', 'mixed', auto_offset_reset => 'earliest')}, dbname => 'noisy'),
 	'0:-,1:base64,2:-',
 	'noisy: the group reads past the binary record with a non-UTF-8 key');
 is( $node->safe_psql(

@@ -13,15 +13,11 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use EstreamNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('fresh_vs_update');
-$node->init;
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'estream'\nestream.enable_worker = off\n");
-$node->start;
+my $node = EstreamNode->create('fresh_vs_update', conf => "estream.enable_worker = off\n");
 
 my $version = $node->safe_psql('postgres',
 	q{SELECT default_version FROM pg_available_extensions WHERE name = 'estream'});
