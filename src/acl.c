@@ -357,7 +357,7 @@ estream_parse_operations(const char *s, EstreamResource resource)
 		end = tok + strlen(tok);
 		while (end > tok && end[-1] == ' ')
 			*--end = '\0';
-		for (int i = 0; i < lengthof(operation_names); i++)
+		for (int i = 0; i < (int) lengthof(operation_names); i++)
 		{
 			if (pg_strcasecmp(tok, operation_names[i].name) == 0)
 				op = operation_names[i].op;
@@ -386,7 +386,7 @@ estream_parse_operations(const char *s, EstreamResource resource)
 const char *
 estream_operation_name(uint32 op)
 {
-	for (int i = 0; i < lengthof(operation_names); i++)
+	for (int i = 0; i < (int) lengthof(operation_names); i++)
 	{
 		if (operation_names[i].op == op)
 			return operation_names[i].name;

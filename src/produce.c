@@ -123,7 +123,7 @@ check_record_size(EstreamTopic *topic, ProduceRecord *r, int index)
 	int64		limit = topic->max_message_bytes >= 0 ?
 	topic->max_message_bytes : estream_default_max_message_bytes;
 
-	if (size > limit)
+	if ((int64) size > limit)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("record is too large for topic \"%s\"", topic->name),

@@ -1868,7 +1868,7 @@ estream_housekeep(int timeout_ms, int *reaped, int *terminated, int *reclaimed)
 			bool		recent = false;
 
 			/* one signal per session: it may take a moment to exit */
-			for (int k = 0; k < lengthof(signalled_pids); k++)
+			for (int k = 0; k < (int) lengthof(signalled_pids); k++)
 			{
 				if (signalled_pids[k] == r->pid &&
 					!TimestampDifferenceExceeds(signalled_at[k], now, 10000))

@@ -1258,14 +1258,14 @@ worker_connect(Oid dbid)
 	 * tables of other roles.  Noted before connecting, which applies the
 	 * database's settings, and put back after.
 	 */
-	for (int i = 0; i < lengthof(server_settings); i++)
+	for (int i = 0; i < (int) lengthof(server_settings); i++)
 		server_values[i] = MemoryContextStrdup(TopMemoryContext,
 											   GetConfigOption(server_settings[i], true, false) ?
 											   GetConfigOption(server_settings[i], true, false) : "");
 
 	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
 	pgstat_report_appname("estream worker");
-	for (int i = 0; i < lengthof(server_settings); i++)
+	for (int i = 0; i < (int) lengthof(server_settings); i++)
 	{
 		if (server_values[i][0] != '\0')
 			SetConfigOption(server_settings[i], server_values[i], PGC_SUSET, PGC_S_OVERRIDE);
@@ -1343,7 +1343,7 @@ worker_run(int version, MemoryContext run_cxt, TimestampTz now,
 	if (now >= *next_maintenance)
 	{
 		set_state(WS_RUNNING);
-		for (int i = 0; i < lengthof(maintenance_steps); i++)
+		for (int i = 0; i < (int) lengthof(maintenance_steps); i++)
 		{
 			CHECK_FOR_INTERRUPTS();
 			if (version >= maintenance_steps[i].since)
