@@ -582,12 +582,7 @@ BEGIN
 	PERFORM estream._require('cluster_action', 'cluster', NULL, NULL);
 	PERFORM estream._require_read_committed();
 	IF topic IS NOT NULL THEN
-		SELECT t.topic_id INTO v_id FROM estream.topic t WHERE t.name = _run_maintenance_impl.topic;
-		IF NOT FOUND THEN
-			RAISE EXCEPTION 'topic "%" does not exist', topic
-				USING ERRCODE = 'undefined_object',
-					  HINT = 'estream.topics lists the topics.';
-		END IF;
+		v_id := (estream._topic(topic)).topic_id;
 	END IF;
 	step := 'persist stable offsets'; done := estream._persist_watermarks(); RETURN NEXT;
 	step := 'seal segments'; done := estream._seal_segments(v_id); RETURN NEXT;

@@ -134,12 +134,7 @@ AS $$
 DECLARE
 	v_id integer;
 BEGIN
-	SELECT t.topic_id INTO v_id FROM estream.topic t WHERE t.name = _latest_rows.topic;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'topic "%" does not exist', topic
-			USING ERRCODE = 'undefined_object',
-				  HINT = 'estream.topics lists the topics.';
-	END IF;
+	v_id := (estream._topic(topic)).topic_id;
 	RETURN QUERY EXECUTE format(
 		'SELECT l.partition, l."offset", l.ts, l.key, l.value, l.value_bin, l.headers'
 		' FROM (SELECT DISTINCT ON (x.partition, x.key) x.*'
