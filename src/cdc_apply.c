@@ -1635,51 +1635,49 @@ stop_capture(CaptureState *cs, Failure *f)
 }
 
 /*
- * Write every event of a topic in this run in one subtransaction, in
- * batches.  Returns false, the subtransaction rolled back, if a change of
- * the topic could not be rendered or an event could not be written; a
- * transient error (or any error before 1.4) is thrown: the step fails.
+ * What one write into a topic's batch did: the body of a write in a
+ * subtransaction (write_in_subxact()) fills it.
+ */
+typedef struct WriteTally
+{
+	WriteRun   *wr;
+	TopicBatch *tb;
+	XLogRecPtr	txn_end;		/* write_txn_try(): the transaction's end */
+	bool		bulk;			/* write_txn_try(): in batches */
+	int64		n;				/* events written */
+	int64		dead;			/* events written as dead letters */
+	TimestampTz last;			/* latest commit time of those */
+	CaptureState *stop_cs;		/* the capture to stop, if any */
+	Failure    *stop_failure;	/* and why */
+} WriteTally;
+
+/*
+ * Run body in a subtransaction that writes into tally->tb: if it returns
+ * true, flush the batch and commit the subtransaction, else discard the
+ * batch and roll it back.  An error rolls it back too: a transient one,
+ * or any when rethrow_all, is thrown; any other makes the result false.
+ * Returns what body returned.
  */
 static bool
-write_topic_bulk(WriteRun *wr, TopicBatch *tb)
+write_in_subxact(bool (*body) (WriteTally *), WriteTally *tally, bool rethrow_all)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ok = true;
-	volatile int64 n = 0;
-	volatile TimestampTz last = 0;
+	volatile bool done = false;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		Line		line;
-
-		rewind_lines(wr);
-		while (read_line(wr, &line))
+		done = body(tally);
+		if (done)
 		{
-			if (!line_in_topic(&line, tb->topic))
-				continue;
-			if (line.kind == PIECE_FAILURE)
-			{
-				ok = false;
-				break;
-			}
-			/* a compacted topic takes no record without a key (TRUNCATE) */
-			if (line.key_null && tb->compacted)
-				continue;
-			batch_add(tb, &line);
-			n++;
-			last = Max(last, line.commit_ts);
-		}
-		if (ok)
-		{
-			batch_flush(tb);
+			batch_flush(tally->tb);
 			ReleaseCurrentSubTransaction();
 		}
 		else
 		{
-			batch_discard(tb);
+			batch_discard(tally->tb);
 			RollbackAndReleaseCurrentSubTransaction();
 		}
 		MemoryContextSwitchTo(cxt);
@@ -1695,19 +1693,119 @@ write_topic_bulk(WriteRun *wr, TopicBatch *tb)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
-		batch_discard(tb);
-		if (!cdc_isolation || error_is_transient(edata->sqlerrcode))
+		batch_discard(tally->tb);
+		if (rethrow_all || error_is_transient(edata->sqlerrcode))
 			ReThrowError(edata);
 		FreeErrorData(edata);
-		ok = false;
+		done = false;
 	}
 	PG_END_TRY();
-	if (ok)
+	return done;
+}
+
+/* Body of write_topic_bulk(): false if a change could not be rendered. */
+static bool
+write_topic_bulk_body(WriteTally *t)
+{
+	Line		line;
+
+	rewind_lines(t->wr);
+	while (read_line(t->wr, &line))
 	{
-		wr->written += n;
-		wr->last_commit = Max(wr->last_commit, last);
+		if (!line_in_topic(&line, t->tb->topic))
+			continue;
+		if (line.kind == PIECE_FAILURE)
+			return false;
+		/* a compacted topic takes no record without a key (TRUNCATE) */
+		if (line.key_null && t->tb->compacted)
+			continue;
+		batch_add(t->tb, &line);
+		t->n++;
+		t->last = Max(t->last, line.commit_ts);
 	}
-	return ok;
+	return true;
+}
+
+/*
+ * Write every event of a topic in this run in one subtransaction, in
+ * batches.  Returns false, the subtransaction rolled back, if a change of
+ * the topic could not be rendered or an event could not be written; a
+ * transient error (or any error before 1.4) is thrown: the step fails.
+ */
+static bool
+write_topic_bulk(WriteRun *wr, TopicBatch *tb)
+{
+	WriteTally	t = {.wr = wr,.tb = tb};
+
+	if (!write_in_subxact(write_topic_bulk_body, &t, !cdc_isolation))
+		return false;
+	wr->written += t.n;
+	wr->last_commit = Max(wr->last_commit, t.last);
+	return true;
+}
+
+/*
+ * Body of write_txn_try(): false if the transaction could not be written,
+ * with t->stop_cs set when a capture must stop.
+ */
+static bool
+write_txn_body(WriteTally *t)
+{
+	Line		line;
+
+	while (read_line(t->wr, &line))
+	{
+		CaptureState *cs;
+		Failure    *f;
+
+		if (line.end_lsn != t->txn_end)
+		{
+			unread_line(t->wr);
+			break;
+		}
+		if (!line_in_topic(&line, t->tb->topic))
+			continue;
+		cs = find_capture(t->wr->caps, line.relid);
+		if (cs == NULL || cs->stopped_now)
+			continue;
+		if (line.kind == PIECE_FAILURE)
+		{
+			if (t->bulk)
+				return false;
+			f = palloc0(sizeof(Failure));
+			f->message = line.error;
+			f->sqlerrcode = line.sqlerrcode;
+		}
+		else if (line.key_null && t->tb->compacted)
+			continue;
+		else if (t->bulk)
+		{
+			batch_add(t->tb, &line);
+			t->n++;
+			t->last = Max(t->last, line.commit_ts);
+			continue;
+		}
+		else if ((f = produce_one(t->tb, &line)) == NULL)
+		{
+			t->n++;
+			t->last = Max(t->last, line.commit_ts);
+			continue;
+		}
+		f->lsn = line.lsn;
+		f->final_lsn = line.final_lsn;
+		f->xid = line.xid;
+		f->commit_ts = line.commit_ts;
+		if (cs->skip && try_dead_letter(cs, &line, f))
+		{
+			t->dead++;
+			t->last = Max(t->last, line.commit_ts);
+			continue;
+		}
+		t->stop_cs = cs;
+		t->stop_failure = f;
+		return false;
+	}
+	return true;
 }
 
 /*
@@ -1724,118 +1822,19 @@ write_topic_bulk(WriteRun *wr, TopicBatch *tb)
 static bool
 write_txn_try(WriteRun *wr, TopicBatch *tb, XLogRecPtr txn_end, bool bulk)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool done = true;
-	volatile int64 n = 0;
-	volatile int64 dead = 0;
-	volatile TimestampTz last = 0;
-	CaptureState *volatile stop_cs = NULL;
-	Failure    *volatile stop_failure = NULL;
+	WriteTally	t = {.wr = wr,.tb = tb,.txn_end = txn_end,.bulk = bulk};
+	bool		done;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		Line		line;
-
-		while (read_line(wr, &line))
-		{
-			CaptureState *cs;
-			Failure    *f;
-
-			if (line.end_lsn != txn_end)
-			{
-				unread_line(wr);
-				break;
-			}
-			if (!line_in_topic(&line, tb->topic))
-				continue;
-			cs = find_capture(wr->caps, line.relid);
-			if (cs == NULL || cs->stopped_now)
-				continue;
-			if (line.kind == PIECE_FAILURE)
-			{
-				if (bulk)
-				{
-					done = false;
-					break;
-				}
-				f = palloc0(sizeof(Failure));
-				f->message = line.error;
-				f->sqlerrcode = line.sqlerrcode;
-			}
-			else if (line.key_null && tb->compacted)
-				continue;
-			else if (bulk)
-			{
-				batch_add(tb, &line);
-				n++;
-				last = Max(last, line.commit_ts);
-				continue;
-			}
-			else if ((f = produce_one(tb, &line)) == NULL)
-			{
-				n++;
-				last = Max(last, line.commit_ts);
-				continue;
-			}
-			f->lsn = line.lsn;
-			f->final_lsn = line.final_lsn;
-			f->xid = line.xid;
-			f->commit_ts = line.commit_ts;
-			if (cs->skip && try_dead_letter(cs, &line, f))
-			{
-				dead++;
-				last = Max(last, line.commit_ts);
-				continue;
-			}
-			stop_cs = cs;
-			stop_failure = f;
-			done = false;
-			break;
-		}
-		if (done)
-		{
-			batch_flush(tb);
-			ReleaseCurrentSubTransaction();
-		}
-		else
-		{
-			batch_discard(tb);
-			RollbackAndReleaseCurrentSubTransaction();
-		}
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		batch_discard(tb);
-		/* event by event, only transient errors come here */
-		if (!bulk || error_is_transient(edata->sqlerrcode))
-			ReThrowError(edata);
-		FreeErrorData(edata);
-		done = false;
-	}
-	PG_END_TRY();
-
-	if (stop_cs != NULL)
-		stop_capture(stop_cs, stop_failure);
-	if (done)
-	{
-		wr->written += n;
-		wr->dead += dead;
-		wr->last_commit = Max(wr->last_commit, last);
-	}
-	return done;
+	/* event by event, only transient errors come to the catch */
+	done = write_in_subxact(write_txn_body, &t, !bulk);
+	if (t.stop_cs != NULL)
+		stop_capture(t.stop_cs, t.stop_failure);
+	if (!done)
+		return false;
+	wr->written += t.n;
+	wr->dead += t.dead;
+	wr->last_commit = Max(wr->last_commit, t.last);
+	return true;
 }
 
 /*

@@ -55,6 +55,7 @@
 
 #include "estream.h"
 #include "schema.h"
+#include "topic.h"
 
 typedef struct RemoveKey
 {
@@ -292,7 +293,6 @@ estream_rewrite_segment(PG_FUNCTION_ARGS)
 	bool	   *pnull;
 	bool	   *onull;
 	int			np;
-	int			no;
 	HTAB	   *remove;
 	Tuplestorestate *keep;
 	int64		removed = 0;
@@ -303,14 +303,8 @@ estream_rewrite_segment(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("arguments of estream._rewrite_segment must not be null")));
 	segoid = PG_GETARG_OID(0);
-	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), INT4OID, 4, true, TYPALIGN_INT,
-					  &pdat, &pnull, &np);
-	deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), INT8OID, 8, FLOAT8PASSBYVAL,
-					  TYPALIGN_DOUBLE, &odat, &onull, &no);
-	if (np != no)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("partitions and offsets must have the same length")));
+	np = estream_position_arrays(PG_GETARG_ARRAYTYPE_P(1), PG_GETARG_ARRAYTYPE_P(2),
+								 "offsets", &pdat, &pnull, &odat, &onull);
 
 	/* only segments of estream logs, and only their owner */
 	relname = check_segment(segoid);

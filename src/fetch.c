@@ -700,7 +700,6 @@ estream_wait_for_records(PG_FUNCTION_ARGS)
 	bool	   *pnull;
 	bool	   *onull;
 	int			np;
-	int			no;
 	int32		wait_ms;
 	EstreamPartReader *readers;
 	int64	   *past;
@@ -722,14 +721,8 @@ estream_wait_for_records(PG_FUNCTION_ARGS)
 	topic = estream_authorize_topic(caller, text_to_cstring(PG_GETARG_TEXT_PP(0)),
 									ESTREAM_OP_DESCRIBE);
 
-	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), INT4OID, 4, true, TYPALIGN_INT,
-					  &pdat, &pnull, &np);
-	deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), INT8OID, 8, FLOAT8PASSBYVAL,
-					  TYPALIGN_DOUBLE, &odat, &onull, &no);
-	if (np != no)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("partitions and from_offsets must have the same length")));
+	np = estream_position_arrays(PG_GETARG_ARRAYTYPE_P(1), PG_GETARG_ARRAYTYPE_P(2),
+								 "from_offsets", &pdat, &pnull, &odat, &onull);
 	if (np == 0)
 	{
 		estream_leave(&sw);

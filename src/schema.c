@@ -79,37 +79,56 @@ parse_version(const char *version)
 	return 10000 * major + 100 * minor;
 }
 
-/* the extversion of estream in pg_extension, as a number, or 0 */
-static int
-read_schema_version(void)
+/*
+ * Read the row of estream in pg_extension: its owner and its version (as a
+ * number, or ESTREAM_SCHEMA_NONE if null); false if there is none.  Either
+ * output may be NULL.  Must be in a transaction.
+ */
+bool
+estream_lookup_extension(Oid *owner, int *version)
 {
 	Relation	rel;
 	ScanKeyData key;
 	SysScanDesc scan;
 	HeapTuple	tup;
-	int			version = ESTREAM_SCHEMA_NONE;
+	bool		found;
 
 	rel = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
 				F_NAMEEQ, CStringGetDatum("estream"));
 	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
 	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
+	found = HeapTupleIsValid(tup);
+	if (found && owner != NULL)
+		*owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
+	if (found && version != NULL)
 	{
 		bool		isnull;
 		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
 									 RelationGetDescr(rel), &isnull);
 
+		*version = ESTREAM_SCHEMA_NONE;
 		if (!isnull)
 		{
 			char	   *s = TextDatumGetCString(d);
 
-			version = parse_version(s);
+			*version = parse_version(s);
 			pfree(s);
 		}
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/* the extversion of estream in pg_extension, as a number, or 0 */
+static int
+read_schema_version(void)
+{
+	int			version = ESTREAM_SCHEMA_NONE;
+
+	if (!estream_lookup_extension(NULL, &version))
+		return ESTREAM_SCHEMA_NONE;
 	return version;
 }
 

@@ -29,6 +29,7 @@
 
 extern void estream_schema_init(void);
 extern int	estream_schema_version(void);
+extern bool estream_lookup_extension(Oid *owner, int *version);
 extern Oid	estream_schema_oid(void);
 
 #endif							/* ESTREAM_SCHEMA_H */

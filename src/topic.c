@@ -29,9 +29,11 @@
 #include "postgres.h"
 
 #include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
@@ -420,4 +422,29 @@ estream_has_right(PG_FUNCTION_ARGS)
 	}
 	estream_leave(&sw);
 	PG_RETURN_BOOL(result);
+}
+
+/*
+ * Deconstruct a pair of arrays of partitions (integer[]) and offsets
+ * (bigint[]), which must have the same length; returns that length.
+ * offsets_name names the second in the error.
+ */
+int
+estream_position_arrays(ArrayType *partitions, ArrayType *offsets,
+						const char *offsets_name,
+						Datum **pdat, bool **pnull, Datum **odat, bool **onull)
+{
+	int			np;
+	int			no;
+
+	deconstruct_array(partitions, INT4OID, 4, true, TYPALIGN_INT,
+					  pdat, pnull, &np);
+	deconstruct_array(offsets, INT8OID, 8, FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, odat, onull, &no);
+	if (np != no)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("partitions and %s must have the same length", offsets_name),
+				 errdetail("There are %d partitions and %d offsets.", np, no)));
+	return np;
 }

@@ -14,6 +14,8 @@
 #ifndef ESTREAM_TOPIC_H
 #define ESTREAM_TOPIC_H
 
+#include "utils/array.h"
+
 #include "executor/spi.h"
 
 /* Cached metadata of one topic */
@@ -46,5 +48,9 @@ extern SPIPlanPtr estream_prepare_kept(const char *sql, int nargs, Oid *argtypes
 extern void estream_check_partition(EstreamTopic *topic, int32 partition);
 extern bool estream_topic_cache_is_stale(void);
 extern EstreamTopic *estream_authorize_topic(Oid caller, const char *name, uint32 op);
+extern int	estream_position_arrays(ArrayType *partitions, ArrayType *offsets,
+									const char *offsets_name,
+									Datum **pdat, bool **pnull,
+									Datum **odat, bool **onull);
 
 #endif							/* ESTREAM_TOPIC_H */

@@ -259,9 +259,12 @@ $$;
 COMMENT ON FUNCTION estream._capture_impl(regclass, text, jsonb) IS
 	'Body of capture(): needs ownership of the table, and the create right for a new topic or ownership of an existing one.';
 
-CREATE OR REPLACE FUNCTION estream._uncapture_impl(source regclass, if_exists boolean)
-RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER
+-- Who may stop or resume the capture of a table: its owner, the owner of
+-- its topic (which may refuse what is written into it) or the cluster's
+-- admin.  Returns the captured table: the root of a partitioned source.
+CREATE OR REPLACE FUNCTION estream._authorize_capture_change(source regclass, action text)
+RETURNS oid
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict error
@@ -271,21 +274,35 @@ BEGIN
 	IF source IS NULL THEN
 		RAISE EXCEPTION 'source must not be null' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	IF (SELECT relispartition FROM pg_class WHERE oid = source) THEN
+	IF (SELECT c.relispartition FROM pg_class c WHERE c.oid = source) THEN
 		v_root := pg_partition_root(source);
 	END IF;
-	-- the table's owner, the topic's owner (it may refuse what is written
-	-- into its topic) or the cluster's admin
 	IF NOT estream._allowed('alter', 'cluster', NULL, NULL)
-	   AND NOT coalesce(pg_has_role(estream._caller(), (SELECT relowner FROM pg_class WHERE oid = v_root),
+	   AND NOT coalesce(pg_has_role(estream._caller(), (SELECT c.relowner FROM pg_class c WHERE c.oid = v_root),
 									'USAGE'), false)
 	   AND NOT coalesce((SELECT pg_has_role(estream._caller(), t.owner, 'USAGE')
 						   FROM estream.capture cp JOIN estream.topic t ON t.topic_id = cp.topic_id
 						  WHERE cp.relid = v_root), false) THEN
 		RAISE EXCEPTION 'must be owner of table % or of its topic', source
 			USING ERRCODE = 'insufficient_privilege',
-				  HINT = 'The table''s owner, the topic''s owner, or a role with the alter right on the cluster can stop a capture.';
+				  HINT = format('The table''s owner, the topic''s owner, or a role with the alter right on the cluster can %s a capture.', action);
 	END IF;
+	RETURN v_root;
+END
+$$;
+COMMENT ON FUNCTION estream._authorize_capture_change(regclass, text) IS
+	'Checks that the caller may stop or resume the capture of a table (its owner, its topic''s owner or the cluster''s admin); returns the captured table.';
+
+CREATE OR REPLACE FUNCTION estream._uncapture_impl(source regclass, if_exists boolean)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict error
+DECLARE
+	v_root oid;
+BEGIN
+	v_root := estream._authorize_capture_change(source, 'stop');
 	DELETE FROM estream.capture cp WHERE cp.relid = v_root;
 	IF NOT FOUND THEN
 		IF if_exists THEN
@@ -340,26 +357,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict error
 DECLARE
-	v_root oid := source::oid;
+	v_root oid;
 	c record;
 BEGIN
-	IF source IS NULL THEN
-		RAISE EXCEPTION 'source must not be null' USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	IF (SELECT relispartition FROM pg_class WHERE oid = source) THEN
-		v_root := pg_partition_root(source);
-	END IF;
-	-- as uncapture(): the table's owner, the topic's owner or the cluster's admin
-	IF NOT estream._allowed('alter', 'cluster', NULL, NULL)
-	   AND NOT coalesce(pg_has_role(estream._caller(), (SELECT relowner FROM pg_class WHERE oid = v_root),
-									'USAGE'), false)
-	   AND NOT coalesce((SELECT pg_has_role(estream._caller(), t.owner, 'USAGE')
-						   FROM estream.capture cp JOIN estream.topic t ON t.topic_id = cp.topic_id
-						  WHERE cp.relid = v_root), false) THEN
-		RAISE EXCEPTION 'must be owner of table % or of its topic', source
-			USING ERRCODE = 'insufficient_privilege',
-				  HINT = 'The table''s owner, the topic''s owner, or a role with the alter right on the cluster can resume a capture.';
-	END IF;
+	v_root := estream._authorize_capture_change(source, 'resume');
 	IF _resume_capture_impl.on_error IS NOT NULL AND _resume_capture_impl.on_error NOT IN ('stop', 'skip') THEN
 		RAISE EXCEPTION 'capture option "on_error" must be "stop" or "skip"'
 			USING ERRCODE = 'invalid_parameter_value';
