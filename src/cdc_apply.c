@@ -1452,6 +1452,69 @@ failure_of_error(ErrorData *edata)
 }
 
 /*
+ * Run fn(arg) in a subtransaction: committed if it returns true, rolled
+ * back if it returns false or fails.  Returns NULL but for an error, which
+ * is thrown if transient and else returned (the caller frees it).
+ * *result is what fn returned, or false after an error.
+ */
+static ErrorData *
+try_in_subxact(bool (*fn) (void *), void *arg, bool *result)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+	volatile bool ok = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		ok = fn(arg);
+		if (ok)
+			ReleaseCurrentSubTransaction();
+		else
+			RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		ok = false;
+		if (error_is_transient(edata->sqlerrcode))
+			ReThrowError(edata);
+	}
+	PG_END_TRY();
+	*result = ok;
+	return edata;
+}
+
+typedef struct OneEvent
+{
+	TopicBatch *tb;
+	Line	   *line;
+	CaptureState *cs;
+	Failure    *f;
+} OneEvent;
+
+static bool
+produce_one_body(void *arg)
+{
+	OneEvent   *e = (OneEvent *) arg;
+	Datum		value = e->line->value;
+	Datum		key = e->line->key;
+	bool		key_null = e->line->key_null;
+
+	(void) produce_events(e->tb->topic, 1, &value, &key, &key_null);
+	return true;
+}
+
+/*
  * Write one event in a subtransaction of its own.  Returns NULL, or why it
  * could not be written (the subtransaction rolled back); a transient error
  * is thrown.
@@ -1459,38 +1522,16 @@ failure_of_error(ErrorData *edata)
 static Failure *
 produce_one(TopicBatch *tb, Line *line)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	Failure    *volatile f = NULL;
-	Datum		value = line->value;
-	Datum		key = line->key;
-	bool		key_null = line->key_null;
+	OneEvent	e = {.tb = tb,.line = line};
+	ErrorData  *edata;
+	Failure    *f;
+	bool		ok;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		(void) produce_events(tb->topic, 1, &value, &key, &key_null);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (error_is_transient(edata->sqlerrcode))
-			ReThrowError(edata);
-		f = failure_of_error(edata);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
+	edata = try_in_subxact(produce_one_body, &e, &ok);
+	if (edata == NULL)
+		return NULL;
+	f = failure_of_error(edata);
+	FreeErrorData(edata);
 	return f;
 }
 
@@ -1546,6 +1587,15 @@ write_dead_letter(CaptureState *cs, Line *line, Failure *f)
 					   f->message, unpack_sql_state(f->sqlerrcode))));
 }
 
+static bool
+dead_letter_body(void *arg)
+{
+	OneEvent   *e = (OneEvent *) arg;
+
+	write_dead_letter(e->cs, e->line, e->f);
+	return true;
+}
+
 /*
  * write_dead_letter() in a subtransaction.  If even that fails (but for a
  * transient error, which is thrown), returns false, with the failure's
@@ -1554,39 +1604,18 @@ write_dead_letter(CaptureState *cs, Line *line, Failure *f)
 static bool
 try_dead_letter(CaptureState *cs, Line *line, Failure *f)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ok = true;
+	OneEvent	e = {.line = line,.cs = cs,.f = f};
+	ErrorData  *edata;
+	bool		ok;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		write_dead_letter(cs, line, f);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (error_is_transient(edata->sqlerrcode))
-			ReThrowError(edata);
-		f->detail = psprintf("%s%sWriting it to estream.capture_dead_letter failed too: %s.",
-							 f->detail ? f->detail : "", f->detail ? " " : "",
-							 edata->message ? edata->message : "unknown error");
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
-	return ok;
+	edata = try_in_subxact(dead_letter_body, &e, &ok);
+	if (edata == NULL)
+		return ok;
+	f->detail = psprintf("%s%sWriting it to estream.capture_dead_letter failed too: %s.",
+						 f->detail ? f->detail : "", f->detail ? " " : "",
+						 edata->message ? edata->message : "unknown error");
+	FreeErrorData(edata);
+	return false;
 }
 
 /*
@@ -1651,6 +1680,24 @@ typedef struct WriteTally
 	Failure    *stop_failure;	/* and why */
 } WriteTally;
 
+typedef struct WriteCall
+{
+	bool		(*body) (WriteTally *);
+	WriteTally *tally;
+} WriteCall;
+
+/* body, then the batch flushed inside the subtransaction */
+static bool
+write_call(void *arg)
+{
+	WriteCall  *c = (WriteCall *) arg;
+
+	if (!c->body(c->tally))
+		return false;
+	batch_flush(c->tally->tb);
+	return true;
+}
+
 /*
  * Run body in a subtransaction that writes into tally->tb: if it returns
  * true, flush the batch and commit the subtransaction, else discard the
@@ -1661,45 +1708,19 @@ typedef struct WriteTally
 static bool
 write_in_subxact(bool (*body) (WriteTally *), WriteTally *tally, bool rethrow_all)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool done = false;
+	WriteCall	c = {.body = body,.tally = tally};
+	ErrorData  *edata;
+	bool		done;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		done = body(tally);
-		if (done)
-		{
-			batch_flush(tally->tb);
-			ReleaseCurrentSubTransaction();
-		}
-		else
-		{
-			batch_discard(tally->tb);
-			RollbackAndReleaseCurrentSubTransaction();
-		}
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
+	edata = try_in_subxact(write_call, &c, &done);
+	if (!done)
 		batch_discard(tally->tb);
-		if (rethrow_all || error_is_transient(edata->sqlerrcode))
+	if (edata != NULL)
+	{
+		if (rethrow_all)
 			ReThrowError(edata);
 		FreeErrorData(edata);
-		done = false;
 	}
-	PG_END_TRY();
 	return done;
 }
 

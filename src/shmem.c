@@ -1409,17 +1409,11 @@ estream_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (n_local_markers > 0)
-				release_markers(true);
-			if (n_local_pins > 0)
-				release_pins(0);
-			if (local_drains)
-				end_drains();
-			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			if (n_local_markers > 0)
-				release_markers(false);
+				release_markers(event == XACT_EVENT_COMMIT ||
+								event == XACT_EVENT_PARALLEL_COMMIT);
 			if (n_local_pins > 0)
 				release_pins(0);
 			if (local_drains)
