@@ -2208,10 +2208,20 @@ prepare_run(void)
 	begin_xact();
 	end_unauthorized_captures();
 	ncaptures = spi_int8("SELECT pg_catalog.count(*) FROM estream.capture");
-	slot_exists = spi_int8(psprintf("SELECT pg_catalog.count(*) FROM pg_catalog.pg_replication_slots"
-									" WHERE slot_name OPERATOR(pg_catalog.=) '%s'", slot_name)) > 0;
-	origin_exists = spi_int8(psprintf("SELECT pg_catalog.count(*) FROM pg_catalog.pg_replication_origin"
-									  " WHERE roname OPERATOR(pg_catalog.=) '%s'", origin_name)) > 0;
+
+	/*
+	 * While decoding goes on, the slot is ours and the origin our session's:
+	 * neither can be dropped, and the step spares the two lookups.
+	 */
+	if (cdc_ctx != NULL && MyReplicationSlot != NULL && origin_set_up)
+		slot_exists = origin_exists = true;
+	else
+	{
+		slot_exists = spi_int8(psprintf("SELECT pg_catalog.count(*) FROM pg_catalog.pg_replication_slots"
+										" WHERE slot_name OPERATOR(pg_catalog.=) '%s'", slot_name)) > 0;
+		origin_exists = spi_int8(psprintf("SELECT pg_catalog.count(*) FROM pg_catalog.pg_replication_origin"
+										  " WHERE roname OPERATOR(pg_catalog.=) '%s'", origin_name)) > 0;
+	}
 	end_xact();
 
 	if (ncaptures == 0)

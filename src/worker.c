@@ -147,6 +147,17 @@ typedef struct EstreamWorkerSlot
 								 * captured everything committed before */
 	char		cdc_error[256]; /* last error of the capture step */
 	XLogRecPtr	cdc_position;	/* position of the streaming captures */
+
+	/*
+	 * Waking the capture step at commit (see capture_wake_callback()):
+	 * whether the worker captures, its latch, and whether a wake-up is
+	 * pending since its last capture step began.  Read and written without
+	 * the lock, with barriers: a lost race costs a spurious wake-up or, at
+	 * worst, waits until estream.capture_naptime.
+	 */
+	volatile bool cdc_capturing;
+	Latch	   *volatile latch;
+	volatile uint32 cdc_wake_pending;
 } EstreamWorkerSlot;
 
 typedef struct EstreamWorkerShared
@@ -176,6 +187,17 @@ static List *no_extension = NIL;
 /* backend: wake the launcher when the current transaction commits */
 static bool wake_launcher_at_commit = false;
 static bool wake_callback_registered = false;
+
+/* backend: the slot of this database's worker, as last found */
+static int	capture_wake_slot = -1;
+
+/* backend: the committing transaction has an xid (it wrote WAL) */
+static bool capture_wake_wrote = false;
+
+/* backend: the transaction made or resumed a capture (_wake_capture()) */
+static bool capture_wake_forced = false;
+
+static void capture_wake_callback(XactEvent event, void *arg);
 
 static void estream_process_utility(PlannedStmt *pstmt, const char *queryString,
 									bool readOnlyTree, ProcessUtilityContext context,
@@ -245,6 +267,7 @@ estream_worker_init(void)
 
 	prev_process_utility = ProcessUtility_hook;
 	ProcessUtility_hook = estream_process_utility;
+	RegisterXactCallback(capture_wake_callback, NULL);
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -635,6 +658,79 @@ wake_xact_callback(XactEvent event, void *arg)
 }
 
 /*
+ * In every backend of a preloaded estream: when a transaction that wrote
+ * WAL commits in a database whose worker captures, set the worker's latch,
+ * so that its capture step decodes the commit at once (as a walsender is
+ * woken when WAL is flushed) instead of at the next
+ * estream.capture_naptime.  At XACT_EVENT_COMMIT the commit record is
+ * flushed (with synchronous_commit on; otherwise the WAL writer flushes it
+ * and the naptime bounds the wait).  Wake-ups are batched: only the first
+ * commit after the worker began a capture step sets the latch, the others
+ * see the pending flag and pay a read and a barrier.
+ */
+static void
+capture_wake_callback(XactEvent event, void *arg)
+{
+	EstreamWorkerSlot *slot;
+	Latch	   *latch;
+	int			i = capture_wake_slot;
+
+	bool		forced = capture_wake_forced;
+
+	if (event == XACT_EVENT_PRE_COMMIT)
+	{
+		capture_wake_wrote = TransactionIdIsValid(GetTopTransactionIdIfAny());
+		return;
+	}
+	if (event != XACT_EVENT_COMMIT || !capture_wake_wrote)
+	{
+		capture_wake_wrote = false;
+		capture_wake_forced = false;
+		return;
+	}
+	capture_wake_wrote = false;
+	capture_wake_forced = false;
+	/* not preloaded, the launcher, or the worker itself */
+	if (worker_shared == NULL || my_slot >= 0 || !OidIsValid(MyDatabaseId))
+		return;
+	if (i < 0 || i >= worker_shared->nslots ||
+		worker_shared->slots[i].dbid != MyDatabaseId ||
+		worker_shared->slots[i].state == WS_FREE)
+	{
+		i = find_slot(MyDatabaseId);
+		capture_wake_slot = i;
+		if (i < 0)
+			return;
+	}
+	slot = &worker_shared->slots[i];
+	if (!slot->cdc_capturing && !forced)
+		return;
+	/* our flushed commit, then the flag: pairs with run_capture() */
+	pg_memory_barrier();
+	if (slot->cdc_wake_pending)
+		return;
+	slot->cdc_wake_pending = 1;
+	latch = slot->latch;
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+/*
+ * estream._wake_capture() returns void
+ *
+ * Called by capture() and resume_capture(): when the transaction commits,
+ * the worker's capture step runs at once, even if the worker captured
+ * nothing before (see capture_wake_callback()).
+ */
+PG_FUNCTION_INFO_V1(estream_wake_capture);
+Datum
+estream_wake_capture(PG_FUNCTION_ARGS)
+{
+	capture_wake_forced = true;
+	PG_RETURN_VOID();
+}
+
+/*
  * Background worker slots that database workers cannot have: estream's
  * launcher, and the logical replication launcher when there is one.
  * (Parallel queries and other extensions' workers take slots too, from
@@ -1008,7 +1104,11 @@ worker_exit(int code, Datum arg)
 {
 	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
 	if (worker_shared->slots[my_slot].pid == MyProcPid)
+	{
 		worker_shared->slots[my_slot].pid = 0;
+		worker_shared->slots[my_slot].cdc_capturing = false;
+		worker_shared->slots[my_slot].latch = NULL;
+	}
 	LWLockRelease(worker_shared->lock);
 }
 
@@ -1111,6 +1211,13 @@ run_capture(bool *more, bool *active)
 	TimestampTz start = GetCurrentTimestamp();
 
 	memset(&result, 0, sizeof(result));
+
+	/*
+	 * Commits from now on wake the worker again: the flag, then the end of
+	 * WAL the step reads (pairs with capture_wake_callback()).
+	 */
+	worker_shared->slots[my_slot].cdc_wake_pending = 0;
+	pg_memory_barrier();
 	PG_TRY();
 	{
 		pgstat_report_activity(STATE_RUNNING, "estream capture");
@@ -1239,6 +1346,9 @@ worker_attach(Datum main_arg)
 	}
 	worker_shared->slots[my_slot].pid = MyProcPid;
 	worker_shared->slots[my_slot].started_at = GetCurrentTimestamp();
+	worker_shared->slots[my_slot].latch = MyLatch;
+	worker_shared->slots[my_slot].cdc_capturing = false;
+	worker_shared->slots[my_slot].cdc_wake_pending = 0;
 	LWLockRelease(worker_shared->lock);
 	before_shmem_exit(worker_exit, (Datum) 0);
 	return dbid;
@@ -1353,7 +1463,9 @@ worker_run(int version, MemoryContext run_cxt, TimestampTz now,
 		maintained = true;
 		*next_maintenance = TimestampTzPlusMilliseconds(now, estream_worker_naptime);
 	}
-	if (version >= ESTREAM_SCHEMA_1_3 && (maintained || *capturing))
+	/* a capture made or resumed (_wake_capture()) starts at once */
+	if (version >= ESTREAM_SCHEMA_1_3 &&
+		(maintained || *capturing || worker_shared->slots[my_slot].cdc_wake_pending))
 	{
 		do
 		{
@@ -1433,6 +1545,7 @@ estream_worker_main(Datum main_arg)
 			next_maintenance = 0;
 		}
 
+		worker_shared->slots[my_slot].cdc_capturing = capturing;
 		LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
 		if (state != WS_IDLE || maintained)
 		{

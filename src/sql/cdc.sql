@@ -253,6 +253,8 @@ BEGIN
 				  DETAIL = format('The worker does not run: %s.', v_bad),
 				  HINT = 'See estream.workers and docs/operations.md ("Sizing the workers"). The capture starts when the worker runs, as docs/cdc.md describes.';
 	END IF;
+	-- the worker starts the capture when this transaction commits
+	PERFORM estream._wake_capture();
 	RETURN v_topic;
 END
 $$;
@@ -317,6 +319,13 @@ END
 $$;
 COMMENT ON FUNCTION estream._uncapture_impl(regclass, boolean) IS
 	'Body of uncapture(): needs ownership of the table or of its topic, or the alter right on the cluster.';
+
+CREATE OR REPLACE FUNCTION estream._wake_capture()
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'estream_wake_capture';
+COMMENT ON FUNCTION estream._wake_capture() IS
+	'Makes the worker''s capture step run as soon as the calling transaction commits (capture(), resume_capture()).';
 
 -- the replication origin's progress, for the captures view
 CREATE OR REPLACE FUNCTION estream._capture_origin_lsn()
@@ -383,6 +392,7 @@ BEGIN
 		   stop_lsn = NULL, stop_xid = NULL,
 		   on_error = coalesce(_resume_capture_impl.on_error, cp.on_error)
 	 WHERE cp.relid = v_root;
+	PERFORM estream._wake_capture();
 END
 $$;
 COMMENT ON FUNCTION estream._resume_capture_impl(regclass, text) IS
