@@ -23,7 +23,7 @@ DATA = estream--1.0.sql estream--1.0--1.1.sql estream--1.1--1.2.sql estream--1.2
 DATA_built = estream--1.4.sql estream--1.3--1.4.sql
 PGFILEDESC = "estream - event streams for PostgreSQL"
 
-REGRESS = partitioner topic produce fetch limits cache groups maintenance cdc cdc_isolation security lint reinstall
+REGRESS = partitioner topic produce fetch limits cache groups maintenance idle_cost cdc cdc_isolation security lint reinstall
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=./tmp_check_conf/estream.conf \
 	--load-extension=estream
 

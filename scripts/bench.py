@@ -295,7 +295,8 @@ def run(args):
     only_sync = args.only_client or args.only_cdc
     workdir = tempfile.mkdtemp(prefix="estream-bench-")
     steps = plan(quick)
-    for sync in sorted({st[0] for st in steps} if not only_sync else {True}, reverse=True):
+    syncs = set() if args.only_scale else ({st[0] for st in steps} if not only_sync else {True})
+    for sync in sorted(syncs, reverse=True):
         inst = Instance(os.path.join(workdir, "sync" if sync else "async"), sync, args.set)
         os.makedirs(inst.root)
         inst.start()
@@ -343,6 +344,9 @@ def run(args):
                                  lambda row: (results.append(row), print_row(row)))
         finally:
             inst.stop()
+    if args.scale or args.only_scale or (args.mode == "full" and not (args.only_client or args.only_cdc
+                                                                         or args.smoke)):
+        scale_workload(workdir, args, lambda row: (results.append(row), print_row(row)))
     shutil.rmtree(workdir, ignore_errors=True)
     print_targets(results)
     return results, cdc_meta, problems
@@ -1019,6 +1023,111 @@ def cdc_load(inst, clients, seconds, runs, load, workdir, emit):
     return problems
 
 
+# ---------------------------------------------------------------------------
+# Scale with the number of topics (issue 14): a private instance grows from
+# 10 to 1,000 to 16,000 partitions (topics of 8, each with two records, all
+# idle but one busy topic).  At each size: the worker's CPU per minute and
+# run time while everything is idle, the admin views and run_maintenance()
+# from a fresh session, and produce and fetch rates on the busy topic
+# (ratio to the rate at 10 partitions).
+
+SCALE_PRODUCE = """\\set k random(1, 100000)
+SELECT estream.produce('busy', '{"id": 1, "type": "order.created"}', 'k' || :k);
+"""
+SCALE_FETCH = """\\set p random(0, 7)
+\\set o random(0, 9000)
+SELECT count(*) FROM estream.fetch('busyread', :p, :o, 100);
+"""
+SCALE_VIEWS = ["estream.partitions", "estream.topics", "estream.segments", "estream.consumer_lag"]
+
+
+def scale_sizes(args):
+    if args.mode == "quick":
+        return [10, 1000], 10, 3
+    return [10, 1000, 16000], 30, 5
+
+
+def worker_cpu_ticks(inst):
+    pid = inst.psql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'estream worker' "
+                    "AND datname = current_database()")
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # utime and stime, fields 14 and 15 of proc(5), counted after the name
+    return int(fields[11]) + int(fields[12])
+
+
+def grow_topics(inst, partitions):
+    """Topics of 8 partitions (the busy ones count) up to about partitions
+    partitions in all; each new topic gets two records."""
+    have = int(inst.psql("SELECT coalesce(sum(partitions), 0) FROM estream.topic"))
+    start = int(inst.psql("SELECT count(*) FROM estream.topic WHERE name LIKE 'idle%'"))
+    n = max(0, (partitions - have) // 8)
+    for first in range(start + 1, start + n + 1, 200):
+        last = min(first + 199, start + n)
+        inst.psql(f"""DO $$ BEGIN
+            FOR i IN {first}..{last} LOOP
+                PERFORM estream.create_topic('idle' || i, 8);
+                PERFORM estream.produce_batch('idle' || i, ARRAY['{{"a": 1}}'::jsonb, '{{"a": 2}}'], ARRAY['k1', 'k2']);
+                COMMIT;
+            END LOOP; END $$""")
+
+
+def timed_fresh(inst, sql):
+    """Milliseconds sql takes in a new session (cold caches, as an admin's psql)."""
+    c = connect(inst)
+    cur = c.cursor()
+    t0 = time.perf_counter()
+    cur.execute(sql)
+    cur.fetchall()
+    dt = (time.perf_counter() - t0) * 1000
+    c.close()
+    return dt
+
+
+def scale_workload(workdir, args, emit):
+    sizes, cpu_seconds, pgbench_seconds = scale_sizes(args)
+    inst = Instance(os.path.join(workdir, "scale"), True,
+                    list(args.set) + ["estream.max_partitions = 20000", "max_locks_per_transaction = 256"])
+    os.makedirs(inst.root)
+    inst.start()
+    base = {}
+    try:
+        inst.psql("""CREATE EXTENSION IF NOT EXISTS estream;
+            SELECT estream.create_topic('busy', 8);
+            SELECT estream.create_topic('busyread', 8);
+            SELECT count(*) FROM generate_series(0, 7) p,
+                LATERAL estream.produce_batch('busyread',
+                    ARRAY(SELECT ('{"id": ' || g || '}')::jsonb FROM generate_series(1, 10000) g), partition => p);""")
+        for size in sizes:
+            grow_topics(inst, size)
+            total = int(inst.psql("SELECT sum(partitions) FROM estream.topic"))
+            inst.psql("CHECKPOINT")
+            time.sleep(3)       # a maintenance run or two over the new topics
+            t0, c0 = time.time(), worker_cpu_ticks(inst)
+            time.sleep(cpu_seconds)
+            t1, c1 = time.time(), worker_cpu_ticks(inst)
+            cpu_per_min = (c1 - c0) / os.sysconf("SC_CLK_TCK") * 60 / (t1 - t0)
+            run_ms = float(inst.psql("SELECT last_run_ms FROM estream.workers WHERE database = current_database()"))
+            views = {v: round(timed_fresh(inst, f"SELECT * FROM {v}"), 1) for v in SCALE_VIEWS}
+            maint = round(timed_fresh(inst, "SELECT * FROM estream.run_maintenance()"), 1)
+            prod = inst.pgbench(SCALE_PRODUCE, 4, pgbench_seconds, workdir)
+            fetch = inst.pgbench(SCALE_FETCH, 4, pgbench_seconds, workdir) * 100
+            if not base:
+                base = dict(produce=prod, fetch=fetch, partitions=total)
+            row = dict(workload=f"scale: {total} partitions", clients=4, partitions=total,
+                       synchronous_commit="on", events_per_s_median=round(prod, 1), min=round(prod, 1),
+                       max=round(prod, 1), runs=1, reference=f"scale: {base['partitions']} partitions",
+                       ratio=round(prod / base["produce"], 3),
+                       scale=dict(topics=int(inst.psql("SELECT count(*) FROM estream.topic")),
+                                  worker_cpu_s_per_min=round(cpu_per_min, 2), worker_run_ms=round(run_ms, 1),
+                                  views_ms=views, run_maintenance_ms=maint,
+                                  fetch_events_per_s=round(fetch, 1), fetch_ratio=round(fetch / base["fetch"], 3),
+                                  pg_class_rows=int(inst.psql("SELECT count(*) FROM pg_class"))))
+            emit(row)
+    finally:
+        inst.stop()
+
+
 HEADER = f"{'workload':40} {'sync':>4} {'parts':>5} {'clients':>7} {'events/s':>10} {'min':>10} {'max':>10} {'ratio':>7}  reference"
 
 
@@ -1037,6 +1146,13 @@ def print_row(row):
         extra = f"  latency ms p50 {lm['p50']:.2f} p99 {lm['p99']:.2f} max {lm['max']:.2f} ({lm['events']} events)"
     if "wal_bytes_per_event" in row:
         extra = f"  {row['wal_bytes_per_event']:.0f} WAL bytes/event"
+    if "scale" in row:
+        sc = row["scale"]
+        extra = (f"  (produce on a busy topic) worker {sc['worker_cpu_s_per_min']:.2f} CPU s/min, run "
+                 f"{sc['worker_run_ms']:.0f} ms; views ms "
+                 + " ".join(f"{k.split('.')[1]} {v:.0f}" for k, v in sc["views_ms"].items())
+                 + f"; run_maintenance {sc['run_maintenance_ms']:.0f} ms; fetch {sc['fetch_ratio']:.2f}x;"
+                 f" {sc['topics']} topics, {sc['pg_class_rows']} pg_class rows")
     if "lag_ms" in row and row["load"] == "backlog":
         extra = (f"  caught up in {row['drain_s']:.1f} s ({row['lag_ms']['events']} events"
                  f"{'' if row['exact'] else ', NOT EXACT'}, {row['reads']} reads); "
@@ -1072,6 +1188,10 @@ def main():
                          f"default full,{CDC_STEADY_RATE},backlog (full with --smoke)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="another server setting for the instances, e.g. --set estream.capture_naptime=20ms")
+    ap.add_argument("--scale", action="store_true",
+                    help="also the scale workload (always in full mode): 10, 1,000 and 16,000 partitions "
+                         "(10 and 1,000 in quick mode)")
+    ap.add_argument("--only-scale", action="store_true", help="only the scale workload")
     ap.add_argument("--smoke", action="store_true",
                     help="exit non-zero unless every planned row was measured (for CI; figures are not "
                          "checked); a shorter CDC run")

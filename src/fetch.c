@@ -35,11 +35,13 @@
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "nodes/params.h"
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -131,19 +133,21 @@ log_start_offset(EstreamTopic *topic, int32 partition)
 	bool		isnull;
 	int64		result = 0;
 
-	if (topic->log_start_plan == NULL)
+	/* one plan for every topic: estream.partition is not the topic's */
+	static SPIPlanPtr plan = NULL;
+
+	if (plan == NULL)
 	{
 		Oid			argtypes[2] = {INT4OID, INT4OID};
 
-		topic->log_start_plan =
-			estream_prepare_kept("SELECT log_start_offset FROM estream.partition"
-								 " WHERE topic_id OPERATOR(pg_catalog.=) $1"
-								 " AND partition OPERATOR(pg_catalog.=) $2",
-								 2, argtypes);
+		plan = estream_prepare_kept("SELECT log_start_offset FROM estream.partition"
+									" WHERE topic_id OPERATOR(pg_catalog.=) $1"
+									" AND partition OPERATOR(pg_catalog.=) $2",
+									2, argtypes);
 	}
 	args[0] = Int32GetDatum(topic->topic_id);
 	args[1] = Int32GetDatum(partition);
-	rc = SPI_execute_snapshot(topic->log_start_plan, args, NULL,
+	rc = SPI_execute_snapshot(plan, args, NULL,
 							  GetLatestSnapshot(), InvalidSnapshot, true, false, 1);
 	if (rc == SPI_OK_SELECT && SPI_processed == 1)
 	{
@@ -238,13 +242,12 @@ add_header(Datum headers, bool headers_null, const char *name, const char *value
  * order, and can tell which ones to decode.
  */
 static Size
-emit_row(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
-		 HeapTuple tup, TupleDesc desc, bool binary)
+emit_row(ReturnSetInfo *rsinfo, int32 partition, Datum *values, bool *isnulls,
+		 bool binary)
 {
 	Size		size = 0;
 	Datum		row[6];
 	bool		nulls[6];
-	bool		isnull;
 	Datum		key;
 	bool		keynull;
 	Datum		value;
@@ -253,16 +256,22 @@ emit_row(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
 	bool		value_bin_null;
 	int64		offset;
 
-	offset = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	/* "offset", ts, key, value, value_bin, headers: see read_range() */
+	offset = DatumGetInt64(values[0]);
 	row[0] = Int32GetDatum(partition);
 	nulls[0] = false;
 	row[1] = Int64GetDatum(offset);
 	nulls[1] = false;
-	row[2] = SPI_getbinval(tup, desc, 2, &nulls[2]);
-	key = SPI_getbinval(tup, desc, 3, &keynull);
-	value = SPI_getbinval(tup, desc, 4, &value_null);
-	value_bin = SPI_getbinval(tup, desc, 5, &value_bin_null);
-	row[5] = SPI_getbinval(tup, desc, 6, &nulls[5]);
+	row[2] = values[1];
+	nulls[2] = isnulls[1];
+	key = values[2];
+	keynull = isnulls[2];
+	value = values[3];
+	value_null = isnulls[3];
+	value_bin = values[4];
+	value_bin_null = isnulls[4];
+	row[5] = values[5];
+	nulls[5] = isnulls[5];
 
 	nulls[3] = keynull;
 	if (binary)
@@ -338,6 +347,57 @@ emit_row(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
 }
 
 /*
+ * The receiver of read_range(): each row the log's index scan returns goes
+ * straight into the function's result (no SPI tuple table in between),
+ * until about max_bytes of keys, values and headers.
+ */
+typedef struct FetchReceiver
+{
+	DestReceiver pub;
+	ReturnSetInfo *rsinfo;
+	int32		partition;
+	bool		binary;
+	Size		bytes;
+	Size		max_bytes;
+	uint64		n;
+	MemoryContext row_cxt;		/* what one row's rendering allocates */
+} FetchReceiver;
+
+static bool
+fetch_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	FetchReceiver *r = (FetchReceiver *) self;
+	MemoryContext old;
+
+	/* stop once max_bytes is reached, but always return the first record */
+	if (r->bytes >= r->max_bytes)
+		return false;
+	slot_getallattrs(slot);
+	old = MemoryContextSwitchTo(r->row_cxt);
+	r->bytes += emit_row(r->rsinfo, r->partition, slot->tts_values, slot->tts_isnull,
+						 r->binary);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(r->row_cxt);
+	r->n++;
+	return true;
+}
+
+static void
+fetch_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+}
+
+static void
+fetch_shutdown(DestReceiver *self)
+{
+}
+
+static void
+fetch_destroy(DestReceiver *self)
+{
+}
+
+/*
  * Read up to max records of [from, stable) with a fresh snapshot and emit
  * them, up to about max_bytes of keys, values and headers.  SPI connected.
  * Returns the number of rows.
@@ -347,15 +407,16 @@ read_range(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
 		   int64 from, int64 stable, int32 max, int32 max_bytes, bool binary,
 		   Snapshot snap)
 {
-	Size		bytes = 0;
-	uint64		n;
+	ParamListInfo params;
+	SPIExecuteOptions options;
+	FetchReceiver r;
+	Oid			argtypes[4] = {INT4OID, INT8OID, INT8OID, INT4OID};
 	Datum		args[4];
 	int			rc;
 
 	if (topic->fetch_plan == NULL)
 	{
 		char	   *sql;
-		Oid			argtypes[4] = {INT4OID, INT8OID, INT8OID, INT4OID};
 
 		sql = psprintf("SELECT \"offset\", ts, key, value, value_bin, headers"
 					   " FROM estream.log_%d WHERE partition OPERATOR(pg_catalog.=) $1"
@@ -369,22 +430,45 @@ read_range(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
 	args[1] = Int64GetDatum(from);
 	args[2] = Int64GetDatum(stable);
 	args[3] = Int32GetDatum(max);
+	params = makeParamList(4);
+	for (int i = 0; i < 4; i++)
+	{
+		params->params[i].value = args[i];
+		params->params[i].isnull = false;
+		params->params[i].pflags = PARAM_FLAG_CONST;
+		params->params[i].ptype = argtypes[i];
+	}
+
+	memset(&r, 0, sizeof(r));
+	r.pub.receiveSlot = fetch_receive;
+	r.pub.rStartup = fetch_startup;
+	r.pub.rShutdown = fetch_shutdown;
+	r.pub.rDestroy = fetch_destroy;
+	r.pub.mydest = DestTuplestore;	/* a result kept: SPI_OK_SELECT */
+	r.rsinfo = rsinfo;
+	r.partition = partition;
+	r.binary = binary;
+	r.max_bytes = (Size) Max(max_bytes, 0);
+	r.row_cxt = AllocSetContextCreate(CurrentMemoryContext, "estream fetch row",
+									  ALLOCSET_SMALL_SIZES);
+
+	memset(&options, 0, sizeof(options));
+	options.params = params;
+	options.read_only = true;
+	options.dest = (DestReceiver *) &r;
 
 	/*
 	 * The snapshot must be taken after the watermark was read (or be the one
-	 * the persisted watermark was read with).
+	 * the persisted watermark was read with).  Read-only SPI runs with the
+	 * active snapshot.
 	 */
-	rc = SPI_execute_snapshot(topic->fetch_plan, args, NULL,
-							  snap ? snap : GetLatestSnapshot(), InvalidSnapshot,
-							  true, false, 0);
+	PushActiveSnapshot(snap ? snap : GetLatestSnapshot());
+	rc = SPI_execute_plan_extended(topic->fetch_plan, &options);
+	PopActiveSnapshot();
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read the log of topic \"%s\"", topic->name);
-
-	/* stop once max_bytes is reached, but always return the first record */
-	for (n = 0; n < SPI_processed && bytes < (Size) max_bytes; n++)
-		bytes += emit_row(rsinfo, topic, partition, SPI_tuptable->vals[n],
-						  SPI_tuptable->tupdesc, binary);
-	return n;
+	MemoryContextDelete(r.row_cxt);
+	return r.n;
 }
 
 /*

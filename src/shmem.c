@@ -453,7 +453,6 @@ stored_offset_end(EstreamTopic *topic, int32 partition)
 	{
 		char	   *sql;
 		Oid			argtypes[1] = {INT4OID};
-		SPIPlanPtr	plan;
 
 		/*
 		 * 1 + the highest stored offset, but never below the log start:
@@ -481,11 +480,7 @@ stored_offset_end(EstreamTopic *topic, int32 partition)
 						   "   AND p.partition OPERATOR(pg_catalog.=) $1)"
 						   " FROM estream.log_%d WHERE partition OPERATOR(pg_catalog.=) $1",
 						   topic->topic_id, topic->topic_id);
-		plan = SPI_prepare(sql, 1, argtypes);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		topic->max_offset_plan = plan;
+		topic->max_offset_plan = estream_prepare_kept(sql, 1, argtypes);
 	}
 
 	values[0] = Int32GetDatum(partition);

@@ -114,7 +114,6 @@ free_cache(HTAB *cache)
 		free_plan(t->insert_batch_plan);
 		free_plan(t->fetch_plan);
 		free_plan(t->max_offset_plan);
-		free_plan(t->log_start_plan);
 	}
 	hash_destroy(cache);
 }
@@ -165,7 +164,14 @@ reset_topic_cache(void)
 SPIPlanPtr
 estream_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 {
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+	/*
+	 * A generic plan from the first execution: estream's statements are keyed
+	 * lookups whose best plan does not depend on the values, and the five
+	 * custom plans the plan cache would make first cost a planning per
+	 * partition in every new session (issue 14: 16,000 of them in
+	 * estream.partitions).
+	 */
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));

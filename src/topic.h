@@ -39,7 +39,6 @@ typedef struct EstreamTopic
 	void	   *insert_batch_plan;	/* SPIPlanPtr, kept */
 	void	   *fetch_plan;		/* SPIPlanPtr, kept */
 	void	   *max_offset_plan;	/* SPIPlanPtr, kept */
-	void	   *log_start_plan; /* SPIPlanPtr, kept */
 } EstreamTopic;
 
 extern void estream_topic_cache_init(void);

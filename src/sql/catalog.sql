@@ -100,6 +100,8 @@ CREATE TABLE estream.segment (
 	closed_at timestamptz,
 	sealed_at timestamptz,
 	truncated_at timestamptz,
+	roll_checked_at timestamptz,
+	has_records boolean,
 	PRIMARY KEY (topic_id, segment)
 );
 COMMENT ON TABLE estream.segment IS

@@ -157,14 +157,37 @@ DECLARE
 	r record;
 	cfg jsonb;
 	v_nonempty boolean;
+	v_checked timestamptz;
 	v_n bigint := 0::bigint;
 	v_failing integer[] := ARRAY(SELECT e.topic_id FROM estream.maintenance_error e WHERE e.step = 'roll segments');
 BEGIN
+	-- Costs follow work (issue 14): a current segment is looked at again
+	-- only when records were persisted into its topic since the last look
+	-- (its size or emptiness may have changed), when it is known to hold
+	-- records and has grown old, when it was never looked at, or when the
+	-- topic had an error.  An idle topic costs one row of this query.
 	FOR r IN SELECT t.topic_id, t.partitions, t.current_segment, t.config, s.created_at,
 					format('estream.log_%s_%s', t.topic_id, t.current_segment) AS rel
 			   FROM estream.topic t
 			   JOIN estream.segment s ON s.topic_id = t.topic_id AND s.segment = t.current_segment
-			  WHERE p_topic_id IS NULL OR t.topic_id = p_topic_id
+			   LEFT JOIN (SELECT p.topic_id, max(p.persisted_at) AS persisted_at
+							FROM estream.partition p GROUP BY p.topic_id) a ON a.topic_id = t.topic_id
+			   CROSS JOIN (SELECT o.default_value AS ms FROM estream.config_option o
+							WHERE o.name = 'segment.ms') d
+			   CROSS JOIN LATERAL (SELECT coalesce(t.config->>'segment.ms', d.ms) AS ms) v
+			  WHERE (p_topic_id IS NULL OR t.topic_id = p_topic_id)
+				AND (p_topic_id IS NOT NULL
+					 OR t.topic_id = ANY (v_failing)
+					 OR s.roll_checked_at IS NULL
+					 OR a.persisted_at >= s.roll_checked_at
+					 -- known to hold records and older than segment.ms (as
+					 -- _ms_ago(), written out to be evaluated inline); a value
+					 -- that is not a number is looked at: the step reports it
+					 OR CASE WHEN v.ms ~ '^[0-9]{14,18}$' THEN false
+							 WHEN v.ms ~ '^[0-9]{1,13}$'
+							 THEN s.has_records AND s.created_at <= clock_timestamp() - v.ms::bigint * interval '1 millisecond'
+							 ELSE true END
+					 OR coalesce(t.config->>'segment.bytes', '0') !~ '^-?[0-9]{1,18}$')
 			  ORDER BY t.topic_id
 	LOOP
 		BEGIN
@@ -172,12 +195,18 @@ BEGIN
 			PERFORM estream._step_succeeded(r.topic_id, 'roll segments', v_failing);
 			cfg := estream.effective_config(r.config);
 			CONTINUE WHEN to_regclass(r.rel) IS NULL;	-- topic being dropped
+			-- what this look saw; records persisted from now on bring it back
+			v_checked := clock_timestamp();
 			-- like Kafka, an empty segment is never rolled
 			EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', r.rel::regclass) INTO v_nonempty;
-			CONTINUE WHEN NOT v_nonempty;
-			CONTINUE WHEN NOT (
+			IF NOT (v_nonempty AND (
 				r.created_at <= estream._ms_ago(clock_timestamp(), (cfg->>'segment.ms')::bigint)
-				OR pg_total_relation_size(r.rel::regclass) >= (cfg->>'segment.bytes')::numeric * r.partitions);
+				OR pg_total_relation_size(r.rel::regclass) >= (cfg->>'segment.bytes')::numeric * r.partitions)) THEN
+				UPDATE estream.segment s SET roll_checked_at = v_checked, has_records = v_nonempty
+				 WHERE s.topic_id = r.topic_id AND s.segment = r.current_segment
+				   AND (s.roll_checked_at IS DISTINCT FROM v_checked OR s.has_records IS DISTINCT FROM v_nonempty);
+				CONTINUE;
+			END IF;
 			-- skip a topic that is being altered or dropped
 			PERFORM 1 FROM estream.topic t
 			  WHERE t.topic_id = r.topic_id AND t.current_segment = r.current_segment
@@ -269,9 +298,32 @@ DECLARE
 	v_failing integer[] := ARRAY(SELECT e.topic_id FROM estream.maintenance_error e WHERE e.step = 'apply retention');
 BEGIN
 	PERFORM estream._require_read_committed();
+	-- Costs follow work (issue 14): only topics with a closed segment that
+	-- retention by time may delete already, or with retention by size, or
+	-- with an error, are looked at.
 	FOR t IN SELECT tp.topic_id, tp.partitions, tp.config, tp.log_relid, tp.current_segment
 			   FROM estream.topic tp
-			  WHERE p_topic_id IS NULL OR tp.topic_id = p_topic_id
+			   CROSS JOIN (SELECT max(o.default_value) FILTER (WHERE o.name = 'retention.ms') AS ms,
+								  max(o.default_value) FILTER (WHERE o.name = 'retention.bytes') AS bytes,
+								  max(o.default_value) FILTER (WHERE o.name = 'cleanup.policy') AS policy
+							 FROM estream.config_option o) d
+			   CROSS JOIN LATERAL (SELECT coalesce(tp.config->>'retention.ms', d.ms) AS ms,
+										  coalesce(tp.config->>'retention.bytes', d.bytes) AS bytes,
+										  coalesce(tp.config->>'cleanup.policy', d.policy) AS policy) v
+			  WHERE (p_topic_id IS NULL OR tp.topic_id = p_topic_id)
+				AND (p_topic_id IS NOT NULL
+					 OR tp.topic_id = ANY (v_failing)
+					 -- a value that is not a number: the step reports it
+					 OR v.ms !~ '^-?[0-9]{1,18}$' OR v.bytes !~ '^-?[0-9]{1,18}$'
+					 OR (position('delete' IN v.policy) > 0
+						 AND EXISTS (SELECT 1 FROM estream.segment sg
+									  WHERE sg.topic_id = tp.topic_id AND sg.segment < tp.current_segment
+										AND sg.truncated_at IS NULL AND sg.sealed_at IS NOT NULL
+										AND CASE WHEN v.bytes !~ '^-?[0-9]{1,18}$' OR v.ms !~ '^-?[0-9]{1,18}$' THEN true
+												 WHEN v.bytes::bigint >= 0 THEN true
+												 WHEN v.ms ~ '^[0-9]{1,13}$'
+												 THEN sg.sealed_at <= clock_timestamp() - v.ms::bigint * interval '1 millisecond'
+												 ELSE false END)))
 			  ORDER BY tp.topic_id
 	LOOP
 		BEGIN
@@ -428,10 +480,15 @@ DECLARE
 	v_failing integer[] := ARRAY(SELECT e.topic_id FROM estream.maintenance_error e WHERE e.step = 'compact');
 BEGIN
 	PERFORM estream._require_read_committed();
+	-- only compacted topics, and those with an error (issue 14)
 	FOR t IN SELECT tp.topic_id, tp.name, tp.config, tp.log_relid, tp.current_segment, c.checked_at
 			   FROM estream.topic tp
 			   LEFT JOIN estream.compaction c ON c.topic_id = tp.topic_id
-			  WHERE p_topic_id IS NULL OR tp.topic_id = p_topic_id
+			  WHERE (p_topic_id IS NULL OR tp.topic_id = p_topic_id)
+				AND (p_topic_id IS NOT NULL
+					 OR tp.topic_id = ANY (v_failing)
+					 OR position('compact' IN coalesce(tp.config->>'cleanup.policy',
+						(SELECT o.default_value FROM estream.config_option o WHERE o.name = 'cleanup.policy'))) > 0)
 			  ORDER BY tp.topic_id
 	LOOP
 		BEGIN

@@ -349,6 +349,9 @@ BEGIN
 	SELECT * INTO t FROM estream.topic x WHERE x.topic_id = t.topic_id FOR UPDATE;
 	v_new := estream._merge_config(t.config, config);
 	UPDATE estream.topic x SET config = v_new WHERE x.topic_id = t.topic_id;
+	-- segment.bytes or segment.ms may have changed: the roll step looks again
+	UPDATE estream.segment s SET roll_checked_at = NULL
+	 WHERE s.topic_id = t.topic_id AND s.segment = t.current_segment AND s.roll_checked_at IS NOT NULL;
 	RETURN v_new;
 END
 $$;

@@ -157,3 +157,8 @@ CREATE INDEX capture_dead_letter_relid ON estream.capture_dead_letter (relid, ca
 
 COMMENT ON TABLE estream.capture_dead_letter IS
 	'Changes of captures with on_error "skip" that could not be rendered or written into their topic: the change''s position, transaction, key, event (null if it could not be rendered) and error.';
+
+-- issue 14: the roll step checks a current segment again only after
+-- records were persisted into its topic since it last looked
+ALTER TABLE estream.segment ADD COLUMN roll_checked_at timestamptz;
+ALTER TABLE estream.segment ADD COLUMN has_records boolean;
