@@ -360,8 +360,15 @@ typedef struct FetchReceiver
 	Size		bytes;
 	Size		max_bytes;
 	uint64		n;
+	int64		last;			/* offset of the last row emitted */
 	MemoryContext row_cxt;		/* what one row's rendering allocates */
 } FetchReceiver;
+
+/*
+ * The offset of the last record the last fetch() of this session returned,
+ * or -1: poll() asks it (_last_fetched_offset()) after RETURN QUERY.
+ */
+static int64 last_fetched = -1;
 
 static bool
 fetch_receive(TupleTableSlot *slot, DestReceiver *self)
@@ -379,6 +386,7 @@ fetch_receive(TupleTableSlot *slot, DestReceiver *self)
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(r->row_cxt);
 	r->n++;
+	r->last = DatumGetInt64(slot->tts_values[0]);
 	return true;
 }
 
@@ -468,6 +476,8 @@ read_range(ReturnSetInfo *rsinfo, EstreamTopic *topic, int32 partition,
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read the log of topic \"%s\"", topic->name);
 	MemoryContextDelete(r.row_cxt);
+	if (r.n > 0)
+		last_fetched = r.last;
 	return r.n;
 }
 
@@ -538,6 +548,7 @@ fetch_common(FunctionCallInfo fcinfo, bool binary)
 		estream_reader_init(&reader, topic, partition);
 
 	InitMaterializedSRF(fcinfo, 0);
+	last_fetched = -1;
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -954,4 +965,17 @@ estream_stable_offsets(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, nulls);
 	}
 	return (Datum) 0;
+}
+
+/*
+ * _last_fetched_offset() returns bigint: the offset of the last record the
+ * last fetch() of this session returned, or null if it returned none.
+ */
+PG_FUNCTION_INFO_V1(estream_last_fetched_offset);
+Datum
+estream_last_fetched_offset(PG_FUNCTION_ARGS)
+{
+	if (last_fetched < 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(last_fetched);
 }

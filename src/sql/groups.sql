@@ -590,8 +590,8 @@ DECLARE
 	c bigint;
 	m text;
 	got integer := 0;
+	n integer;
 	last bigint;
-	r record;
 	deadline timestamptz;
 BEGIN
 	IF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -660,12 +660,13 @@ BEGIN
 			IF NOT FOUND OR (m IS NOT NULL AND estream._member_alive(g.group_id, m)) THEN
 				CONTINUE;
 			END IF;
-			last := NULL;
-			FOR r IN SELECT * FROM estream.fetch(t.name, p, c, max_records - got) LOOP
-				RETURN NEXT (t.name, r.partition, r."offset", r."timestamp", r.key, r.value, r.headers)::estream.group_record;
-				last := r."offset";
-				got := got + 1;
-			END LOOP;
+			-- the rows go straight into the result; the last offset is
+			-- fetch()'s (no PL/pgSQL loop over them)
+			RETURN QUERY SELECT t.name, f.partition, f."offset", f."timestamp", f.key, f.value, f.headers
+						   FROM estream.fetch(t.name, p, c, max_records - got) f;
+			GET DIAGNOSTICS n = ROW_COUNT;
+			got := got + n;
+			last := CASE WHEN n > 0 THEN estream._last_fetched_offset() END;
 			-- past what was returned; over holes only, up to the stable
 			-- offset read before the claim
 			UPDATE estream.group_offset o

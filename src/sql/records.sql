@@ -102,6 +102,13 @@ AS 'MODULE_PATHNAME', 'estream_gateway';
 COMMENT ON FUNCTION estream._partition_stats(integer) IS
 	'Record count, size and timestamp range per partition of a topic the caller may describe (scans the log).';
 
+CREATE OR REPLACE FUNCTION estream._last_fetched_offset()
+RETURNS bigint
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'estream_last_fetched_offset';
+COMMENT ON FUNCTION estream._last_fetched_offset() IS
+	'The offset of the last record the last fetch() of this session returned, or null if it returned none (poll() reads it after RETURN QUERY).';
+
 CREATE OR REPLACE FUNCTION estream._wait_for_records(topic text, partitions integer[], from_offsets bigint[],
 										  wait_ms integer)
 RETURNS boolean
