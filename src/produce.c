@@ -23,6 +23,7 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
@@ -293,31 +294,15 @@ open_segment(EstreamTopic **topicp)
 	return rel;
 }
 
-/*
- * Insert one record into an open segment without the executor's per-query
- * set-up, as the logical replication apply worker does: the tuple, then its
- * index entries.  segment_is_plain() checked the shape; every NOT NULL
- * column is set; the partition constraint holds because segment is the
- * segment's own number.
- */
+/* fill a virtual slot of a segment with one record */
 static void
-insert_direct(Relation rel, EstreamTopic *topic, ProduceRecord *r, bool binary,
-			  TimestampTz ts)
+fill_slot(TupleTableSlot *slot, EstreamTopic *topic, ProduceRecord *r, bool binary,
+		  TimestampTz ts)
 {
-	EState	   *estate = CreateExecutorState();
-	ResultRelInfo *rri = makeNode(ResultRelInfo);
-	TupleTableSlot *slot;
-	Datum	   *values;
-	bool	   *nulls;
+	Datum	   *values = slot->tts_values;
+	bool	   *nulls = slot->tts_isnull;
 
-	InitResultRelInfo(rri, rel, 1, NULL, 0);
-	ExecOpenIndices(rri, false);
-
-	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
 	ExecClearTuple(slot);
-	values = slot->tts_values;
-	nulls = slot->tts_isnull;
-
 	values[0] = Int32GetDatum(topic->segment);
 	nulls[0] = false;
 	values[1] = Int32GetDatum(r->partition);
@@ -335,11 +320,55 @@ insert_direct(Relation rel, EstreamTopic *topic, ProduceRecord *r, bool binary,
 	values[7] = PointerGetDatum(r->headers);
 	nulls[7] = (r->headers == NULL);
 	ExecStoreVirtualTuple(slot);
+}
 
-	table_tuple_insert(rel, slot, GetCurrentCommandId(true), 0, NULL);
-	if (rri->ri_NumIndices > 0)
-		(void) ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+/* records a direct batch insert writes at once, as COPY's buffers */
+#define DIRECT_BATCH 1000
 
+/*
+ * Insert records into an open segment without the executor's per-query
+ * set-up, as the logical replication apply worker does for one row and COPY
+ * for many: the tuples (one record with table_tuple_insert(), a batch with
+ * table_multi_insert() and a bulk-insert state, which extends the segment
+ * by several pages at a time), then their index entries.
+ * segment_is_plain() checked the shape; every NOT NULL column is set; the
+ * partition constraint holds because segment is the segment's own number.
+ */
+static void
+insert_direct(Relation rel, EstreamTopic *topic, ProduceRecord *recs, int n,
+			  bool binary, TimestampTz ts)
+{
+	EState	   *estate = CreateExecutorState();
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
+	CommandId	cid = GetCurrentCommandId(true);
+	BulkInsertState bistate = n > 1 ? GetBulkInsertState() : NULL;
+	int			nslots = Min(n, DIRECT_BATCH);
+	TupleTableSlot **slots = palloc(sizeof(TupleTableSlot *) * nslots);
+
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	for (int i = 0; i < nslots; i++)
+		slots[i] = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
+
+	for (int done = 0; done < n; done += nslots)
+	{
+		int			m = Min(nslots, n - done);
+
+		for (int i = 0; i < m; i++)
+			fill_slot(slots[i], topic, &recs[done + i], binary, ts);
+		if (n == 1)
+			table_tuple_insert(rel, slots[0], cid, 0, NULL);
+		else
+			table_multi_insert(rel, slots, m, cid, 0, bistate);
+		for (int i = 0; i < m && rri->ri_NumIndices > 0; i++)
+		{
+			ResetPerTupleExprContext(estate);
+			(void) ExecInsertIndexTuples(rri, slots[i], estate, false, false, NULL, NIL);
+		}
+	}
+
+	if (bistate != NULL)
+		FreeBulkInsertState(bistate);
 	ExecCloseIndices(rri);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
@@ -517,14 +546,9 @@ produce_records(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
 	}
 
 	/*
-	 * A single record goes straight into the segment; a batch (or a segment
-	 * with triggers) through SPI.
+	 * Records go straight into a plain segment; into a segment with triggers
+	 * (say) through SPI.
 	 */
-	if (segrel != NULL && n > 1)
-	{
-		table_close(segrel, NoLock);
-		segrel = NULL;
-	}
 	if (segrel == NULL)
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
@@ -586,7 +610,7 @@ produce_records(EstreamTopic *topic, ProduceRecord *recs, int n, bool binary,
 
 	if (segrel != NULL)
 	{
-		insert_direct(segrel, topic, &recs[0], binary, ts);
+		insert_direct(segrel, topic, recs, n, binary, ts);
 		table_close(segrel, NoLock);
 		return;
 	}

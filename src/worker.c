@@ -133,6 +133,9 @@ typedef struct EstreamWorkerSlot
 	TimestampTz paused_until;	/* stopped for DROP DATABASE until then */
 	bool		resumed;		/* the command it was stopped for failed:
 								 * start it again at once */
+	bool		had_extension;	/* stopped for DROP EXTENSION: the next worker
+								 * says so when it finds none */
+	volatile bool stop_requested;	/* exit cleanly between two steps */
 	TimestampTz last_run_at;
 	int64		last_run_us;
 	int			naptime_ms;
@@ -193,6 +196,14 @@ static int	capture_wake_slot = -1;
 
 /* backend: the committing transaction has an xid (it wrote WAL) */
 static bool capture_wake_wrote = false;
+
+/*
+ * backend: the database whose worker this transaction stopped for DROP or
+ * ALTER EXTENSION estream, to start again when it ends; and whether it was
+ * a drop
+ */
+static Oid	resume_at_end = InvalidOid;
+static bool resume_after_drop = false;
 
 /* backend: the transaction made or resumed a capture (_wake_capture()) */
 static bool capture_wake_forced = false;
@@ -637,9 +648,19 @@ estream_launcher_main(Datum main_arg)
 	}
 }
 
+static void resume_worker(Oid dbid, bool dropped);
+
 static void
 wake_xact_callback(XactEvent event, void *arg)
 {
+	if (OidIsValid(resume_at_end) &&
+		(event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT))
+	{
+		Oid			dbid = resume_at_end;
+
+		resume_at_end = InvalidOid;
+		resume_worker(dbid, resume_after_drop && event == XACT_EVENT_COMMIT);
+	}
 	if (!wake_launcher_at_commit)
 		return;
 	if (event == XACT_EVENT_COMMIT)
@@ -808,9 +829,10 @@ estream_start_worker(PG_FUNCTION_ARGS)
  * the database has a worker slot (then resume_worker() must follow).
  */
 static bool
-pause_worker(Oid dbid)
+pause_worker(Oid dbid, bool gentle)
 {
 	pid_t		pid = 0;
+	Latch	   *latch = NULL;
 	TimestampTz deadline;
 	bool		found = false;
 
@@ -829,6 +851,9 @@ pause_worker(Oid dbid)
 			if (s->retry_at < s->paused_until)
 				s->retry_at = s->paused_until;
 			pid = s->pid;
+			latch = s->latch;
+			if (gentle)
+				s->stop_requested = true;
 			found = true;
 		}
 	}
@@ -837,7 +862,16 @@ pause_worker(Oid dbid)
 	if (pid == 0)
 		return found;
 
-	(void) kill(pid, SIGTERM);
+	/*
+	 * Gently: the worker exits (with code 0) before its next step, and is
+	 * woken if it sleeps; the command has taken none of its locks yet, so the
+	 * step it is in ends.  Else, or if it is still there after 5 s: it is
+	 * terminated.
+	 */
+	if (gentle && latch != NULL)
+		SetLatch(latch);
+	else
+		(void) kill(pid, SIGTERM);
 
 	/* wait (up to 5 s) for it to disconnect */
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 5000);
@@ -853,8 +887,19 @@ pause_worker(Oid dbid)
 				gone = false;
 		}
 		LWLockRelease(worker_shared->lock);
-		if (gone || GetCurrentTimestamp() >= deadline)
+		if (gone)
 			break;
+		if (GetCurrentTimestamp() >= deadline)
+		{
+			if (gentle)
+			{
+				gentle = false;
+				(void) kill(pid, SIGTERM);
+				deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 5000);
+				continue;
+			}
+			break;
+		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 10, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -872,7 +917,7 @@ pause_worker(Oid dbid)
  * launcher look at every database without the extension at once.
  */
 static void
-resume_worker(Oid dbid)
+resume_worker(Oid dbid, bool dropped)
 {
 	bool		found = false;
 
@@ -888,6 +933,7 @@ resume_worker(Oid dbid)
 			s->paused_until = 0;
 			s->retry_at = 0;
 			s->resumed = true;
+			s->had_extension = dropped;
 			found = true;
 		}
 	}
@@ -1009,8 +1055,21 @@ estream_process_utility(PlannedStmt *pstmt, const char *queryString,
 	const char *dbname = NULL;
 	volatile Oid paused = InvalidOid;
 
+	volatile Oid paused_ext = InvalidOid;
+
 	if (drops_or_updates_estream(parsetree))
+	{
 		estream_begin_drain(0);
+
+		/*
+		 * Stop this database's worker first, as for DROP DATABASE: its steps
+		 * lock estream's tables in another order than the command, and would
+		 * deadlock with it.  It starts again when the transaction ends
+		 * (drops_or_updates_estream() checked ownership).
+		 */
+		if (pause_worker(MyDatabaseId, true))
+			paused_ext = MyDatabaseId;
+	}
 
 	switch (nodeTag(parsetree))
 	{
@@ -1044,7 +1103,7 @@ estream_process_utility(PlannedStmt *pstmt, const char *queryString,
 		Oid			dbid = get_database_oid(dbname, true);
 
 		if (OidIsValid(dbid) && may_run_database_command(parsetree, dbid) &&
-			pause_worker(dbid))
+			pause_worker(dbid, false))
 			paused = dbid;
 	}
 
@@ -1066,10 +1125,22 @@ estream_process_utility(PlannedStmt *pstmt, const char *queryString,
 		PG_CATCH();
 		{
 			if (OidIsValid(paused))
-				resume_worker(paused);
+				resume_worker(paused, false);
+			if (OidIsValid(paused_ext))
+				resume_worker(paused_ext, false);
 			PG_RE_THROW();
 		}
 		PG_END_TRY();
+		if (OidIsValid(paused_ext))
+		{
+			resume_at_end = paused_ext;
+			resume_after_drop = !IsA(parsetree, AlterExtensionStmt);
+			if (!wake_callback_registered)
+			{
+				RegisterXactCallback(wake_xact_callback, NULL);
+				wake_callback_registered = true;
+			}
+		}
 
 		/*
 		 * The database's slot went with it, but replication origins belong to
@@ -1194,6 +1265,23 @@ run_step(int i)
 		LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
 		worker_shared->slots[my_slot].counters[maintenance_steps[i].counter] += done;
 		LWLockRelease(worker_shared->lock);
+	}
+}
+
+/*
+ * Between two steps, outside a transaction: exit cleanly if DROP or ALTER
+ * EXTENSION asked (pause_worker()); the launcher starts the worker again
+ * when that command's transaction ends.
+ */
+static void
+worker_check_stop(void)
+{
+	if (worker_shared->slots[my_slot].stop_requested)
+	{
+		ereport(DEBUG1,
+				(errmsg("estream worker for database \"%s\" is stopping for DROP or ALTER EXTENSION",
+						get_database_name(MyDatabaseId))));
+		proc_exit(0);
 	}
 }
 
@@ -1349,6 +1437,7 @@ worker_attach(Datum main_arg)
 	worker_shared->slots[my_slot].latch = MyLatch;
 	worker_shared->slots[my_slot].cdc_capturing = false;
 	worker_shared->slots[my_slot].cdc_wake_pending = 0;
+	worker_shared->slots[my_slot].stop_requested = false;
 	LWLockRelease(worker_shared->lock);
 	before_shmem_exit(worker_exit, (Datum) 0);
 	return dbid;
@@ -1456,6 +1545,7 @@ worker_run(int version, MemoryContext run_cxt, TimestampTz now,
 		for (int i = 0; i < (int) lengthof(maintenance_steps); i++)
 		{
 			CHECK_FOR_INTERRUPTS();
+			worker_check_stop();
 			if (version >= maintenance_steps[i].since)
 				run_step(i);
 		}
@@ -1470,6 +1560,7 @@ worker_run(int version, MemoryContext run_cxt, TimestampTz now,
 		do
 		{
 			CHECK_FOR_INTERRUPTS();
+			worker_check_stop();
 			run_capture(more, capturing);
 			MemoryContextReset(run_cxt);
 		} while (*more && GetCurrentTimestamp() < *next_maintenance);
@@ -1497,6 +1588,11 @@ estream_worker_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	dbid = worker_attach(main_arg);
+	/* stopped for DROP EXTENSION: it had the extension */
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	ever_installed = worker_shared->slots[my_slot].had_extension;
+	worker_shared->slots[my_slot].had_extension = false;
+	LWLockRelease(worker_shared->lock);
 	worker_connect(dbid);
 
 	run_cxt = AllocSetContextCreate(TopMemoryContext, "estream worker run",
@@ -1517,6 +1613,7 @@ estream_worker_main(Datum main_arg)
 		long		wait_ms;
 
 		CHECK_FOR_INTERRUPTS();
+		worker_check_stop();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
