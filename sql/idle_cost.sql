@@ -70,7 +70,17 @@ SELECT step, done FROM estream.run_maintenance() WHERE step = 'roll segments';
 SELECT s.segment, s.closed_at IS NOT NULL AS closed
 FROM estream.segment s JOIN estream.topic t USING (topic_id) WHERE t.name = 'ic_alter' ORDER BY s.segment;
 
--- 6. bad input: run_maintenance() of a topic that does not exist
+-- 6. every active segment is looked at again at least once an hour, in
+--    case records came whose persisted watermark was lost (a crash, an
+--    overwritten evicted slot): ic_size's, looked at an hour and more ago
+UPDATE estream.segment s SET roll_checked_at = s.roll_checked_at - interval '2 hours'
+FROM estream.topic t WHERE t.topic_id = s.topic_id AND t.name = 'ic_size' AND s.segment = t.current_segment;
+SELECT step, done FROM estream.run_maintenance() WHERE step = 'roll segments';
+SELECT s.roll_checked_at > now() - interval '1 hour' AS looked_again
+FROM estream.segment s JOIN estream.topic t USING (topic_id)
+WHERE t.name = 'ic_size' AND s.segment = t.current_segment;
+
+-- 7. bad input: run_maintenance() of a topic that does not exist
 SELECT * FROM estream.run_maintenance('ic_none');
 \echo :LAST_ERROR_SQLSTATE
 

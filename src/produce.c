@@ -40,6 +40,7 @@
 #include "utils/jsonb.h"
 #include "utils/acl.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 
 #include "estream.h"
@@ -322,17 +323,22 @@ fill_slot(TupleTableSlot *slot, EstreamTopic *topic, ProduceRecord *r, bool bina
 	ExecStoreVirtualTuple(slot);
 }
 
-/* records a direct batch insert writes at once, as COPY's buffers */
-#define DIRECT_BATCH 1000
+/*
+ * What a direct batch insert writes at once, as COPY's buffers: up to 1,000
+ * records or about 64 kB of keys, values and headers, whichever comes first.
+ */
+#define DIRECT_BATCH		1000
+#define DIRECT_BATCH_BYTES	65536
 
 /*
  * Insert records into an open segment without the executor's per-query
  * set-up, as the logical replication apply worker does for one row and COPY
  * for many: the tuples (one record with table_tuple_insert(), a batch with
  * table_multi_insert() and a bulk-insert state, which extends the segment
- * by several pages at a time), then their index entries.
- * segment_is_plain() checked the shape; every NOT NULL column is set; the
- * partition constraint holds because segment is the segment's own number.
+ * by several pages at a time), then their index entries; what a batch
+ * allocates is freed after it.  segment_is_plain() checked the shape; every
+ * NOT NULL column is set; the partition constraint holds because segment is
+ * the segment's own number.
  */
 static void
 insert_direct(Relation rel, EstreamTopic *topic, ProduceRecord *recs, int n,
@@ -344,18 +350,29 @@ insert_direct(Relation rel, EstreamTopic *topic, ProduceRecord *recs, int n,
 	BulkInsertState bistate = n > 1 ? GetBulkInsertState() : NULL;
 	int			nslots = Min(n, DIRECT_BATCH);
 	TupleTableSlot **slots = palloc(sizeof(TupleTableSlot *) * nslots);
+	MemoryContext batch_cxt = AllocSetContextCreate(CurrentMemoryContext,
+													"estream batch insert",
+													ALLOCSET_DEFAULT_SIZES);
+	int			done = 0;
 
 	InitResultRelInfo(rri, rel, 1, NULL, 0);
 	ExecOpenIndices(rri, false);
 	for (int i = 0; i < nslots; i++)
 		slots[i] = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
 
-	for (int done = 0; done < n; done += nslots)
+	while (done < n)
 	{
-		int			m = Min(nslots, n - done);
+		MemoryContext old;
+		Size		bytes = 0;
+		int			m = 0;
 
-		for (int i = 0; i < m; i++)
-			fill_slot(slots[i], topic, &recs[done + i], binary, ts);
+		while (done + m < n && m < nslots && (m == 0 || bytes < DIRECT_BATCH_BYTES))
+		{
+			fill_slot(slots[m], topic, &recs[done + m], binary, ts);
+			bytes += record_size(&recs[done + m]);
+			m++;
+		}
+		old = MemoryContextSwitchTo(batch_cxt);
 		if (n == 1)
 			table_tuple_insert(rel, slots[0], cid, 0, NULL);
 		else
@@ -365,10 +382,14 @@ insert_direct(Relation rel, EstreamTopic *topic, ProduceRecord *recs, int n,
 			ResetPerTupleExprContext(estate);
 			(void) ExecInsertIndexTuples(rri, slots[i], estate, false, false, NULL, NIL);
 		}
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(batch_cxt);
+		done += m;
 	}
 
 	if (bistate != NULL)
 		FreeBulkInsertState(bistate);
+	MemoryContextDelete(batch_cxt);
 	ExecCloseIndices(rri);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);

@@ -557,6 +557,7 @@ launcher_start_workers(BackgroundWorkerHandle **handles, List *dbs,
 		s->state = WS_STARTING;
 		s->started_at = now;
 		s->resumed = false;
+		s->stop_requested = false;
 		if (!start_worker(i, &handles[i]))
 		{
 			handles[i] = NULL;
@@ -934,6 +935,7 @@ resume_worker(Oid dbid, bool dropped)
 			s->retry_at = 0;
 			s->resumed = true;
 			s->had_extension = dropped;
+			s->stop_requested = false;
 			found = true;
 		}
 	}
@@ -1278,9 +1280,10 @@ worker_check_stop(void)
 {
 	if (worker_shared->slots[my_slot].stop_requested)
 	{
+		/* outside a transaction: no catalog lookup, the OID only */
 		ereport(DEBUG1,
-				(errmsg("estream worker for database \"%s\" is stopping for DROP or ALTER EXTENSION",
-						get_database_name(MyDatabaseId))));
+				(errmsg("estream worker for database %u is stopping for DROP or ALTER EXTENSION",
+						MyDatabaseId)));
 		proc_exit(0);
 	}
 }
@@ -1437,9 +1440,10 @@ worker_attach(Datum main_arg)
 	worker_shared->slots[my_slot].latch = MyLatch;
 	worker_shared->slots[my_slot].cdc_capturing = false;
 	worker_shared->slots[my_slot].cdc_wake_pending = 0;
-	worker_shared->slots[my_slot].stop_requested = false;
 	LWLockRelease(worker_shared->lock);
 	before_shmem_exit(worker_exit, (Datum) 0);
+	/* started just before DROP or ALTER EXTENSION asked it to stay away */
+	worker_check_stop();
 	return dbid;
 }
 
@@ -1668,6 +1672,8 @@ estream_worker_main(Datum main_arg)
 			if (more)
 				wait_ms = 0;	/* maintenance came first; go on */
 		}
+		/* a lock wait in a step may have consumed pause_worker()'s latch */
+		worker_check_stop();
 		if (wait_ms > 0)
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 wait_ms, PG_WAIT_EXTENSION);

@@ -167,19 +167,25 @@ BEGIN
 	-- records and has grown old, when it was never looked at, or when the
 	-- topic had an error.  An idle topic costs one row of this query.
 	FOR r IN SELECT t.topic_id, t.partitions, t.current_segment, t.config, s.created_at,
+					s.roll_checked_at,
 					format('estream.log_%s_%s', t.topic_id, t.current_segment) AS rel
 			   FROM estream.topic t
 			   JOIN estream.segment s ON s.topic_id = t.topic_id AND s.segment = t.current_segment
 			   LEFT JOIN (SELECT p.topic_id, max(p.persisted_at) AS persisted_at
 							FROM estream.partition p GROUP BY p.topic_id) a ON a.topic_id = t.topic_id
-			   CROSS JOIN (SELECT o.default_value AS ms FROM estream.config_option o
-							WHERE o.name = 'segment.ms') d
+			   -- one row even without the option's row
+			   CROSS JOIN (SELECT max(o.default_value) FILTER (WHERE o.name = 'segment.ms') AS ms
+							 FROM estream.config_option o) d
 			   CROSS JOIN LATERAL (SELECT coalesce(t.config->>'segment.ms', d.ms) AS ms) v
 			  WHERE (p_topic_id IS NULL OR t.topic_id = p_topic_id)
 				AND (p_topic_id IS NOT NULL
 					 OR t.topic_id = ANY (v_failing)
 					 OR s.roll_checked_at IS NULL
 					 OR a.persisted_at >= s.roll_checked_at
+					 -- records whose persisted watermark was lost (a crash, an
+					 -- evicted slot overwritten) or a clock stepped back: every
+					 -- segment is looked at again at least once an hour
+					 OR s.roll_checked_at < clock_timestamp() - interval '1 hour'
 					 -- known to hold records and older than segment.ms (as
 					 -- _ms_ago(), written out to be evaluated inline); a value
 					 -- that is not a number is looked at: the step reports it
@@ -202,9 +208,11 @@ BEGIN
 			IF NOT (v_nonempty AND (
 				r.created_at <= estream._ms_ago(clock_timestamp(), (cfg->>'segment.ms')::bigint)
 				OR pg_total_relation_size(r.rel::regclass) >= (cfg->>'segment.bytes')::numeric * r.partitions)) THEN
+				-- not over an alter_topic() that committed meanwhile (it reset
+				-- roll_checked_at: the next run looks again)
 				UPDATE estream.segment s SET roll_checked_at = v_checked, has_records = v_nonempty
 				 WHERE s.topic_id = r.topic_id AND s.segment = r.current_segment
-				   AND (s.roll_checked_at IS DISTINCT FROM v_checked OR s.has_records IS DISTINCT FROM v_nonempty);
+				   AND s.roll_checked_at IS NOT DISTINCT FROM r.roll_checked_at;
 				CONTINUE;
 			END IF;
 			-- skip a topic that is being altered or dropped
