@@ -112,6 +112,10 @@ COMMENT ON COLUMN estream.segment.sealed_at IS
 	'When no transaction could write to the segment any more; retention counts from here.';
 COMMENT ON COLUMN estream.segment.truncated_at IS
 	'When retention emptied the segment; the empty table is dropped when its log is not in use.';
+COMMENT ON COLUMN estream.segment.roll_checked_at IS
+	'(1.4) When the roll step last looked at this segment while it was active without rolling it: it looks again after records are persisted into the topic since, after alter_topic(), or an hour later.';
+COMMENT ON COLUMN estream.segment.has_records IS
+	'(1.4) Whether the segment held records when the roll step last looked at it (a segment known to hold records rolls once older than segment.ms).';
 
 SELECT pg_catalog.pg_extension_config_dump('estream.topic', '');
 SELECT pg_catalog.pg_extension_config_dump('estream.partition', '');

@@ -162,3 +162,7 @@ COMMENT ON TABLE estream.capture_dead_letter IS
 -- records were persisted into its topic since it last looked
 ALTER TABLE estream.segment ADD COLUMN roll_checked_at timestamptz;
 ALTER TABLE estream.segment ADD COLUMN has_records boolean;
+COMMENT ON COLUMN estream.segment.roll_checked_at IS
+	'(1.4) When the roll step last looked at this segment while it was active without rolling it: it looks again after records are persisted into the topic since, after alter_topic(), or an hour later.';
+COMMENT ON COLUMN estream.segment.has_records IS
+	'(1.4) Whether the segment held records when the roll step last looked at it (a segment known to hold records rolls once older than segment.ms).';
