@@ -318,8 +318,9 @@ SELECT database, kind, state, runs, segments_rolled, errors FROM estream.workers
 \echo
 \echo '-- Topics and partitions at a glance.'
 SELECT topic, partitions, config, segments, size_bytes FROM estream.topics;
-SELECT topic, partition, log_start_offset, stable_offset, next_offset, records, bytes
+SELECT topic, partition, log_start_offset, stable_offset, next_offset
 FROM estream.partitions ORDER BY topic, partition;
+SELECT topic, partition, records, bytes FROM estream.partition_stats ORDER BY topic, partition;
 SQL
 
 cat <<EOF

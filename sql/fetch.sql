@@ -77,6 +77,9 @@ SELECT count(*) FROM estream.fetch('f', 0, 0);
 SELECT count(*) FROM estream.fetch('f', 0, 0);
 COMMIT;
 
--- the partitions view counts committed records
-SELECT topic, partition, log_start_offset, stable_offset, next_offset, records
-FROM estream.partitions WHERE topic IN ('f', 't') ORDER BY topic, partition;
+-- the partitions view shows the offsets; partition_stats counts committed
+-- records
+SELECT v.topic, v.partition, v.log_start_offset, v.stable_offset, v.next_offset, s.records,
+       s.bytes > 0 AS has_bytes, s.oldest_timestamp <= s.newest_timestamp AS ordered_times
+FROM estream.partitions v JOIN estream.partition_stats s USING (topic, partition)
+WHERE topic IN ('f', 't') ORDER BY topic, partition;

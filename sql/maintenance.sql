@@ -90,11 +90,12 @@ SELECT p.partition, p.log_start_offset,
        w.log_start_offset = p.log_start_offset AS watermarks_agree,
        v.log_start_offset = p.log_start_offset AS view_agrees,
        v.stable_offset = w.stable_offset AND v.next_offset = w.next_offset AS same_offsets,
-       v.records
+       s.records
 FROM estream.partition p
      JOIN estream.topic t ON t.topic_id = p.topic_id
      JOIN estream.watermarks('m_ret') w ON w.partition = p.partition
      JOIN estream.partitions v ON v.topic = t.name AND v.partition = p.partition
+     JOIN estream.partition_stats s ON s.topic = t.name AND s.partition = p.partition
 WHERE t.name = 'm_ret' ORDER BY p.partition;
 -- below the log start: an error if asked for, else reset to the log start
 -- or to the stable offset

@@ -154,4 +154,4 @@ SELECT count(*) FILTER (WHERE value ? 'prepared') AS prepared_visible FROM estre
 -- stable offset stops at 1 + the last committed offset, so the holes at the
 -- tail of partitions 0 (PREPARE) and 1 (savepoint) are not exposed
 SELECT partition, stable_offset, next_offset FROM estream.watermarks('p') ORDER BY partition;
-SELECT partition, records FROM estream.partitions WHERE topic = 'p' ORDER BY partition;
+SELECT partition, records FROM estream.partition_stats WHERE topic = 'p' ORDER BY partition;

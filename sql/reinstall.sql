@@ -94,6 +94,8 @@ GRANT INSERT (partition) ON :up_seg TO regress_old_consumer;
 GRANT SELECT, INSERT, UPDATE ON estream."group", estream.group_offset TO regress_old_consumer;
 GRANT SELECT ON estream.consumer_lag TO regress_old_consumer;
 GRANT EXECUTE ON FUNCTION estream.run_maintenance(text) TO regress_old_admin;
+-- estream.partitions changes shape in 1.4: its grant still becomes a right
+GRANT SELECT ON estream.partitions TO regress_old_admin;
 CREATE SCHEMA regress_old AUTHORIZATION regress_old_producer;
 SET ROLE regress_old_producer;
 CREATE FUNCTION regress_old.old_trigger() RETURNS trigger LANGUAGE plpgsql AS
@@ -152,6 +154,7 @@ SELECT (SELECT count(*) FROM pg_constraint WHERE conname = 'regress_check') AS c
 	   (SELECT relrowsecurity OR relforcerowsecurity FROM pg_class WHERE oid = :'own_seg'::regclass) AS rls,
 	   (SELECT count(*) FROM pg_proc WHERE proname = 'fetch' AND pronamespace = 'estream'::regnamespace) AS fetch_functions,
 	   has_schema_privilege('regress_old_owner', 'estream', 'CREATE') AS owner_creates_in_estream;
+SELECT count(*) AS old_partitions_view FROM pg_class WHERE relname = '_partitions_1_3';
 SELECT count(*) AS comments_naming_topics FROM pg_description d JOIN estream.topic t ON t.log_relid = d.objoid
 WHERE d.description LIKE '%' || t.name || '%';
 -- the old roles go on through their rights, and nothing else
@@ -170,6 +173,7 @@ SELECT * FROM estream.produce('upgraded', '{}');
 RESET ROLE;
 SET ROLE regress_old_admin;
 SELECT count(*) FROM estream.run_maintenance();
+SELECT partition, stable_offset FROM estream.partitions WHERE topic = 'upgraded' ORDER BY 1;
 RESET ROLE;
 SET ROLE regress_old_owner;
 SELECT * FROM estream.produce('owned-log', '{"mine": true}');

@@ -239,6 +239,9 @@ RESET ROLE;
 SET ROLE regress_none;
 SELECT count(*) AS topics FROM estream.topics;
 SELECT count(*) AS partitions FROM estream.partitions;
+SELECT count(*) AS partition_stats FROM estream.partition_stats;
+-- nor by calling the views' functions directly
+SELECT count(*) AS stats FROM generate_series(1, 100) i, estream._partition_stats(i);
 SELECT count(*) AS segments FROM estream.segments;
 SELECT count(*) AS groups FROM estream.groups;
 SELECT count(*) AS members FROM estream.group_members;
@@ -259,6 +262,8 @@ SET ROLE regress_mon;
 SELECT topic, config IS NOT NULL AS has_config FROM estream.topics
 WHERE topic ~ '^(sec|team|app|other)' ORDER BY 1;
 SELECT count(*) > 0 AS sees_partitions FROM estream.partitions;
+SELECT count(*) > 0 AS sees_partition_stats, sum(records) > 0 AS counts_records
+FROM estream.partition_stats;
 SELECT "group" FROM estream.groups WHERE "group" ~ '^(app|billing)' ORDER BY 1;
 SELECT "group", topic, partition, lag, oldest_unconsumed_age IS NULL AS no_age
 FROM estream.consumer_lag WHERE "group" ~ '^(app|billing)' ORDER BY 1, 2, 3;

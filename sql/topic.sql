@@ -9,8 +9,9 @@ SELECT topic, partitions, config, segments FROM estream.topics ORDER BY topic;
 SELECT effective_config FROM estream.topics WHERE topic = 'orders';
 
 -- one row per partition, all empty
-SELECT topic, partition, log_start_offset, stable_offset, next_offset, records
-FROM estream.partitions ORDER BY topic, partition;
+SELECT v.topic, v.partition, v.log_start_offset, v.stable_offset, v.next_offset, s.records, s.bytes
+FROM estream.partitions v JOIN estream.partition_stats s USING (topic, partition)
+ORDER BY topic, partition;
 
 -- duplicates
 SELECT estream.create_topic('orders');
@@ -78,6 +79,26 @@ SELECT * FROM estream.produce('orders', '{"n": 1}', key => 'k', partition => 0);
 SELECT estream.drop_topic('orders');
 SELECT estream.create_topic('orders');
 SELECT * FROM estream.produce('orders', '{"n": 2}');
+
+-- sizes: the views' _relation_bytes() agrees with pg_total_relation_size()
+-- (every fork, the indexes, the TOAST table and its index) without
+-- building relation cache entries; null for what does not exist, 0 for
+-- what has no storage
+SELECT count(*) FROM estream.produce_batch('orders',
+    ARRAY(SELECT jsonb_build_object('n', g, 'pad', repeat('x', 3000)) FROM generate_series(1, 50) g));
+SELECT s.topic, s.size_bytes = pg_total_relation_size(s.relid) AS segment_agrees,
+       t.size_bytes = (SELECT sum(pg_total_relation_size(x.relid)) FROM estream.segments x
+                        WHERE x.topic = t.topic) AS topic_agrees,
+       s.size_bytes > 8192 * 3 AS has_pages
+FROM estream.segments s JOIN estream.topics t USING (topic) WHERE topic = 'orders';
+CREATE UNLOGGED TABLE regress_sized (id int PRIMARY KEY, t text);
+INSERT INTO regress_sized SELECT g, repeat(md5(g::text), 200) FROM generate_series(1, 300) g;
+VACUUM regress_sized;
+SELECT estream._relation_bytes('regress_sized') = pg_total_relation_size('regress_sized') AS unlogged_agrees,
+       estream._relation_bytes('regress_sized_pkey') = pg_total_relation_size('regress_sized_pkey') AS index_agrees,
+       estream._relation_bytes((SELECT log_relid FROM estream.topic WHERE name = 'orders')) AS partitioned,
+       estream._relation_bytes(0) AS missing;
+DROP TABLE regress_sized;
 
 -- the configuration catalog is visible
 SELECT name, default_value FROM estream.config_option ORDER BY name;

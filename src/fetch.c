@@ -159,6 +159,44 @@ log_start_offset(EstreamTopic *topic, int32 partition)
 	return result;
 }
 
+/*
+ * Log start offsets of every partition of a topic into starts (0 for a
+ * partition without a row), in one query.  SPI connected.
+ */
+static void
+log_start_offsets(EstreamTopic *topic, int64 *starts)
+{
+	Datum		args[1];
+	int			rc;
+	static SPIPlanPtr plan = NULL;
+
+	if (plan == NULL)
+	{
+		Oid			argtypes[1] = {INT4OID};
+
+		plan = estream_prepare_kept("SELECT partition, log_start_offset FROM estream.partition"
+									" WHERE topic_id OPERATOR(pg_catalog.=) $1",
+									1, argtypes);
+	}
+	memset(starts, 0, sizeof(int64) * topic->partitions);
+	args[0] = Int32GetDatum(topic->topic_id);
+	rc = SPI_execute_snapshot(plan, args, NULL,
+							  GetLatestSnapshot(), InvalidSnapshot, true, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read the log start offsets of topic \"%s\"", topic->name);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull1,
+					isnull2;
+		Datum		p = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull1);
+		Datum		o = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull2);
+
+		if (!isnull1 && !isnull2 && DatumGetInt32(p) >= 0 &&
+			DatumGetInt32(p) < topic->partitions)
+			starts[DatumGetInt32(p)] = DatumGetInt64(o);
+	}
+}
+
 static OffsetReset
 parse_reset(FunctionCallInfo fcinfo, int argno)
 {
@@ -659,6 +697,7 @@ estream_watermarks(PG_FUNCTION_ARGS)
 	bool		persisted;
 	EstreamUserSwitch sw;
 	Oid			caller;
+	int64	   *starts = NULL;
 
 	require_arg(fcinfo, 0, "topic");
 	persisted = reading_persisted();
@@ -669,6 +708,20 @@ estream_watermarks(PG_FUNCTION_ARGS)
 		check_persisted(topic);
 
 	InitMaterializedSRF(fcinfo, 0);
+
+	/*
+	 * The log starts first, in one query: a log start only moves up to the
+	 * stable offset of its time, so it stays at or below the watermarks read
+	 * after it.
+	 */
+	if (!persisted)
+	{
+		starts = palloc(sizeof(int64) * topic->partitions);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		log_start_offsets(topic, starts);
+		SPI_finish();
+	}
 	for (int32 p = 0; p < topic->partitions; p++)
 	{
 		EstreamWatermarks wm;
@@ -676,16 +729,18 @@ estream_watermarks(PG_FUNCTION_ARGS)
 		bool		nulls[4] = {false, false, false, false};
 		int64		log_start;
 
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
 		if (persisted)
+		{
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
 			read_persisted(topic, p, GetLatestSnapshot(), &log_start, &wm);
+			SPI_finish();
+		}
 		else
 		{
 			estream_partition_watermarks(topic, p, &wm);
-			log_start = log_start_offset(topic, p);
+			log_start = starts[p];
 		}
-		SPI_finish();
 
 		row[0] = Int32GetDatum(p);
 		row[1] = Int64GetDatum(log_start);

@@ -157,6 +157,16 @@
  */
 #define EVICTED_CAPACITY(nslots)	Max(1024, 2 * (nslots))
 
+/*
+ * The shared end cache: the watermark of partitions without a slot, as a
+ * reader last computed it (see "The end cache" below).  Sets of
+ * END_CACHE_WAYS entries; END_CACHE_PER_SLOT entries per slot, at least
+ * END_CACHE_MIN, rounded up to a power of two.
+ */
+#define END_CACHE_WAYS 4
+#define END_CACHE_PER_SLOT 8
+#define END_CACHE_MIN 8192
+
 /* DROP EXTENSION, ALTER EXTENSION UPDATE or drop_topic() in progress at once */
 #define ESTREAM_DRAINS 16
 
@@ -212,6 +222,32 @@ typedef struct EvictedWatermarks
 	int64		next;
 } EvictedWatermarks;
 
+/*
+ * The end cache.  A reader of a partition without a slot computes its
+ * watermark from storage (stored_offset_end(), a query on the log), which
+ * is valid until a slot is created in the key's bucket of creation counts
+ * (see reader_resolve()).  Each backend keeps what it computed; the end
+ * cache shares it, so that a new session (an administrator's view over
+ * thousands of idle partitions) does not query every log again.  An entry
+ * is valid while its creation count is the bucket's current one; the
+ * topic id guards against a log OID reused by a new topic.  Entries are
+ * only a cache: a lost or overwritten one is computed again.
+ */
+typedef struct EndCacheEntry
+{
+	EstreamPartKey key;
+	int32		topic_id;		/* 0: empty entry */
+	uint64		creations;		/* creation count of the key's bucket */
+	int64		end;
+} EndCacheEntry;
+
+typedef struct EndCacheSet
+{
+	slock_t		mutex;			/* protects the set */
+	uint8		victim;			/* next entry to replace */
+	EndCacheEntry entries[END_CACHE_WAYS];
+} EndCacheSet;
+
 /* One marker this backend's open transaction holds (backend-local) */
 typedef struct LocalMarker
 {
@@ -261,6 +297,8 @@ static int *free_slots = NULL;
 static pg_atomic_uint64 *creation_counts = NULL;
 static EvictedWatermarks *evicted = NULL;
 static EstreamMarker *all_markers = NULL;
+static EndCacheSet *end_cache = NULL;
+static uint32 end_cache_sets = 0;	/* a power of two */
 
 static HTAB *local_part_cache = NULL;
 static LocalMarker *local_markers = NULL;
@@ -283,6 +321,19 @@ static void end_drains(void);
 static void release_pins(int nestlevel);
 static void estream_backend_exit(int code, Datum arg);
 
+/* Number of sets of the end cache, a power of two */
+static uint32
+end_cache_nsets(void)
+{
+	uint64		want = Max((uint64) END_CACHE_MIN,
+						   (uint64) estream_max_partitions * END_CACHE_PER_SLOT) / END_CACHE_WAYS;
+	uint32		n = 1;
+
+	while (n < want && n < (UINT32_MAX / 2))
+		n <<= 1;
+	return n;
+}
+
 /*
  * The shared memory of the partition state, for estream.c's
  * shmem_request_hook.
@@ -303,6 +354,7 @@ estream_partitions_shmem_size(void)
 	size = add_size(size, mul_size(mul_size(MaxBackends,
 											estream_max_partitions_per_xact),
 								   sizeof(EstreamMarker)));
+	size = add_size(size, mul_size(end_cache_nsets(), sizeof(EndCacheSet)));
 	return size;
 }
 
@@ -376,6 +428,16 @@ estream_partitions_shmem_startup(LWLock *lock)
 		memset(all_markers, 0, mul_size(mul_size(MaxBackends,
 												 estream_max_partitions_per_xact),
 										sizeof(EstreamMarker)));
+
+	end_cache_sets = end_cache_nsets();
+	end_cache = ShmemInitStruct("estream end cache",
+								mul_size(end_cache_sets, sizeof(EndCacheSet)), &found);
+	if (!found)
+	{
+		memset(end_cache, 0, mul_size(end_cache_sets, sizeof(EndCacheSet)));
+		for (uint32 i = 0; i < end_cache_sets; i++)
+			SpinLockInit(&end_cache[i].mutex);
+	}
 }
 
 bool
@@ -519,6 +581,79 @@ static inline pg_atomic_uint64 *
 creation_count(uint32 hashcode)
 {
 	return &creation_counts[hashcode & (ESTREAM_CREATION_BUCKETS - 1)];
+}
+
+/*
+ * The end a reader computed for a partition without a slot, if the end
+ * cache has it and no slot was created in its bucket since: creations is
+ * the bucket's count, read under estream_shared->lock with no slot for the
+ * key.
+ */
+static bool
+end_cache_lookup(EstreamPartKey *key, uint32 hashcode, int32 topic_id,
+				 uint64 creations, int64 *end)
+{
+	EndCacheSet *set = &end_cache[hashcode & (end_cache_sets - 1)];
+	bool		found = false;
+
+	SpinLockAcquire(&set->mutex);
+	for (int i = 0; i < END_CACHE_WAYS; i++)
+	{
+		EndCacheEntry *e = &set->entries[i];
+
+		if (e->topic_id == topic_id && e->creations == creations &&
+			memcmp(&e->key, key, sizeof(EstreamPartKey)) == 0)
+		{
+			*end = e->end;
+			found = true;
+			break;
+		}
+	}
+	SpinLockRelease(&set->mutex);
+	return found;
+}
+
+/*
+ * Remember the end of a partition without a slot, valid while its bucket's
+ * creation count is creations.  Replaces the key's entry, else an empty or
+ * stale one, else the set's next victim.
+ */
+static void
+end_cache_store(EstreamPartKey *key, uint32 hashcode, int32 topic_id,
+				uint64 creations, int64 end)
+{
+	EndCacheSet *set = &end_cache[hashcode & (end_cache_sets - 1)];
+	EndCacheEntry *e = NULL;
+
+	/* the keys of a set share one bucket of creation counts */
+	uint64		now = pg_atomic_read_u64(creation_count(hashcode));
+
+	StaticAssertStmt(END_CACHE_MIN / END_CACHE_WAYS >= ESTREAM_CREATION_BUCKETS,
+					 "sets of the end cache must not span buckets of creation counts");
+
+	SpinLockAcquire(&set->mutex);
+	for (int i = 0; i < END_CACHE_WAYS && e == NULL; i++)
+	{
+		if (memcmp(&set->entries[i].key, key, sizeof(EstreamPartKey)) == 0)
+			e = &set->entries[i];
+	}
+	for (int i = 0; i < END_CACHE_WAYS && e == NULL; i++)
+	{
+		EndCacheEntry *c = &set->entries[i];
+
+		if (c->topic_id == 0 || c->creations != now)
+			e = c;
+	}
+	if (e == NULL)
+	{
+		e = &set->entries[set->victim];
+		set->victim = (set->victim + 1) % END_CACHE_WAYS;
+	}
+	e->key = *key;
+	e->topic_id = topic_id;
+	e->creations = creations;
+	e->end = end;
+	SpinLockRelease(&set->mutex);
 }
 
 /*
@@ -1117,7 +1252,7 @@ reader_resolve(EstreamPartReader *r, EstreamWatermarks *wm)
 		EstreamPartition *part;
 		uint64		generation = 0;
 		uint64		before;
-		int64		end;
+		int64		end = 0;
 		bool		done = false;
 
 		LWLockAcquire(estream_shared->lock, LW_SHARED);
@@ -1130,12 +1265,21 @@ reader_resolve(EstreamPartReader *r, EstreamWatermarks *wm)
 			r->ref.generation = generation;
 			done = read_ref(&r->ref, wm);
 		}
-		else if (lentry->has_end && lentry->end_creations == before)
+		else if ((lentry->has_end && lentry->end_creations == before) ||
+				 end_cache_lookup(&r->key, r->hashcode, r->topic->topic_id,
+								  before, &end))
 		{
 			/*
-			 * Computed before, and no slot created since: without a slot the
-			 * watermark cannot move (see estream_wait_for_stable()).
+			 * Computed before (here or by another backend), and no slot
+			 * created since: without a slot the watermark cannot move (see
+			 * estream_wait_for_stable()).
 			 */
+			if (!(lentry->has_end && lentry->end_creations == before))
+			{
+				lentry->has_end = true;
+				lentry->end = end;
+				lentry->end_creations = before;
+			}
 			r->ref.part = NULL;
 			r->creations = before;
 			wm->stable = lentry->end;
@@ -1168,6 +1312,8 @@ reader_resolve(EstreamPartReader *r, EstreamWatermarks *wm)
 				lentry->has_end = true;
 				lentry->end = end;
 				lentry->end_creations = before;
+				end_cache_store(&r->key, r->hashcode, r->topic->topic_id,
+								before, end);
 				done = true;
 			}
 			else if (part != NULL)

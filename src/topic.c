@@ -28,7 +28,15 @@
  */
 #include "postgres.h"
 
+#include <sys/stat.h>
+
+#include "access/genam.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_tablespace_d.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -39,6 +47,10 @@
 #include "utils/builtins.h"
 #include "access/xact.h"
 #include "nodes/pg_list.h"
+#include "storage/lmgr.h"
+#include "common/relpath.h"
+#include "utils/fmgroids.h"
+#include "utils/syscache.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -186,6 +198,9 @@ estream_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 EstreamTopic *
 estream_lookup_topic(const char *name, bool missing_ok)
 {
+	/* without and with the owner column (before and from 1.4) */
+	static SPIPlanPtr lookup_plans[2] = {NULL, NULL};
+
 	EstreamTopic *t;
 	bool		found;
 	Datum		args[1];
@@ -225,16 +240,23 @@ estream_lookup_topic(const char *name, bool missing_ok)
 	 * than those snapshots, and what we read here stays cached beyond this
 	 * transaction.
 	 */
-	plan = SPI_prepare(psprintf("SELECT topic_id, log_relid::pg_catalog.oid, partitions,"
-								" current_segment,"
-								" (config OPERATOR(pg_catalog.->>) 'max.message.bytes')::pg_catalog.int8,"
-								" config OPERATOR(pg_catalog.->>) 'message.timestamp.type',"
-								" config OPERATOR(pg_catalog.->>) 'cleanup.policy', %s"
-								" FROM estream.topic WHERE name OPERATOR(pg_catalog.=) $1",
-								acl_mode ? "owner::pg_catalog.oid" : "0::pg_catalog.oid"),
-					   1, argtypes);
+	plan = lookup_plans[acl_mode ? 1 : 0];
 	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	{
+		/*
+		 * Kept: a view over thousands of topics looks each one up in a new
+		 * session.  The plan cache plans it again if estream.topic changes.
+		 */
+		plan = estream_prepare_kept(psprintf("SELECT topic_id, log_relid::pg_catalog.oid, partitions,"
+											 " current_segment,"
+											 " (config OPERATOR(pg_catalog.->>) 'max.message.bytes')::pg_catalog.int8,"
+											 " config OPERATOR(pg_catalog.->>) 'message.timestamp.type',"
+											 " config OPERATOR(pg_catalog.->>) 'cleanup.policy', %s"
+											 " FROM estream.topic WHERE name OPERATOR(pg_catalog.=) $1",
+											 acl_mode ? "owner::pg_catalog.oid" : "0::pg_catalog.oid"),
+									1, argtypes);
+		lookup_plans[acl_mode ? 1 : 0] = plan;
+	}
 	args[0] = CStringGetTextDatum(name);
 	rc = SPI_execute_snapshot(plan, args, NULL, GetLatestSnapshot(),
 							  InvalidSnapshot, true, false, 1);
@@ -453,4 +475,126 @@ estream_position_arrays(ArrayType *partitions, ArrayType *offsets,
 				 errmsg("partitions and %s must have the same length", offsets_name),
 				 errdetail("There are %d partitions and %d offsets.", np, no)));
 	return np;
+}
+
+/*
+ * Bytes on disk of the storage of one relation, from its pg_class row:
+ * every fork of its relfilenode.  No relcache entry is built (an
+ * administrator's view over thousands of segments must not build one per
+ * segment, as pg_total_relation_size() does).  Caller holds a lock on the
+ * relation.
+ */
+static int64
+storage_bytes(Form_pg_class rel)
+{
+	RelFileNode rnode;
+	BackendId	backend;
+	int64		bytes = 0;
+
+	if (!RELKIND_HAS_STORAGE(rel->relkind) || !OidIsValid(rel->relfilenode))
+		return 0;
+	rnode.spcNode = OidIsValid(rel->reltablespace) ? rel->reltablespace : MyDatabaseTableSpace;
+	rnode.dbNode = rel->reltablespace == GLOBALTABLESPACE_OID ? InvalidOid : MyDatabaseId;
+	rnode.relNode = rel->relfilenode;
+	backend = rel->relpersistence == RELPERSISTENCE_TEMP ? BackendIdForTempRelations() : InvalidBackendId;
+
+	/*
+	 * stat() every file of every fork: cheaper than opening them.  Only an
+	 * unlogged relation has an init fork, only a table a visibility map, and
+	 * a file shorter than a whole segment is the fork's last.
+	 */
+	for (ForkNumber fork = 0; fork <= MAX_FORKNUM; fork++)
+	{
+		char	   *path;
+
+		if ((fork == INIT_FORKNUM && rel->relpersistence != RELPERSISTENCE_UNLOGGED) ||
+			(fork == VISIBILITYMAP_FORKNUM && rel->relkind != RELKIND_RELATION &&
+			 rel->relkind != RELKIND_MATVIEW && rel->relkind != RELKIND_TOASTVALUE))
+			continue;
+		path = relpathbackend(rnode, backend, fork);
+
+		for (uint32 segno = 0;; segno++)
+		{
+			struct stat st;
+			char	   *file = segno == 0 ? path : psprintf("%s.%u", path, segno);
+
+			if (stat(file, &st) < 0)
+			{
+				if (errno != ENOENT)
+					ereport(ERROR,
+							(errcode_for_file_access(),
+							 errmsg("could not stat file \"%s\": %m", file)));
+				break;
+			}
+			bytes += st.st_size;
+			if (file != path)
+				pfree(file);
+			if (st.st_size < (off_t) RELSEG_SIZE * BLCKSZ)
+				break;
+		}
+		pfree(path);
+	}
+	return bytes;
+}
+
+/*
+ * Size of one relation and, with_indexes, of its indexes and TOAST table;
+ * -1 if it does not exist (any more).  Each relation measured is locked
+ * (ACCESS SHARE, as pg_total_relation_size() locks them) while it is, so
+ * that a concurrent DROP, TRUNCATE or REINDEX does not remove files under
+ * the measure; the lock goes at once, so that a view over thousands of
+ * segments does not hold thousands of locks.
+ */
+static int64
+relation_bytes(Oid relid, bool with_indexes)
+{
+	HeapTuple	tup;
+	Form_pg_class rel;
+	int64		bytes = 0;
+
+	LockRelationOid(relid, AccessShareLock);
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+	{
+		UnlockRelationOid(relid, AccessShareLock);
+		return -1;
+	}
+	rel = (Form_pg_class) GETSTRUCT(tup);
+	bytes = storage_bytes(rel);
+	if (with_indexes && rel->relhasindex)
+	{
+		Relation	pg_index = table_open(IndexRelationId, AccessShareLock);
+		ScanKeyData key;
+		SysScanDesc scan;
+		HeapTuple	itup;
+
+		ScanKeyInit(&key, Anum_pg_index_indrelid, BTEqualStrategyNumber,
+					F_OIDEQ, ObjectIdGetDatum(relid));
+		scan = systable_beginscan(pg_index, IndexIndrelidIndexId, true, NULL, 1, &key);
+		while (HeapTupleIsValid(itup = systable_getnext(scan)))
+			bytes += Max(relation_bytes(((Form_pg_index) GETSTRUCT(itup))->indexrelid, false), 0);
+		systable_endscan(scan);
+		table_close(pg_index, AccessShareLock);
+	}
+	if (with_indexes && OidIsValid(rel->reltoastrelid))
+		bytes += Max(relation_bytes(rel->reltoastrelid, true), 0);
+	ReleaseSysCache(tup);
+	UnlockRelationOid(relid, AccessShareLock);
+	return bytes;
+}
+
+/*
+ * estream._relation_bytes(regclass): what pg_total_relation_size() returns
+ * (every fork of the relation, its indexes and its TOAST table), null for
+ * a relation that does not exist, for the views topics and segments.
+ */
+PG_FUNCTION_INFO_V1(estream_relation_bytes);
+Datum
+estream_relation_bytes(PG_FUNCTION_ARGS)
+{
+	int64		bytes = relation_bytes(PG_GETARG_OID(0), true);
+
+	if (bytes < 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(bytes);
 }

@@ -33,7 +33,7 @@ GRANT USAGE ON SCHEMA estream TO PUBLIC;
 GRANT SELECT ON estream.config_option TO PUBLIC;
 GRANT SELECT ON estream.topics, estream.partitions, estream.segments, estream.groups,
 	estream.group_members, estream.consumer_lag, estream.captures, estream.workers,
-	estream.acls, estream.maintenance_errors, estream.partition_slots,
+	estream.acls, estream.maintenance_errors, estream.partition_slots, estream.partition_stats,
 	estream.capture_dead_letters TO PUBLIC;
 -- checks the cluster_action right on the cluster
 GRANT EXECUTE ON FUNCTION estream.run_maintenance(text) TO PUBLIC;
@@ -49,7 +49,7 @@ BEGIN
 					-- called by the views, for the caller
 					'_allowed', '_timestamp_at', '_partition_stats', '_capture_status',
 					'_worker_status', '_capture_origin_lsn', '_acls', '_worker_state',
-					'_worker_missing', '_capture_position', '_partition_slots']::name[])
+					'_worker_missing', '_capture_position', '_partition_slots', '_relation_bytes']::name[])
 	LOOP
 		EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
 	END LOOP;

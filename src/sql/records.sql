@@ -102,6 +102,13 @@ AS 'MODULE_PATHNAME', 'estream_gateway';
 COMMENT ON FUNCTION estream._partition_stats(integer) IS
 	'Record count, size and timestamp range per partition of a topic the caller may describe (scans the log).';
 
+CREATE OR REPLACE FUNCTION estream._relation_bytes(regclass)
+RETURNS bigint
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'estream_relation_bytes';
+COMMENT ON FUNCTION estream._relation_bytes(regclass) IS
+	'Bytes on disk of a relation with its indexes and TOAST table, as pg_total_relation_size() but building no relation cache entry; null if it does not exist.';
+
 CREATE OR REPLACE FUNCTION estream._last_fetched_offset()
 RETURNS bigint
 LANGUAGE C VOLATILE PARALLEL UNSAFE

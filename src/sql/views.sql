@@ -18,7 +18,7 @@ SELECT t.name AS topic,
 	   CASE WHEN estream._allowed('describe_configs', 'topic', t.name, t.owner)
 			THEN estream.effective_config(t.config) END AS effective_config,
 	   (SELECT count(*) FROM estream.segment s WHERE s.topic_id = t.topic_id) AS segments,
-	   (SELECT coalesce(sum(pg_catalog.pg_total_relation_size(s.relid)), 0)::bigint
+	   (SELECT coalesce(sum(estream._relation_bytes(s.relid)), 0)::bigint
 		  FROM estream.segment s WHERE s.topic_id = t.topic_id) AS size_bytes,
 	   t.created_at,
 	   t.owner
@@ -33,10 +33,6 @@ SELECT t.name AS topic,
 	   w.log_start_offset,
 	   w.stable_offset,
 	   w.next_offset,
-	   coalesce(s.records, 0) AS records,
-	   coalesce(s.bytes, 0) AS bytes,
-	   s.oldest_timestamp,
-	   s.newest_timestamp,
 	   p.stable_offset AS persisted_stable_offset,
 	   p.persisted_at
 FROM estream.topic t
@@ -45,10 +41,24 @@ FROM estream.topic t
 	 LEFT JOIN estream.partition p
 		ON p.topic_id OPERATOR(pg_catalog.=) t.topic_id
 	   AND p.partition OPERATOR(pg_catalog.=) w.partition
-	 LEFT JOIN LATERAL estream._partition_stats(t.topic_id) s ON s.partition = w.partition
 WHERE estream._allowed('describe', 'topic', t.name, t.owner);
 COMMENT ON VIEW estream.partitions IS
-	'Partitions of the topics the caller may describe, with log start, stable and next offsets, committed record count, size, timestamp range and the persisted stable offset (scans every log).';
+	'Partitions of the topics the caller may describe, with log start, stable and next offsets and the persisted stable offset (reads no log: see estream.partition_stats for counts and sizes).';
+
+CREATE OR REPLACE VIEW estream.partition_stats WITH (security_barrier) AS
+SELECT t.name AS topic,
+	   n.partition,
+	   coalesce(s.records, 0) AS records,
+	   coalesce(s.bytes, 0) AS bytes,
+	   s.oldest_timestamp,
+	   s.newest_timestamp
+FROM estream.topic t
+	 CROSS JOIN LATERAL pg_catalog.generate_series(0, t.partitions OPERATOR(pg_catalog.-) 1) AS n(partition)
+	 LEFT JOIN LATERAL estream._partition_stats(t.topic_id) s
+		ON s.partition OPERATOR(pg_catalog.=) n.partition
+WHERE estream._allowed('describe', 'topic', t.name, t.owner);
+COMMENT ON VIEW estream.partition_stats IS
+	'Per partition of the topics the caller may describe: committed record count, bytes and timestamp range (scans every log: filter by topic).';
 
 CREATE OR REPLACE VIEW estream.groups WITH (security_barrier) AS
 SELECT g.name AS "group",
@@ -130,7 +140,7 @@ SELECT t.name AS topic,
 	   s.closed_at,
 	   s.sealed_at,
 	   s.truncated_at AS deleted_at,
-	   pg_catalog.pg_total_relation_size(s.relid) AS size_bytes
+	   estream._relation_bytes(s.relid) AS size_bytes
 FROM estream.segment s
 	 JOIN estream.topic t ON t.topic_id OPERATOR(pg_catalog.=) s.topic_id
 WHERE estream._allowed('describe', 'topic', t.name, t.owner);

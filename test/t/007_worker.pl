@@ -470,7 +470,7 @@ ok( $node->poll_query_until(
 		'postgres',
 		qq{
 SELECT count(*) = 1 AND bool_and(state = 'active')
-	   AND (SELECT sum(records) FROM estream.partitions WHERE topic = 'rt') = 0
+	   AND (SELECT sum(records) FROM estream.partition_stats WHERE topic = 'rt') = 0
 FROM estream.segments WHERE topic = 'rt'}
 	),
 	'everything was deleted and dropped but the empty active segment');
@@ -510,7 +510,7 @@ is( $node->safe_psql(
 ok( $node->poll_query_until(
 		'postgres', qq{
 SELECT count(*) = 1 AND bool_and(state = 'active') AND min(segment) > $rt_segment
-	   AND (SELECT sum(records) FROM estream.partitions WHERE topic = 'rt') = 0
+	   AND (SELECT sum(records) FROM estream.partition_stats WHERE topic = 'rt') = 0
 FROM estream.segments WHERE topic = 'rt'}),
 	'the last record was deleted too');
 

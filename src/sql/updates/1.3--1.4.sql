@@ -93,6 +93,12 @@ SELECT pg_catalog.pg_extension_config_dump('estream.group_member', 'WHERE false'
 -- the worker makes the initial copy of a capture itself (as the table's owner)
 DROP FUNCTION estream._capture_activate(oid);
 
+-- estream.partitions loses its columns that scan every log (issue 14: they
+-- move to estream.partition_stats).  A view cannot drop columns: the old
+-- one stays under another name until 1.3--1.4.post.sql has turned its
+-- grants into rights, then goes.
+ALTER VIEW estream.partitions RENAME TO _partitions_1_3;
+
 --
 -- CDC isolation (issue 12).  A capture's failure stays its own: a change
 -- that cannot be rendered or written stops that capture (on_error "stop")
