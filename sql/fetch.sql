@@ -83,3 +83,40 @@ SELECT v.topic, v.partition, v.log_start_offset, v.stable_offset, v.next_offset,
        s.bytes > 0 AS has_bytes, s.oldest_timestamp <= s.newest_timestamp AS ordered_times
 FROM estream.partitions v JOIN estream.partition_stats s USING (topic, partition)
 WHERE topic IN ('f', 't') ORDER BY topic, partition;
+
+-- Results share one arena per session, used by one result at a time:
+-- results that are alive together (nested, side by side, a cursor left
+-- open, a query that failed) must each keep their own rows.
+SELECT estream.create_topic('fa', 1);
+SELECT count(*) FROM estream.produce_batch('fa',
+    ARRAY(SELECT jsonb_build_object('n', g, 'pad', repeat('y', 200)) FROM generate_series(0, 2999) g));
+-- side by side in one query, and one inside another's rows
+SELECT (SELECT count(*) FROM estream.fetch('fa', 0, 0, 3000)) AS first,
+       (SELECT count(*) FROM estream.fetch('fa', 0, 1000, 3000)) AS second;
+SELECT count(*) AS outer_rows, sum(inner_rows) AS inner_rows,
+       bool_and(a."offset" = (a.value->>'n')::bigint) AS outer_intact
+FROM estream.fetch('fa', 0, 0, 3000) a,
+     LATERAL (SELECT count(*) AS inner_rows FROM estream.fetch('fa', 0, least(a."offset" + 2990, 3000), 3000)) b;
+-- rescanned: each call's rows, in order
+SELECT i, count(*), min("offset"), max("offset")
+FROM generate_series(0, 2) i, LATERAL estream.fetch('fa', 0, i * 1000, 1000) f
+GROUP BY i ORDER BY i;
+-- a cursor left open keeps its rows while other fetches run
+BEGIN;
+DECLARE c CURSOR FOR SELECT "offset", value->>'n' AS n FROM estream.fetch('fa', 0, 0, 3000);
+FETCH 2 FROM c;
+SELECT count(*), sum("offset") FROM estream.fetch('fa', 0, 1500, 3000);
+SELECT count(*), sum("offset") FROM estream.fetch('fa', 0, 2500, 3000);
+FETCH 2 FROM c;
+MOVE 2994 FROM c;
+FETCH ALL FROM c;
+CLOSE c;
+COMMIT;
+-- a query that fails midway leaves nothing behind
+SELECT "offset", 1 / (2000 - "offset") FROM estream.fetch('fa', 0, 0, 3000) WHERE "offset" >= 1998;
+SELECT count(*), min("offset"), max("offset"), sum((value->>'n')::bigint) FROM estream.fetch('fa', 0, 0, 3000);
+-- a result larger than work_mem goes to a temporary file as before
+SET work_mem = '64kB';
+SELECT count(*), sum((value->>'n')::bigint) AS sum_n, bool_and(length(value->>'pad') = 200) AS intact
+FROM estream.fetch('fa', 0, 0, 3000);
+RESET work_mem;

@@ -385,6 +385,68 @@ emit_row(ReturnSetInfo *rsinfo, int32 partition, Datum *values, bool *isnulls,
 }
 
 /*
+ * The memory of fetch()'s results.  A fetch puts every record it returns
+ * into its result's tuplestore, in the query's memory, which is given back
+ * when the query ends; the next fetch gets fresh memory from the kernel,
+ * and touching it for the first time (page faults and zeroing) cost more
+ * than half of reading a backlog.  So a session keeps one arena: a
+ * generation context whose first block (RESULT_ARENA_KEEP) outlives its
+ * resets, so its pages are touched once per session.  Only the pages a
+ * fetch used stay resident.  One result at a time uses it: a fetch takes
+ * it if it is empty (no result is in it, or the one in it was ended), and
+ * the end of the query of the fetch that took it last empties it (its
+ * result may not have been ended if the query failed).  Other fetches use
+ * the query's memory as before.
+ */
+#define RESULT_ARENA_KEEP (4 * 1024 * 1024)
+
+static MemoryContext result_arena = NULL;
+static uint64 result_arena_user = 0;	/* the fetch that took it last */
+
+static void
+result_arena_release(void *arg)
+{
+	uint64		user = *(uint64 *) arg;
+
+	/* a later fetch took the arena (the one of user was ended): its own */
+	if (user == result_arena_user && result_arena != NULL)
+		MemoryContextReset(result_arena);
+}
+
+/*
+ * Put the result of a fetch in the session's arena if no other result is
+ * in it: a tuplestore there replaces the one InitMaterializedSRF() made.
+ */
+static void
+result_use_arena(ReturnSetInfo *rsinfo)
+{
+	MemoryContext query_cxt = rsinfo->econtext->ecxt_per_query_memory;
+	MemoryContextCallback *cb;
+	uint64	   *user;
+	MemoryContext old;
+
+	if (result_arena == NULL)
+		result_arena = GenerationContextCreate(TopMemoryContext, "estream fetch results",
+											   RESULT_ARENA_KEEP, RESULT_ARENA_KEEP,
+											   ALLOCSET_DEFAULT_MAXSIZE);
+	else if (!MemoryContextIsEmpty(result_arena))
+		return;
+
+	cb = MemoryContextAlloc(query_cxt, sizeof(MemoryContextCallback) + sizeof(uint64));
+	user = (uint64 *) (cb + 1);
+	*user = ++result_arena_user;
+	cb->func = result_arena_release;
+	cb->arg = user;
+	MemoryContextRegisterResetCallback(query_cxt, cb);
+
+	tuplestore_end(rsinfo->setResult);
+	old = MemoryContextSwitchTo(result_arena);
+	rsinfo->setResult = tuplestore_begin_heap((rsinfo->allowedModes & SFRM_Materialize_Random) != 0,
+											  false, work_mem);
+	MemoryContextSwitchTo(old);
+}
+
+/*
  * The receiver of read_range(): each row the log's index scan returns goes
  * straight into the function's result (no SPI tuple table in between),
  * until about max_bytes of keys, values and headers.
@@ -586,6 +648,7 @@ fetch_common(FunctionCallInfo fcinfo, bool binary)
 		estream_reader_init(&reader, topic, partition);
 
 	InitMaterializedSRF(fcinfo, 0);
+	result_use_arena(rsinfo);
 	last_fetched = -1;
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
 
