@@ -614,21 +614,28 @@ BEGIN
 	t := estream._authorize_topic(_poll_impl.topic, 'read');
 	-- A new group, or new offset rows (a new topic or partitions), are
 	-- made by one poller at a time: the others of the group do not queue
-	-- behind its transaction, they poll what exists (nothing yet for a new
-	-- group) and come back.
-	SELECT * INTO g FROM estream."group" x WHERE x.name = _poll_impl."group";
-	IF NOT FOUND THEN
-		IF NOT estream._lock_name('group', _poll_impl."group", false) THEN
+	-- behind its transaction's locks, they poll what exists and come back.
+	-- For a new group nothing exists yet: they look again every 5 ms
+	-- within wait_ms (instead of spinning on empty polls while the first
+	-- poller's transaction runs), then return nothing.
+	deadline := clock_timestamp() + wait_ms * interval '1 millisecond';
+	LOOP
+		SELECT * INTO g FROM estream."group" x WHERE x.name = _poll_impl."group";
+		EXIT WHEN FOUND;
+		IF estream._lock_name('group', _poll_impl."group", false) THEN
+			g := estream._group(_poll_impl."group", _poll_impl.auto_offset_reset, true);
+			EXIT;
+		END IF;
+		IF clock_timestamp() >= deadline THEN
 			RETURN;
 		END IF;
-		g := estream._group(_poll_impl."group", _poll_impl.auto_offset_reset, true);
-	END IF;
+		PERFORM pg_sleep(least(0.005, greatest(0, extract(epoch FROM deadline - clock_timestamp()))));
+	END LOOP;
 	IF (SELECT count(*) FROM estream.group_offset o
 		WHERE o.group_id = g.group_id AND o.topic_id = t.topic_id) < t.partitions
 	   AND estream._lock_name('group offsets', g.group_id::text || '.' || t.topic_id::text, false) THEN
 		PERFORM estream._ensure_offsets(g, t, _poll_impl.auto_offset_reset);
 	END IF;
-	deadline := clock_timestamp() + wait_ms * interval '1 millisecond';
 
 	LOOP
 		SELECT array_agg(w.stable_offset ORDER BY w.partition) INTO stable

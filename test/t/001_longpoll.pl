@@ -315,6 +315,40 @@ is( $node->safe_psql(
 	'0:0:a,0:3:b,0:5:c,1:0:other',
 	'the log holds exactly the committed records');
 
+#
+# 7. The first poll of a new group creates it in its transaction. A
+# concurrent first poll with wait_ms waits for it (1.4; before, it
+# returned nothing at once and its caller spun on empty polls), then
+# polls what the first one left.
+#
+$node->safe_psql('postgres',
+	q{SELECT estream.grant_acl('lp_consumer', 'read', 'group', 'lp-new')});
+my $first =
+  $node->background_psql('postgres', extra_params => [ '-U', 'lp_consumer' ]);
+$first->query_safe('BEGIN');
+is( $first->query_safe(
+		q{SELECT count(*) FROM estream.poll('lp-new', 'lp', max_records => 1, auto_offset_reset => 'earliest')}
+	),
+	'1',
+	'the first poll of a new group took one record, in an open transaction');
+$seq = $node->start_query($bg,
+	"SELECT count(*) FROM estream.poll('lp-new', 'lp', wait_ms => $long_wait_ms, auto_offset_reset => 'earliest')"
+);
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT wait_event = 'PgSleep' FROM pg_stat_activity WHERE pid = $pid"),
+	'the second poll waits for the group');
+sleep(1);
+is(pending_output($bg), '', 'no result while the group is not committed');
+$t0 = time();
+$first->query_safe('COMMIT');
+$rows = $node->finish_query($bg, $seq);
+$elapsed = time() - $t0;
+is($rows, '3', 'the second poll got the three records the first one left');
+cmp_ok($elapsed, '<', $woken_bound_s,
+	'the second poll returned well before its wait_ms after the commit');
+$first->quit;
+
 $producer->quit;
 $bg->quit;
 $node->stop;
