@@ -100,5 +100,26 @@ SELECT estream._relation_bytes('regress_sized') = pg_total_relation_size('regres
        estream._relation_bytes(0) AS missing;
 DROP TABLE regress_sized;
 
+-- _partitions_created() tells the shared end cache that new partitions are
+-- empty: it refuses partitions this transaction did not create (a wrong
+-- end would break the stable-offset rule), and only the extension's owner
+-- may call it
+\set VERBOSITY terse
+SELECT estream._partitions_created(topic_id, log_relid, 0, 0) FROM estream.topic WHERE name = 'orders';
+SELECT estream._partitions_created(topic_id, log_relid, 0, 5) FROM estream.topic WHERE name = 'orders';
+BEGIN;
+SELECT estream.create_topic('fresh', 3);
+SELECT estream._partitions_created(topic_id, log_relid, 0, 2) FROM estream.topic WHERE name = 'fresh';
+SELECT * FROM estream.produce('fresh', '{"n": 1}', partition => 1);
+COMMIT;
+SELECT partition, stable_offset, next_offset FROM estream.partitions WHERE topic = 'fresh' ORDER BY 1;
+CREATE ROLE regress_topic_nobody;
+SET ROLE regress_topic_nobody;
+SELECT estream._partitions_created(1, 0, 0, 0);
+RESET ROLE;
+DROP ROLE regress_topic_nobody;
+SELECT estream.drop_topic('fresh');
+\set VERBOSITY default
+
 -- the configuration catalog is visible
 SELECT name, default_value FROM estream.config_option ORDER BY name;

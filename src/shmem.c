@@ -128,6 +128,7 @@
 #include <signal.h>
 
 #include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -225,19 +226,22 @@ typedef struct EvictedWatermarks
 /*
  * The end cache.  A reader of a partition without a slot computes its
  * watermark from storage (stored_offset_end(), a query on the log), which
- * is valid until a slot is created in the key's bucket of creation counts
- * (see reader_resolve()).  Each backend keeps what it computed; the end
- * cache shares it, so that a new session (an administrator's view over
- * thousands of idle partitions) does not query every log again.  An entry
- * is valid while its creation count is the bucket's current one; the
- * topic id guards against a log OID reused by a new topic.  Entries are
- * only a cache: a lost or overwritten one is computed again.
+ * stays valid until a slot is created for the partition (see
+ * reader_resolve()).  Each backend keeps what it computed; the end cache
+ * shares it, so that a new session (an administrator's view over thousands
+ * of idle partitions) does not query every log again.  An entry is stored
+ * under the LWLock in shared mode, only by a reader that saw, under the
+ * LWLock, no slot for the key and no creation in its bucket since before
+ * it computed the value (or for a partition its transaction created);
+ * giving the key a slot, under the LWLock held exclusively, removes the
+ * entry.  So an entry present is valid.  The topic id guards against a log
+ * OID reused by a new topic.  Entries are only a cache: a lost or
+ * overwritten one is computed again.
  */
 typedef struct EndCacheEntry
 {
 	EstreamPartKey key;
 	int32		topic_id;		/* 0: empty entry */
-	uint64		creations;		/* creation count of the key's bucket */
 	int64		end;
 } EndCacheEntry;
 
@@ -584,14 +588,11 @@ creation_count(uint32 hashcode)
 }
 
 /*
- * The end a reader computed for a partition without a slot, if the end
- * cache has it and no slot was created in its bucket since: creations is
- * the bucket's count, read under estream_shared->lock with no slot for the
- * key.
+ * The end of a partition without a slot, if the end cache has it.  Caller
+ * holds estream_shared->lock (any mode) and found no slot for the key.
  */
 static bool
-end_cache_lookup(EstreamPartKey *key, uint32 hashcode, int32 topic_id,
-				 uint64 creations, int64 *end)
+end_cache_lookup(EstreamPartKey *key, uint32 hashcode, int32 topic_id, int64 *end)
 {
 	EndCacheSet *set = &end_cache[hashcode & (end_cache_sets - 1)];
 	bool		found = false;
@@ -601,8 +602,7 @@ end_cache_lookup(EstreamPartKey *key, uint32 hashcode, int32 topic_id,
 	{
 		EndCacheEntry *e = &set->entries[i];
 
-		if (e->topic_id == topic_id && e->creations == creations &&
-			memcmp(&e->key, key, sizeof(EstreamPartKey)) == 0)
+		if (e->topic_id == topic_id && memcmp(&e->key, key, sizeof(EstreamPartKey)) == 0)
 		{
 			*end = e->end;
 			found = true;
@@ -614,22 +614,16 @@ end_cache_lookup(EstreamPartKey *key, uint32 hashcode, int32 topic_id,
 }
 
 /*
- * Remember the end of a partition without a slot, valid while its bucket's
- * creation count is creations.  Replaces the key's entry, else an empty or
- * stale one, else the set's next victim.
+ * Remember the end of a partition without a slot.  Caller holds
+ * estream_shared->lock (any mode) and knows the value valid now (see "The
+ * end cache").  Replaces the key's entry, else an empty one, else the
+ * set's next victim.
  */
 static void
-end_cache_store(EstreamPartKey *key, uint32 hashcode, int32 topic_id,
-				uint64 creations, int64 end)
+end_cache_store(EstreamPartKey *key, uint32 hashcode, int32 topic_id, int64 end)
 {
 	EndCacheSet *set = &end_cache[hashcode & (end_cache_sets - 1)];
 	EndCacheEntry *e = NULL;
-
-	/* the keys of a set share one bucket of creation counts */
-	uint64		now = pg_atomic_read_u64(creation_count(hashcode));
-
-	StaticAssertStmt(END_CACHE_MIN / END_CACHE_WAYS >= ESTREAM_CREATION_BUCKETS,
-					 "sets of the end cache must not span buckets of creation counts");
 
 	SpinLockAcquire(&set->mutex);
 	for (int i = 0; i < END_CACHE_WAYS && e == NULL; i++)
@@ -639,10 +633,8 @@ end_cache_store(EstreamPartKey *key, uint32 hashcode, int32 topic_id,
 	}
 	for (int i = 0; i < END_CACHE_WAYS && e == NULL; i++)
 	{
-		EndCacheEntry *c = &set->entries[i];
-
-		if (c->topic_id == 0 || c->creations != now)
-			e = c;
+		if (set->entries[i].topic_id == 0)
+			e = &set->entries[i];
 	}
 	if (e == NULL)
 	{
@@ -651,8 +643,30 @@ end_cache_store(EstreamPartKey *key, uint32 hashcode, int32 topic_id,
 	}
 	e->key = *key;
 	e->topic_id = topic_id;
-	e->creations = creations;
 	e->end = end;
+	SpinLockRelease(&set->mutex);
+}
+
+/*
+ * Forget the end of a partition that is given a slot.  Caller holds
+ * estream_shared->lock exclusively.
+ */
+static void
+end_cache_forget(EstreamPartKey *key, uint32 hashcode)
+{
+	EndCacheSet *set = &end_cache[hashcode & (end_cache_sets - 1)];
+
+	SpinLockAcquire(&set->mutex);
+	for (int i = 0; i < END_CACHE_WAYS; i++)
+	{
+		EndCacheEntry *e = &set->entries[i];
+
+		if (memcmp(&e->key, key, sizeof(EstreamPartKey)) == 0)
+		{
+			memset(e, 0, sizeof(EndCacheEntry));
+			break;
+		}
+	}
 	SpinLockRelease(&set->mutex);
 }
 
@@ -911,6 +925,7 @@ create_locked(EstreamPartKey *key, uint32 hashcode)
 	SpinLockRelease(&part->mutex);
 	remember_pin(part);
 
+	end_cache_forget(key, hashcode);
 	pg_atomic_fetch_add_u64(creation_count(hashcode), 1);
 	estream_shared->creations++;
 	return part;
@@ -1266,8 +1281,7 @@ reader_resolve(EstreamPartReader *r, EstreamWatermarks *wm)
 			done = read_ref(&r->ref, wm);
 		}
 		else if ((lentry->has_end && lentry->end_creations == before) ||
-				 end_cache_lookup(&r->key, r->hashcode, r->topic->topic_id,
-								  before, &end))
+				 end_cache_lookup(&r->key, r->hashcode, r->topic->topic_id, &end))
 		{
 			/*
 			 * Computed before (here or by another backend), and no slot
@@ -1312,8 +1326,7 @@ reader_resolve(EstreamPartReader *r, EstreamWatermarks *wm)
 				lentry->has_end = true;
 				lentry->end = end;
 				lentry->end_creations = before;
-				end_cache_store(&r->key, r->hashcode, r->topic->topic_id,
-								before, end);
+				end_cache_store(&r->key, r->hashcode, r->topic->topic_id, end);
 				done = true;
 			}
 			else if (part != NULL)
@@ -2250,4 +2263,86 @@ Datum
 estream_draining_sql(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(estream_draining(PG_ARGISNULL(0) ? 0 : PG_GETARG_INT32(0)));
+}
+
+/*
+ * estream._partitions_created(topic_id, log_relid, first, last): partitions
+ * first..last of a topic were created by the current transaction
+ * (create_topic(), add_partitions()): they are empty, so their watermark is
+ * 0 until a producer takes a slot.  Put that in the end cache, so that the
+ * first reader of each (an administrator's view right after 2,000 topics
+ * were created) does not query its log.  Does nothing for a partition that
+ * has a slot already (the transaction produced to it), nor without shared
+ * memory.  Refuses partitions whose row the current transaction did not
+ * insert: a wrong end would break the stable-offset rule.
+ */
+PG_FUNCTION_INFO_V1(estream_partitions_created);
+Datum
+estream_partitions_created(PG_FUNCTION_ARGS)
+{
+	int32		topic_id = PG_GETARG_INT32(0);
+	Oid			logrelid = PG_GETARG_OID(1);
+	int32		first = PG_GETARG_INT32(2);
+	int32		last = PG_GETARG_INT32(3);
+	Datum		args[4];
+	int			rc;
+	static SPIPlanPtr plan = NULL;
+
+	if (estream_shared == NULL || first > last)
+		PG_RETURN_VOID();
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (plan == NULL)
+	{
+		Oid			argtypes[4] = {INT4OID, INT4OID, INT4OID, OIDOID};
+
+		plan = estream_prepare_kept("SELECT p.xmin FROM estream.partition p"
+									" JOIN estream.topic t ON t.topic_id OPERATOR(pg_catalog.=) p.topic_id"
+									" WHERE p.topic_id OPERATOR(pg_catalog.=) $1"
+									" AND p.partition OPERATOR(pg_catalog.>=) $2"
+									" AND p.partition OPERATOR(pg_catalog.<=) $3"
+									" AND t.log_relid::pg_catalog.oid OPERATOR(pg_catalog.=) $4",
+									4, argtypes);
+	}
+	args[0] = Int32GetDatum(topic_id);
+	args[1] = Int32GetDatum(first);
+	args[2] = Int32GetDatum(last);
+	args[3] = ObjectIdGetDatum(logrelid);
+	rc = SPI_execute_plan(plan, args, NULL, true, 0);
+	if (rc != SPI_OK_SELECT || SPI_processed != (uint64) (last - first + 1))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("partitions %d to %d of topic %d do not exist", first, last, topic_id),
+				 errdetail("estream._partitions_created() is called by create_topic() and add_partitions() for the partitions they create.")));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		xmin = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (isnull || !TransactionIdIsCurrentTransactionId(DatumGetTransactionId(xmin)))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("partitions %d to %d of topic %d were not created by this transaction",
+							first, last, topic_id),
+					 errdetail("Only partitions created by the current transaction are known to be empty.")));
+	}
+	SPI_finish();
+
+	for (int32 p = first; p <= last; p++)
+	{
+		EstreamPartKey key;
+		uint32		hashcode;
+
+		memset(&key, 0, sizeof(key));
+		key.dbid = MyDatabaseId;
+		key.logrelid = logrelid;
+		key.partition = p;
+		hashcode = get_hash_value(part_hash, &key);
+		LWLockAcquire(estream_shared->lock, LW_SHARED);
+		if (lookup_locked(&key, hashcode) == NULL)
+			end_cache_store(&key, hashcode, topic_id, 0);
+		LWLockRelease(estream_shared->lock);
+	}
+	PG_RETURN_VOID();
 }

@@ -223,6 +223,14 @@ COMMENT ON FUNCTION estream._topic(text) IS 'Looks up a topic row by name, or ra
 --
 -- Topic administration
 --
+CREATE OR REPLACE FUNCTION estream._partitions_created(p_topic_id integer, p_log_relid oid,
+													  p_first integer, p_last integer)
+RETURNS void
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'estream_partitions_created';
+COMMENT ON FUNCTION estream._partitions_created(integer, oid, integer, integer) IS
+	'Tell the shared end cache that partitions this transaction created are empty, so that their first reader does not query the log.';
+
 CREATE OR REPLACE FUNCTION estream._create_topic_impl(topic text, partitions integer, config jsonb,
 										   if_not_exists boolean)
 RETURNS void
@@ -279,6 +287,7 @@ BEGIN
 	INSERT INTO estream.partition (topic_id, partition)
 		SELECT v_id, g FROM generate_series(0, partitions - 1) g;
 	PERFORM estream._create_segment(v_id, 0);
+	PERFORM estream._partitions_created(v_id, format('estream.log_%s', v_id)::regclass, 0, partitions - 1);
 END
 $$;
 COMMENT ON FUNCTION estream._create_topic_impl(text, integer, jsonb, boolean) IS
@@ -380,6 +389,7 @@ BEGIN
 	UPDATE estream.topic x SET partitions = _add_partitions_impl.partitions WHERE x.topic_id = t.topic_id;
 	INSERT INTO estream.partition (topic_id, partition)
 		SELECT t.topic_id, g FROM generate_series(t.partitions, partitions - 1) g;
+	PERFORM estream._partitions_created(t.topic_id, t.log_relid, t.partitions, partitions - 1);
 END
 $$;
 COMMENT ON FUNCTION estream._add_partitions_impl(text, integer) IS
